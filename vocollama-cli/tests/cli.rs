@@ -1,0 +1,55 @@
+//! The `vocollama` binary end to end.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/fixtures").join(name)
+}
+
+fn vocollama(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vocollama")).args(args).output().expect("run vocollama");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn info_describes_an_original_llava_checkpoint() {
+    let dir = fixture("llava-gqa-bf16");
+    let (ok, out, err) = vocollama(&["info", "--model", dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    for want in [
+        "LLaVA original layout",
+        "2 files",
+        "bf16",
+        "4 heads (2 key/value, head dim 16)",
+        "2 of 3 layers run (select layer -2)",
+        "mlp2x_gelu 48 -> 64",
+        "pad to square",
+        // 2 layers x (K,V) x 2 kv heads x 16 dims x 4 bytes
+        "kv cache    512 B per token in f32, 256 B in f16",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn info_takes_a_vision_tower_override() {
+    let (ok, out, err) = vocollama(&[
+        "info",
+        "--model",
+        fixture("llava-mha-f16-bin").to_str().unwrap(),
+        "--vision-tower",
+        fixture("clip-vision-f16").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("PyTorch .bin") && out.contains("mlp3x_gelu") && out.contains("cls_patch"), "{out}");
+}
+
+#[test]
+fn bad_model_dir_is_one_line_and_a_failure() {
+    let (ok, out, err) = vocollama(&["info", "--model", "/nonexistent/model"]);
+    assert!(!ok);
+    assert!(out.is_empty());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: /nonexistent/model/config.json"), "{err}");
+}

@@ -1,0 +1,10 @@
+//! Attention for vocollama, driven by a few integers instead of an L×L mask.
+//!
+//! [`attention`] takes queries and a key/value cache with possibly fewer heads
+//! (grouped-query attention) and a [`KeyRule`] saying which keys each query row
+//! may see. This crate knows nothing of the model; the model turns its
+//! attention layout into a `KeyRule`.
+
+pub mod attention;
+
+pub use attention::{KeyRule, SampleRule, attention};

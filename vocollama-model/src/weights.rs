@@ -9,13 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
-    BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
+    ChainAdapter, FloatCastAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
     SafetensorsStore,
 };
-use burn::tensor::DType;
+use burn::tensor::{DType, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -152,16 +152,49 @@ impl KeyMap {
 /// The dtype modules hold after loading. Weights stored as f16/bf16 are converted.
 pub const COMPUTE_DTYPE: DType = DType::F32;
 
+/// The module's parameters named and shaped as PyTorch has them (Linear
+/// weights `[out, in]`, norm `weight`/`bias`), read without initialising any
+/// of them: a 7B model must not be allocated once as zeros before loading.
+fn expected_shapes<M: Module>(module: &M) -> HashMap<String, Vec<usize>> {
+    #[derive(Default)]
+    struct Shapes {
+        path: Vec<String>,
+        containers: Vec<String>,
+        out: HashMap<String, Vec<usize>>,
+    }
+    impl ModuleVisitor for Shapes {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.push(name.to_string());
+            self.containers.push(container_type.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+            self.containers.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let module = self.containers.iter().rev().find(|c| c.starts_with("Struct:")).map(String::as_str);
+            let mut path = self.path.clone();
+            let mut shape = param.lazy_shape().to_vec();
+            let name = path.last_mut().expect("a parameter has a name");
+            match (module, name.as_str()) {
+                (Some("Struct:Linear"), "weight") if shape.len() == 2 => shape.swap(0, 1),
+                (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "gamma") => *name = "weight".into(),
+                (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "beta") => *name = "bias".into(),
+                _ => {}
+            }
+            self.out.insert(path.join("."), shape);
+        }
+    }
+    let mut v = Shapes::default();
+    module.visit(&mut v);
+    v.out
+}
+
 /// Load `module`'s parameters from `tensors` through `map`, all or nothing:
 /// a missing tensor or a shape that differs from the module's is an error
 /// naming the tensor, the file and both shapes.
 pub fn load_module<M: Module + ModuleSnapshot>(module: M, tensors: &Tensors, map: &KeyMap, what: &str) -> Result<M> {
-    // The module's own parameters, named and shaped as PyTorch would have them.
-    let expected: HashMap<String, Vec<usize>> = module
-        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-        .into_iter()
-        .map(|t| (t.name.clone(), t.shape.to_vec()))
-        .collect();
+    let expected = expected_shapes(&module);
     let mut chosen = Vec::with_capacity(expected.len());
     for (key, (file, tensor)) in &tensors.entries {
         let Some(path) = map.to_module(key) else { continue };

@@ -76,10 +76,11 @@ fn main() {
         "LLaMA {} layers, hidden {}, FFN {}, {} heads, vocab {}; prompt {prompt} tokens, {decode} decoded, median of {reps}\n",
         c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads, c.vocab_size
     );
-    println!("| backend | prefill tok/s | decode tok/s | prefill vs first | decode vs first |");
+    let backends = backend::compiled_backends();
+    println!("| backend | prefill tok/s | decode tok/s | prefill speed vs {0} | decode speed vs {0} |", backends[0]);
     println!("| --- | ---: | ---: | ---: | ---: |");
     let mut first: Option<(f64, f64)> = None;
-    for name in backend::compiled_backends() {
+    for name in backends {
         let device = match backend::device(name) {
             Ok(d) => d,
             Err(e) => panic!("{name}: {e}"),

@@ -300,6 +300,65 @@ def make_llava_original(name, vision, clip_dir, llm_cfg, mm, extra, dtype, write
                   "llm_input_ids": ids, "llm_logits": logits,
                   "llava_input_ids": lids, "llava_logits": llava_logits},
               {"image": f"images/{image}", "vision_tower": clip_dir})
+    return d, llm, embeds
+
+
+# ---------------------------------------------------------------- VoCo references
+
+def voco_mask(ids_expanded, voco_id):
+    """voco-spec.md section 3 as an additive 4D mask: causal, and rows after the
+    last VoCo token see no key before the first one."""
+    L = len(ids_expanded)
+    pos = [i for i, t in enumerate(ids_expanded) if t == voco_id]
+    allowed = torch.tril(torch.ones(L, L, dtype=torch.bool))
+    if pos:
+        f, l = pos[0], pos[-1]
+        allowed[l + 1:, :f] = False
+    mask = torch.zeros(L, L)
+    mask[~allowed] = torch.finfo(torch.float32).min
+    return mask[None, None]
+
+
+def masked_logits(llm, embeds_img, ids, voco_id):
+    pos = (ids == IMAGE_TOKEN_INDEX).nonzero()[0, 0].item()
+    emb = llm.model.embed_tokens
+    seq = torch.cat([emb(ids[:pos]), embeds_img[0], emb(ids[pos + 1:])], 0)[None]
+    expanded = ids[:pos].tolist() + [IMAGE_TOKEN_INDEX] * embeds_img.shape[1] + ids[pos + 1:].tolist()
+    return llm(inputs_embeds=seq, attention_mask=voco_mask(expanded, voco_id)).logits
+
+
+def make_voco_references(d, llm, embeds, voco_id, seed):
+    """A VoCo prompt [BOS, <image>, ▁, \n, <voco>*N, ▁, \n, question...] for N = 1, 2, 8:
+    logits of the masked single pass (LlamaForCausalLM with the spec's 4D mask)
+    and 8 greedy tokens, each step a fresh masked pass over the grown sequence."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = llm.config.vocab_size
+    sp, nl = 29871 % vocab, 13  # stand-ins for "▁" and "<0x0A>"
+    question = torch.randint(3, vocab - 1, (9,), generator=g)
+    second = torch.randint(3, vocab - 1, (5,), generator=g)
+    out = {}
+    for n in (1, 2, 8):
+        ids = torch.tensor([1, IMAGE_TOKEN_INDEX, sp, nl] + [voco_id] * n + [sp, nl]) 
+        ids = torch.cat([ids, question])
+        out[f"n{n}_ids"] = ids
+        out[f"n{n}_logits"] = masked_logits(llm, embeds, ids, voco_id)
+        seq = ids
+        greedy = []
+        for _ in range(8):
+            nxt = masked_logits(llm, embeds, seq, voco_id)[0, -1].argmax()
+            greedy.append(nxt.item())
+            seq = torch.cat([seq, nxt[None]])
+        out[f"n{n}_greedy"] = torch.tensor(greedy)
+        # A second turn after the first answer: its logits come from the same masked pass.
+        turn2 = torch.cat([seq, torch.tensor([2]), second])
+        out[f"n{n}_turn2_ids"] = turn2
+        out[f"n{n}_turn2_logits"] = masked_logits(llm, embeds, turn2, voco_id)[:, -(1 + len(second)):]
+    # Plain causal mask through the same 4D path equals no mask at all: the mask is honoured as given.
+    ids = out["n2_ids"]
+    plain = masked_logits(llm, embeds, ids, -1)
+    assert torch.allclose(plain, splice_logits(llm, embeds, ids), atol=1e-5)
+    assert not torch.allclose(plain, out["n2_logits"], atol=1e-3)
+    save_file({k: v.detach().contiguous() for k, v in out.items()}, os.path.join(d, "voco-reference.safetensors"))
 
 
 # ---------------------------------------------------------------- llava-hf layout
@@ -389,13 +448,14 @@ def main():
     with torch.no_grad():
         clip_full = make_clip_full()
         clip_f16 = make_clip_vision_f16()
-        make_llava_original(
+        d, llm, embeds = make_llava_original(
             "llava-gqa-bf16", clip_full, "clip-full",
             llama_config(num_key_value_heads=2),
             {"mm_vision_tower": "../clip-full", "mm_hidden_size": 48, "mm_projector_type": "mlp2x_gelu",
              "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
              "image_aspect_ratio": "pad"},
-            {}, torch.bfloat16, save_shards_safetensors, True, "wide.png", 21)
+            {"voco_num": 2, "torch_dtype": "bfloat16"}, torch.bfloat16, save_shards_safetensors, True, "wide.png", 21)
+        make_voco_references(d, llm, embeds, 511, 71)
         make_llava_original(
             "llava-mha-f16-bin", clip_f16, "clip-vision-f16",
             llama_config(rope_theta=500000.0, num_hidden_layers=3),

@@ -3,22 +3,23 @@
 //! Data flows image → [`preprocess`] → [`vision`] (CLIP, stopped at the
 //! selected layer) → [`projector`] → spliced into the token embeddings
 //! ([`llava`]) → [`llama`] with explicit positions and an attention
-//! [`layout`]. [`weights`] and [`config`] read checkpoints in the layouts
+//! [`voco::layout`]. [`weights`] and [`config`] read checkpoints in the layouts
 //! people have.
 
 pub mod backend;
 pub mod config;
 pub mod error;
 pub mod info;
-pub mod layout;
 pub mod llama;
 pub mod llava;
+pub mod pipeline;
 pub mod preprocess;
 pub mod projector;
 pub mod vision;
+pub mod voco;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use layout::AttentionLayout;
+pub use voco::{AttentionLayout, VocoCache};
 pub use llama::{KvCache, Llama};
 pub use llava::{IMAGE_TOKEN_INDEX, LlavaModel, LoadOptions};

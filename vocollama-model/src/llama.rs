@@ -12,7 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use vocollama_kernels::attention;
 
 use crate::config::LlamaConfig;
-use crate::layout::AttentionLayout;
+use crate::voco::AttentionLayout;
 use crate::weights::KeyMap;
 
 #[derive(Module, Debug)]
@@ -68,6 +68,11 @@ pub struct KvCache {
 impl KvCache {
     pub fn new(num_layers: usize) -> Self {
         Self { layers: vec![None; num_layers] }
+    }
+
+    /// A cache holding these keys and values, one `(K, V)` per layer.
+    pub fn from_layers(layers: Vec<(Tensor<4>, Tensor<4>)>) -> Self {
+        Self { layers: layers.into_iter().map(Some).collect() }
     }
 
     /// Number of cached positions.

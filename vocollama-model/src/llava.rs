@@ -42,6 +42,8 @@ pub struct LlavaModel {
     /// `None` for a plain LLaMA directory.
     pub vision: Option<VisionStack>,
     pub device: Device,
+    /// Identity of configs and weights, stamped into `.voco` files.
+    pub fingerprint: [u8; 32],
 }
 
 impl LlavaModel {
@@ -78,7 +80,8 @@ impl LlavaModel {
                 Some(load_vision(dir, &config, &tensors, &checkpoint, options, projector, device)?)
             }
         };
-        Ok(Self { config, checkpoint, llm, vision, device: device.clone() })
+        let fingerprint = fingerprint(&config, &checkpoint, vision.as_ref())?;
+        Ok(Self { config, checkpoint, llm, vision, device: device.clone(), fingerprint })
     }
 
     fn vision(&self) -> Result<&VisionStack> {
@@ -189,6 +192,25 @@ fn load_vision(
     };
     let preprocessor = preprocessor_for(dir, config, &tower_dir, &vconfig)?;
     Ok(VisionStack { tower, projector, preprocessor, config: vconfig, tower_dir, tower_checkpoint })
+}
+
+/// SHA-256 over everything that decides what stage 1 computes: configs,
+/// weight files' identity, the preprocessing.
+fn fingerprint(config: &ModelConfig, checkpoint: &Checkpoint, vision: Option<&VisionStack>) -> Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"vocollama model fingerprint v1\0");
+    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
+    h.update(read(&config.path)?);
+    checkpoint.identity(&mut h)?;
+    if let Some(v) = vision {
+        if v.tower_checkpoint.dir != checkpoint.dir {
+            h.update(read(&v.tower_dir.join("config.json"))?);
+            v.tower_checkpoint.identity(&mut h)?;
+        }
+        h.update(format!("{:?}", v.preprocessor).as_bytes());
+    }
+    Ok(h.finalize().into())
 }
 
 /// The image preprocessing of a model: `preprocessor_config.json` (LLaVA reads

@@ -122,6 +122,10 @@ impl ClipVision {
         })
     }
 
+    pub fn select_feature(&self) -> SelectFeature {
+        self.select_feature
+    }
+
     pub fn image_size(&self) -> usize {
         self.image_size
     }

@@ -1,0 +1,8 @@
+//! VoCo-LLaMA's own parts: the attention layout that hides the image from the
+//! text, and the VoCo cache that stage 1 produces and stage 2 answers from.
+
+pub mod cache;
+pub mod layout;
+
+pub use cache::VocoCache;
+pub use layout::{AttentionLayout, VocoSpan};

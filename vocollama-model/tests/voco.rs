@@ -1,0 +1,232 @@
+//! VoCo end to end against transformers (a LlamaForCausalLM run with the
+//! spec's 4D mask over the spliced embeddings), and the two-stage path
+//! against the masked single pass.
+
+mod common;
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use common::*;
+use vocollama_model::pipeline::{Session, expand_ids, last_logits};
+use vocollama_model::voco::cache::CacheDType;
+use vocollama_model::{AttentionLayout, KvCache, LlavaModel, LoadOptions, VocoCache};
+
+const VOCO: i64 = 511;
+
+fn model(device: &Device) -> LlavaModel {
+    LlavaModel::load(&fixture("llava-gqa-bf16"), &LoadOptions::default(), device).unwrap()
+}
+
+fn image(model: &LlavaModel) -> Tensor<3> {
+    let pixels = model.load_image(&assets().join("images/wide.png")).unwrap();
+    model.encode_image(&pixels).unwrap()
+}
+
+fn data(t: Tensor<3>) -> TensorData {
+    t.into_data()
+}
+
+/// Split a VoCo prompt after its last VoCo token.
+fn split(ids: &[i64]) -> (&[i64], &[i64]) {
+    let l = ids.iter().rposition(|&t| t == VOCO).unwrap();
+    ids.split_at(l + 1)
+}
+
+fn rows(t: Tensor<3>, from: usize) -> Tensor<3> {
+    let [b, l, v] = t.dims();
+    t.slice([0..b, from..l, 0..v])
+}
+
+#[test]
+fn masked_single_pass_matches_transformers() {
+    let r = read_tensors(fixture("llava-gqa-bf16/voco-reference.safetensors"));
+    for (backend, device, tol) in devices() {
+        let m = model(&device);
+        let img = image(&m);
+        for n in [1, 2, 8] {
+            let ids = ids(&r[&format!("n{n}_ids")]);
+            let h = m.forward_masked(&ids, &[img.clone()], VOCO).unwrap();
+            assert_close(&format!("[{backend}] N={n} masked logits"), data(m.llm.logits(h)), &r[&format!("n{n}_logits")], tol);
+        }
+    }
+}
+
+#[test]
+fn two_stage_equals_the_masked_single_pass() {
+    let r = read_tensors(fixture("llava-gqa-bf16/voco-reference.safetensors"));
+    for (backend, device, _) in devices() {
+        let m = model(&device);
+        let img = image(&m);
+        for n in [1, 2, 8] {
+            let ids = ids(&r[&format!("n{n}_ids")]);
+            let (prefix, text) = split(&ids);
+            let single = m.forward_masked(&ids, &[img.clone()], VOCO).unwrap();
+            let text_start = expand_ids(prefix, m.image_tokens()).len();
+            let want = data(rows(m.llm.logits(single), text_start));
+
+            let cache = m.compress(prefix, &[img.clone()], VOCO).unwrap();
+            assert_eq!(cache.len(), n);
+            assert_eq!(cache.next_position(), text_start);
+            let mut s = Session::from_voco(&m, &cache).unwrap();
+            let got = data(m.llm.logits(s.feed(text, &[]).unwrap()));
+            assert_close(&format!("[{backend}] N={n} two-stage vs masked"), got, &want, 1e-5);
+            assert_eq!(s.cached(), n + text.len(), "stage 2 holds only VoCo + text");
+        }
+    }
+}
+
+#[test]
+fn greedy_tokens_second_turn_and_second_question() {
+    let r = read_tensors(fixture("llava-gqa-bf16/voco-reference.safetensors"));
+    for (backend, device, tol) in devices() {
+        let m = model(&device);
+        let img = image(&m);
+        for n in [1, 2, 8] {
+            let ids = ids(&r[&format!("n{n}_ids")]);
+            let (prefix, text) = split(&ids);
+            let cache = m.compress(prefix, &[img.clone()], VOCO).unwrap();
+
+            // 8 greedy tokens, each decoded against the growing stage-2 cache.
+            let mut s = Session::from_voco(&m, &cache).unwrap();
+            let mut logits = s.next_logits(text, &[]).unwrap();
+            let mut greedy = Vec::new();
+            for step in 0..8 {
+                let next = argmax(&logits) as i64;
+                greedy.push(next);
+                if step < 7 {
+                    logits = s.next_logits(&[next], &[]).unwrap();
+                }
+            }
+            assert_eq!(greedy, common::ids(&r[&format!("n{n}_greedy")]), "[{backend}] N={n} greedy tokens");
+
+            // Second chat turn in the same session.
+            let turn2 = common::ids(&r[&format!("n{n}_turn2_ids")]);
+            let fed = ids.len() + 7;
+            let h = s.feed(&turn2[fed..], &[]).unwrap();
+            let got = data(rows(m.llm.logits(h), 1));
+            assert_close(&format!("[{backend}] N={n} 2nd turn"), got, &r[&format!("n{n}_turn2_logits")], tol);
+
+            // A second question from the same cache equals its own masked single pass.
+            let q2: Vec<i64> = text.iter().rev().copied().collect();
+            let mut s2 = Session::from_voco(&m, &cache).unwrap();
+            let got = data(m.llm.logits(s2.feed(&q2, &[]).unwrap()));
+            let full = [prefix, &q2].concat();
+            let single = m.forward_masked(&full, &[img.clone()], VOCO).unwrap();
+            let want = data(rows(m.llm.logits(single), cache.next_position()));
+            assert_close(&format!("[{backend}] N={n} 2nd question"), got, &want, 1e-5);
+        }
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+}
+
+#[test]
+fn voco_file_round_trip_is_exact_in_f32() {
+    let r = read_tensors(fixture("llava-gqa-bf16/voco-reference.safetensors"));
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, device, _) in devices() {
+        let m = model(&device);
+        let img = image(&m);
+        let ids = ids(&r["n8_ids"]);
+        let (prefix, text) = split(&ids);
+        let cache = m.compress(prefix, &[img], VOCO).unwrap();
+        let want = Session::from_voco(&m, &cache).unwrap().next_logits(text, &[]).unwrap();
+        for (dtype, tol) in [(CacheDType::F32, 1e-5f32), (CacheDType::F16, 1e-2), (CacheDType::BF16, 5e-2)] {
+            let path = dir.path().join(format!("{backend}-{dtype:?}.voco"));
+            cache.save(&path, &m.fingerprint, dtype).unwrap();
+            let size = std::fs::metadata(&path).unwrap().len() as usize;
+            assert_eq!(size, 8 + 4 + 32 + 16 + 4 + 4 * 8 + cache.payload_bytes(dtype) + 32);
+            let loaded = VocoCache::load(&path, &m.fingerprint, &device).unwrap();
+            assert_eq!(loaded.positions, cache.positions);
+            let got = Session::from_voco(&m, &loaded).unwrap().next_logits(text, &[]).unwrap();
+            let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
+            let diff = got.iter().zip(&want).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            assert!(diff / scale <= tol, "[{backend}] {dtype:?}: {}", diff / scale);
+        }
+        // No temporary file is left beside the cache.
+        assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
+    }
+}
+
+#[test]
+fn voco_file_errors() {
+    let device = Device::flex();
+    let m = model(&device);
+    let r = read_tensors(fixture("llava-gqa-bf16/voco-reference.safetensors"));
+    let n2 = ids(&r["n2_ids"]);
+    let (prefix, _) = split(&n2);
+    let cache = m.compress(prefix, &[image(&m)], VOCO).unwrap();
+    let good = cache.to_bytes(&m.fingerprint, CacheDType::F16);
+    let err = |b: &[u8], fp: &[u8; 32]| VocoCache::from_bytes(b, fp, &device).unwrap_err();
+
+    assert!(err(&good, &[7; 32]).contains("different model"));
+    assert!(err(&good[..good.len() - 10], &m.fingerprint).contains("truncated"));
+    assert!(err(b"hello", &m.fingerprint).contains("not a .voco file"));
+    let mut bad = good.clone();
+    bad[200] ^= 1;
+    assert!(err(&bad, &m.fingerprint).contains("corrupted"));
+    let mut newer = good.clone();
+    newer[8] = 9;
+    assert!(err(&newer, &m.fingerprint).contains("newer"));
+    // Another model's fingerprint differs: the tied LLaMA has no tower, the llava-hf fixture other weights.
+    let other = LlavaModel::load(&fixture("llava-hf"), &LoadOptions::default(), &device).unwrap();
+    assert_ne!(other.fingerprint, m.fingerprint);
+}
+
+#[test]
+fn text_cannot_see_the_image() {
+    let r = read_tensors(fixture("llava-gqa-bf16/voco-reference.safetensors"));
+    let device = Device::flex();
+    let m = model(&device);
+    let img = image(&m);
+    let ids = ids(&r["n2_ids"]);
+    let (prefix, text) = split(&ids);
+    let p = m.image_tokens();
+
+    // Stage 1 over the whole prefix, then replace the image's keys and values with noise:
+    // under the VoCo layout the text's logits do not move.
+    let mut cache = m.llm.new_cache();
+    m.forward_prompt(prefix, &[img.clone()], &AttentionLayout::causal(), &mut cache).unwrap();
+    let expanded = expand_ids(&ids, p);
+    let layout = AttentionLayout::for_sequence(&expanded, VOCO);
+    let mut clean = cache.clone();
+    let clean_logits = last_logits(&m, m.forward_prompt(text, &[], &layout, &mut clean).unwrap());
+    let noisy_layers = (0..m.llm.num_layers())
+        .map(|i| {
+            let (k, v) = cache.layer(i).unwrap().clone();
+            let [b, h, l, d] = k.dims();
+            let noise = |t: Tensor<4>| {
+                let junk = Tensor::<4>::random([b, h, p, d], Distribution::Normal(0.0, 5.0), &device);
+                t.slice_assign([0..b, 0..h, 1..1 + p, 0..d], junk)
+            };
+            assert!(l > p);
+            (noise(k), noise(v))
+        })
+        .collect();
+    let mut noisy = KvCache::from_layers(noisy_layers);
+    let noisy_logits = last_logits(&m, m.forward_prompt(text, &[], &layout, &mut noisy).unwrap());
+    assert_eq!(clean_logits, noisy_logits, "text rows read no image key or value");
+
+    // A different image, compressed again, changes the answer's logits.
+    let other = m.encode_image(&m.load_image(&assets().join("images/photo.png")).unwrap()).unwrap();
+    let a = Session::from_voco(&m, &m.compress(prefix, &[img], VOCO).unwrap()).unwrap().next_logits(text, &[]).unwrap();
+    let b = Session::from_voco(&m, &m.compress(prefix, &[other], VOCO).unwrap()).unwrap().next_logits(text, &[]).unwrap();
+    let diff = a.iter().zip(&b).fold(0f32, |x, (p, q)| x.max((p - q).abs()));
+    assert!(diff > 1e-3, "a new image must change the logits ({diff})");
+}
+
+#[test]
+fn stage_one_input_errors() {
+    let device = Device::flex();
+    let m = model(&device);
+    let img = image(&m);
+    let e = m.compress(&[1, -200, 175, 13], &[img.clone()], VOCO).unwrap_err().to_string();
+    assert!(e.contains("N must be at least 1"), "{e}");
+    let e = m.compress(&[1, -200, VOCO, 13], &[img.clone()], VOCO).unwrap_err().to_string();
+    assert!(e.contains("must end in its VoCo tokens"), "{e}");
+    let long = vec![5i64; 600];
+    let cache = m.compress(&[1, -200, 175, 13, VOCO], &[img], VOCO).unwrap();
+    let e = Session::from_voco(&m, &cache).unwrap().feed(&long, &[]).unwrap_err().to_string();
+    assert!(e.contains("context is 512 tokens"), "{e}");
+}

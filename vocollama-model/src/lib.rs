@@ -15,6 +15,7 @@ pub mod llava;
 pub mod pipeline;
 pub mod preprocess;
 pub mod projector;
+pub mod sampling;
 pub mod vision;
 pub mod voco;
 pub mod weights;

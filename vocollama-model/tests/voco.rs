@@ -7,6 +7,7 @@ mod common;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use common::*;
 use vocollama_model::pipeline::{Session, expand_ids, last_logits};
+use vocollama_model::sampling::argmax;
 use vocollama_model::voco::cache::CacheDType;
 use vocollama_model::{AttentionLayout, KvCache, LlavaModel, LoadOptions, VocoCache};
 
@@ -115,10 +116,6 @@ fn greedy_tokens_second_turn_and_second_question() {
             assert_close(&format!("[{backend}] N={n} 2nd question"), got, &want, 1e-5);
         }
     }
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
 }
 
 #[test]

@@ -227,3 +227,16 @@ fn stage_one_input_errors() {
     let e = Session::from_voco(&m, &cache).unwrap().feed(&long, &[]).unwrap_err().to_string();
     assert!(e.contains("context is 512 tokens"), "{e}");
 }
+
+#[test]
+fn uncompressed_session_equals_the_plain_llava_reference() {
+    // `--compression none`: the whole prompt, all image tokens, plain causal attention.
+    let r = reference("llava-gqa-bf16");
+    for (backend, device, tol) in devices() {
+        let m = model(&device);
+        let mut s = Session::empty(&m);
+        let h = s.feed(&ids(&r["llava_input_ids"]), &[image(&m)]).unwrap();
+        assert_eq!(s.cached(), s.position());
+        assert_close(&format!("[{backend}] uncompressed session"), data(m.llm.logits(h)), &r["llava_logits"], tol);
+    }
+}

@@ -79,7 +79,10 @@ fn voco_and_padding_rules() {
     check(voco, 1, 4, 2, 2, 12, 8);
     let mixed = KeyRule {
         causal: true,
-        samples: vec![SampleRule { left_padding: 3, voco: Some((8, 9)) }, SampleRule { left_padding: 0, voco: Some((5, 6)) }],
+        samples: vec![
+            SampleRule { left_padding: 3, voco: Some((8, 9)) },
+            SampleRule { left_padding: 0, voco: Some((5, 6)) },
+        ],
     };
     check(mixed, 2, 4, 4, 12, 12, 8);
 }

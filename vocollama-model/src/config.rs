@@ -137,9 +137,7 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn new(path: &'a Path, prefix: &'a str, value: &'a Value) -> Result<Self> {
-        let map = value
-            .as_object()
-            .ok_or_else(|| Error::config(path, format!("`{prefix}` is not a JSON object")))?;
+        let map = value.as_object().ok_or_else(|| Error::config(path, format!("`{prefix}` is not a JSON object")))?;
         Ok(Self { path, prefix, map })
     }
 
@@ -202,10 +200,9 @@ impl<'a> Fields<'a> {
     fn token_id(&self, key: &str, default: Option<u32>) -> Result<Option<u32>> {
         match self.get(key) {
             None => Ok(default),
-            Some(Value::Array(a)) if !a.is_empty() => a[0]
-                .as_u64()
-                .map(|n| Some(n as u32))
-                .ok_or_else(|| self.err(key, "a token id", &a[0])),
+            Some(Value::Array(a)) if !a.is_empty() => {
+                a[0].as_u64().map(|n| Some(n as u32)).ok_or_else(|| self.err(key, "a token id", &a[0]))
+            }
             Some(v) => v.as_u64().map(|n| Some(n as u32)).ok_or_else(|| self.err(key, "a token id", v)),
         }
     }
@@ -242,10 +239,16 @@ fn parse_llama(f: &Fields) -> Result<LlamaConfig> {
         None => f.f64_or("rope_theta", 10000.0)?,
     };
     if let Some(v) = f.get("rope_scaling") {
-        return Err(Error::config(f.path, format!("field `{}`: rope scaling {v} is not supported", f.name("rope_scaling"))));
+        return Err(Error::config(
+            f.path,
+            format!("field `{}`: rope scaling {v} is not supported", f.name("rope_scaling")),
+        ));
     }
     if let Some(act) = f.opt_str("hidden_act")?.filter(|a| *a != "silu") {
-        return Err(Error::config(f.path, format!("field `{}`: expected \"silu\", found \"{act}\"", f.name("hidden_act"))));
+        return Err(Error::config(
+            f.path,
+            format!("field `{}`: expected \"silu\", found \"{act}\"", f.name("hidden_act")),
+        ));
     }
     Ok(LlamaConfig {
         vocab_size: f.usize_or("vocab_size", 32000)?,
@@ -336,7 +339,9 @@ impl ModelConfig {
                 other => {
                     return Err(Error::config(
                         path,
-                        format!("field `mm_vision_select_feature`: expected \"patch\" or \"cls_patch\", found \"{other}\""),
+                        format!(
+                            "field `mm_vision_select_feature`: expected \"patch\" or \"cls_patch\", found \"{other}\""
+                        ),
                     ));
                 }
             };
@@ -346,19 +351,24 @@ impl ModelConfig {
                 other => {
                     return Err(Error::config(
                         path,
-                        format!("field `image_aspect_ratio`: expected \"pad\" or \"square\", found \"{other}\" (anyres is LLaVA-1.6, not supported)"),
+                        format!(
+                            "field `image_aspect_ratio`: expected \"pad\" or \"square\", found \"{other}\" (anyres is LLaVA-1.6, not supported)"
+                        ),
                     ));
                 }
             };
             if let Some(m) = top.opt_str("mm_patch_merge_type")?.filter(|m| *m != "flat") {
-                return Err(Error::config(path, format!("field `mm_patch_merge_type`: expected \"flat\", found \"{m}\"")));
+                return Err(Error::config(
+                    path,
+                    format!("field `mm_patch_merge_type`: expected \"flat\", found \"{m}\""),
+                ));
             }
             let mm = MultimodalConfig {
                 projector_type,
                 projector_bias: true,
-                mm_hidden_size: top
-                    .opt_usize("mm_hidden_size")?
-                    .ok_or_else(|| Error::config(path, "field `mm_hidden_size` is missing (expected the vision width, e.g. 1024)"))?,
+                mm_hidden_size: top.opt_usize("mm_hidden_size")?.ok_or_else(|| {
+                    Error::config(path, "field `mm_hidden_size` is missing (expected the vision width, e.g. 1024)")
+                })?,
                 select_layer: top.i64_or("mm_vision_select_layer", -1)?,
                 select_feature,
                 pad_to_square,
@@ -379,7 +389,10 @@ impl ModelConfig {
         if let Some(text) = top.get("text_config") {
             let tf = Fields::new(path, "text_config", text)?;
             if let Some(t) = tf.opt_str("model_type")?.filter(|t| *t != "llama") {
-                return Err(Error::config(path, format!("field `text_config.model_type`: expected \"llama\", found \"{t}\"")));
+                return Err(Error::config(
+                    path,
+                    format!("field `text_config.model_type`: expected \"llama\", found \"{t}\""),
+                ));
             }
             let llm = parse_llama(&tf)?;
             let empty = Value::Object(Map::new());
@@ -387,7 +400,10 @@ impl ModelConfig {
             let vision = parse_clip_vision(&vf)?;
             let select_layer = match top.get("vision_feature_layer") {
                 Some(Value::Array(_)) => {
-                    return Err(Error::config(path, "field `vision_feature_layer`: a list of layers is not supported (expected one integer)"));
+                    return Err(Error::config(
+                        path,
+                        "field `vision_feature_layer`: a list of layers is not supported (expected one integer)",
+                    ));
                 }
                 _ => top.i64_or("vision_feature_layer", -2)?,
             };
@@ -397,12 +413,17 @@ impl ModelConfig {
                 other => {
                     return Err(Error::config(
                         path,
-                        format!("field `vision_feature_select_strategy`: expected \"default\" or \"full\", found \"{other}\""),
+                        format!(
+                            "field `vision_feature_select_strategy`: expected \"default\" or \"full\", found \"{other}\""
+                        ),
                     ));
                 }
             };
             if let Some(a) = top.opt_str("projector_hidden_act")?.filter(|a| *a != "gelu") {
-                return Err(Error::config(path, format!("field `projector_hidden_act`: expected \"gelu\", found \"{a}\"")));
+                return Err(Error::config(
+                    path,
+                    format!("field `projector_hidden_act`: expected \"gelu\", found \"{a}\""),
+                ));
             }
             let mm = MultimodalConfig {
                 projector_type: ProjectorType::MlpGelu(2),
@@ -486,10 +507,13 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let e = parse(r#"{"model_type":"llava_llama","mm_vision_tower":"x","mm_hidden_size":8,"hidden_size":"big"}"#).unwrap_err();
-        assert_eq!(e.to_string(), "config.json: field `hidden_size`: expected a positive integer, found \"big\"");
-        let e = parse(r#"{"model_type":"llava_llama","mm_vision_tower":"x","mm_hidden_size":8,"mm_projector_type":"resampler"}"#)
+        let e = parse(r#"{"model_type":"llava_llama","mm_vision_tower":"x","mm_hidden_size":8,"hidden_size":"big"}"#)
             .unwrap_err();
+        assert_eq!(e.to_string(), "config.json: field `hidden_size`: expected a positive integer, found \"big\"");
+        let e = parse(
+            r#"{"model_type":"llava_llama","mm_vision_tower":"x","mm_hidden_size":8,"mm_projector_type":"resampler"}"#,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("mm_projector_type"), "{e}");
         let e = parse(r#"{"model_type":"bert"}"#).unwrap_err();
         assert!(e.to_string().contains("\"bert\""), "{e}");

@@ -4,7 +4,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::{CheckpointLayout, ClipVisionConfig, LlamaConfig, ModelConfig, ProjectorType, SelectFeature, VisionActivation, clip_vision_config_from_dir};
+use crate::config::{
+    CheckpointLayout, ClipVisionConfig, LlamaConfig, ModelConfig, ProjectorType, SelectFeature, VisionActivation,
+    clip_vision_config_from_dir,
+};
 use crate::error::Result;
 use crate::llava::{LoadOptions, preprocessor_for, tower_dir};
 use crate::preprocess::{Preprocessor, Resize};
@@ -75,7 +78,12 @@ pub fn describe(dir: &Path, options: &LoadOptions) -> Result<Info> {
             let layers_run = layers_to_run(vc.num_hidden_layers, mm.select_layer)?;
             Some(VisionInfo {
                 params_run: clip_params(&vc, layers_run),
-                projector_params: projector_params(mm.projector_type, mm.mm_hidden_size, config.llm.hidden_size, mm.projector_bias),
+                projector_params: projector_params(
+                    mm.projector_type,
+                    mm.mm_hidden_size,
+                    config.llm.hidden_size,
+                    mm.projector_bias,
+                ),
                 preprocessor: preprocessor_for(dir, &config, &tdir, &vc)?,
                 config: vc,
                 tower_dir: tdir,
@@ -123,7 +131,12 @@ impl fmt::Display for Info {
             CheckpointLayout::Llama => "plain LLaMA",
         };
         let dir = c.path.parent().unwrap_or(Path::new("."));
-        writeln!(f, "model       {} ({}, {layout})", dir.display(), if c.model_type.is_empty() { "?" } else { &c.model_type })?;
+        writeln!(
+            f,
+            "model       {} ({}, {layout})",
+            dir.display(),
+            if c.model_type.is_empty() { "?" } else { &c.model_type }
+        )?;
         let fmt_name = match self.format {
             Format::Safetensors => "safetensors (memory-mapped)",
             Format::Pytorch => "PyTorch .bin",
@@ -181,7 +194,13 @@ impl fmt::Display for Info {
                 ProjectorType::Linear => "linear".to_string(),
                 ProjectorType::MlpGelu(n) => format!("mlp{n}x_gelu"),
             };
-            writeln!(f, "projector   {kind} {} -> {}, {} parameters", vc.hidden_size, l.hidden_size, human(v.projector_params))?;
+            writeln!(
+                f,
+                "projector   {kind} {} -> {}, {} parameters",
+                vc.hidden_size,
+                l.hidden_size,
+                human(v.projector_params)
+            )?;
             let p = &v.preprocessor;
             let mut steps = Vec::new();
             if p.pad_to_square {

@@ -21,6 +21,6 @@ pub mod voco;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use voco::{AttentionLayout, VocoCache};
 pub use llama::{KvCache, Llama};
 pub use llava::{IMAGE_TOKEN_INDEX, LlavaModel, LoadOptions};
+pub use voco::{AttentionLayout, VocoCache};

@@ -126,9 +126,7 @@ impl Llama {
                 post_attention_layernorm: norm(),
             })
             .collect();
-        let inv_freq = (0..hd / 2)
-            .map(|i| 1.0 / (c.rope_theta as f32).powf((2 * i) as f32 / hd as f32))
-            .collect();
+        let inv_freq = (0..hd / 2).map(|i| 1.0 / (c.rope_theta as f32).powf((2 * i) as f32 / hd as f32)).collect();
         Self {
             embed_tokens: EmbeddingConfig::new(c.vocab_size, d).with_initializer(Initializer::Zeros).init(device),
             layers,
@@ -141,7 +139,10 @@ impl Llama {
     /// Checkpoint names under `prefix` (`model.` in LLaVA and plain LLaMA,
     /// `language_model.model.` or `model.language_model.` in llava-hf) and the head's.
     pub fn key_map(model_prefix: &str, lm_head_prefix: &str) -> KeyMap {
-        KeyMap::new([(format!("{lm_head_prefix}lm_head."), "lm_head.".to_string()), (model_prefix.to_string(), String::new())])
+        KeyMap::new([
+            (format!("{lm_head_prefix}lm_head."), "lm_head.".to_string()),
+            (model_prefix.to_string(), String::new()),
+        ])
     }
 
     pub fn num_layers(&self) -> usize {
@@ -159,7 +160,13 @@ impl Llama {
 
     /// Run the decoder over `x: [b, l, hidden]` at absolute `positions: [b, l]`,
     /// appending to `cache`; returns the final-normed hidden states.
-    pub fn forward(&self, x: Tensor<3>, positions: Tensor<2, Int>, layout: &AttentionLayout, cache: &mut KvCache) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        positions: Tensor<2, Int>,
+        layout: &AttentionLayout,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
         let (cos, sin) = self.rope(positions);
         let rule = layout.key_rule();
         let mut x = x;
@@ -191,7 +198,8 @@ impl Llama {
         let [b, l] = positions.dims();
         let half = self.shape.inv_freq.len();
         let device = positions.device();
-        let inv = Tensor::<1>::from_data(TensorData::new(self.shape.inv_freq.clone(), [half]), &device).reshape([1, 1, half]);
+        let inv =
+            Tensor::<1>::from_data(TensorData::new(self.shape.inv_freq.clone(), [half]), &device).reshape([1, 1, half]);
         let freqs = positions.float().reshape([b, l, 1]) * inv; // [b, l, d/2]
         let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
         (emb.clone().cos(), emb.sin())

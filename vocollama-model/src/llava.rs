@@ -76,7 +76,12 @@ impl LlavaModel {
                     mm.projector_bias,
                     device,
                 );
-                let projector = load_module(projector, &tensors, proj_map.as_ref().expect("multimodal layouts map the projector"), "projector")?;
+                let projector = load_module(
+                    projector,
+                    &tensors,
+                    proj_map.as_ref().expect("multimodal layouts map the projector"),
+                    "projector",
+                )?;
                 Some(load_vision(dir, &config, &tensors, &checkpoint, options, projector, device)?)
             }
         };
@@ -85,9 +90,9 @@ impl LlavaModel {
     }
 
     fn vision(&self) -> Result<&VisionStack> {
-        self.vision
-            .as_ref()
-            .ok_or_else(|| Error::Invalid(format!("{} is a text-only model: it cannot take an image", self.config.path.display())))
+        self.vision.as_ref().ok_or_else(|| {
+            Error::Invalid(format!("{} is a text-only model: it cannot take an image", self.config.path.display()))
+        })
     }
 
     /// Decode and preprocess an image file for this model.
@@ -115,7 +120,10 @@ impl LlavaModel {
     pub fn embed_with_images(&self, ids: &[i64], images: &[Tensor<3>]) -> Result<Tensor<3>> {
         let slots = ids.iter().filter(|&&t| t == IMAGE_TOKEN_INDEX).count();
         if slots != images.len() {
-            return Err(Error::Invalid(format!("the prompt has {slots} image placeholders but {} images were given", images.len())));
+            return Err(Error::Invalid(format!(
+                "the prompt has {slots} image placeholders but {} images were given",
+                images.len()
+            )));
         }
         let vocab = self.config.llm.vocab_size as i64;
         if let Some(bad) = ids.iter().find(|&&t| t != IMAGE_TOKEN_INDEX && !(0..vocab).contains(&t)) {
@@ -177,11 +185,16 @@ fn load_vision(
     let tower = match &own {
         Some(t) => {
             // A CLIPModel or a Hub CLIPVisionModel says `vision_model.*`; transformers 5 saves a bare tree.
-            let map = if t.has_prefix("vision_model.") { KeyMap::new([("vision_model.", "")]) } else { KeyMap::new([("", "")]) };
+            let map = if t.has_prefix("vision_model.") {
+                KeyMap::new([("vision_model.", "")])
+            } else {
+                KeyMap::new([("", "")])
+            };
             load_module(tower, t, &map, "vision tower")?
         }
         None => {
-            let prefix = if tensors.has_prefix("model.vision_tower.") { "model.vision_tower." } else { "vision_tower." };
+            let prefix =
+                if tensors.has_prefix("model.vision_tower.") { "model.vision_tower." } else { "vision_tower." };
             let map = if tensors.has_prefix(&format!("{prefix}vision_model.")) {
                 KeyMap::new([(format!("{prefix}vision_model."), String::new())])
             } else {
@@ -215,7 +228,12 @@ fn fingerprint(config: &ModelConfig, checkpoint: &Checkpoint, vision: Option<&Vi
 
 /// The image preprocessing of a model: `preprocessor_config.json` (LLaVA reads
 /// it from the tower, llava-hf ships it beside the model), else CLIP's defaults.
-pub fn preprocessor_for(dir: &Path, config: &ModelConfig, tower_dir: &Path, vision: &ClipVisionConfig) -> Result<Preprocessor> {
+pub fn preprocessor_for(
+    dir: &Path,
+    config: &ModelConfig,
+    tower_dir: &Path,
+    vision: &ClipVisionConfig,
+) -> Result<Preprocessor> {
     let pad = config.mm.as_ref().is_some_and(|m| m.pad_to_square);
     let mut candidates = [dir.join("preprocessor_config.json"), tower_dir.join("preprocessor_config.json")];
     if config.layout != CheckpointLayout::LlavaHf {
@@ -241,11 +259,9 @@ pub fn tower_dir(dir: &Path, config: &ModelConfig, options: &LoadOptions) -> Res
 /// directory, then to the working directory), a sibling directory named like
 /// the Hub repository, or the HF hub cache. Nothing is downloaded.
 fn resolve_tower(dir: &Path, config: &ModelConfig) -> Result<PathBuf> {
-    let name = config
-        .mm
-        .as_ref()
-        .and_then(|m| m.vision_tower.clone())
-        .ok_or_else(|| Error::config(&config.path, "field `mm_vision_tower` is missing; pass the CLIP directory with --vision-tower"))?;
+    let name = config.mm.as_ref().and_then(|m| m.vision_tower.clone()).ok_or_else(|| {
+        Error::config(&config.path, "field `mm_vision_tower` is missing; pass the CLIP directory with --vision-tower")
+    })?;
     let mut tried = Vec::new();
     let as_path = Path::new(&name);
     let mut candidates = vec![dir.join(as_path), as_path.to_path_buf()];

@@ -11,9 +11,7 @@ use crate::voco::{AttentionLayout, VocoCache, VocoSpan};
 
 /// `ids` with every image placeholder repeated `per_image` times: one entry per sequence position.
 pub fn expand_ids(ids: &[i64], per_image: usize) -> Vec<i64> {
-    ids.iter()
-        .flat_map(|&t| std::iter::repeat_n(t, if t == IMAGE_TOKEN_INDEX { per_image } else { 1 }))
-        .collect()
+    ids.iter().flat_map(|&t| std::iter::repeat_n(t, if t == IMAGE_TOKEN_INDEX { per_image } else { 1 })).collect()
 }
 
 impl LlavaModel {
@@ -66,7 +64,9 @@ impl LlavaModel {
         let span = VocoSpan::find(&expanded, voco_id)
             .ok_or_else(|| Error::Invalid("the stage-1 prompt holds no VoCo token (N must be at least 1)".into()))?;
         if span.last + 1 != expanded.len() || expanded[span.first..].iter().any(|&t| t != voco_id) {
-            return Err(Error::Invalid("the stage-1 prompt must end in its VoCo tokens, with nothing between them".into()));
+            return Err(Error::Invalid(
+                "the stage-1 prompt must end in its VoCo tokens, with nothing between them".into(),
+            ));
         }
         let mut cache = self.llm.new_cache();
         self.forward_prompt(ids, images, &AttentionLayout::causal(), &mut cache)?;
@@ -127,7 +127,12 @@ impl<'m> Session<'m> {
         let x = self.model.embed_with_images(ids, images)?;
         let len = x.dims()[1];
         self.model.check_context(self.next, len)?;
-        let h = self.model.llm.forward(x, self.model.positions(self.next, len), &AttentionLayout::causal(), &mut self.cache);
+        let h = self.model.llm.forward(
+            x,
+            self.model.positions(self.next, len),
+            &AttentionLayout::causal(),
+            &mut self.cache,
+        );
         self.next += len;
         Ok(h)
     }

@@ -57,7 +57,10 @@ impl Preprocessor {
     pub fn from_file(path: &Path, pad_to_square: bool) -> Result<Self> {
         let v = read_json(path)?;
         let err = |field: &str, expected: &str| {
-            Error::config(path, format!("field `{field}`: expected {expected}, found {}", v.get(field).unwrap_or(&Value::Null)))
+            Error::config(
+                path,
+                format!("field `{field}`: expected {expected}, found {}", v.get(field).unwrap_or(&Value::Null)),
+            )
         };
         let flag = |field: &str| match v.get(field) {
             None | Some(Value::Null) => Ok(true),
@@ -79,7 +82,8 @@ impl Preprocessor {
             return Err(err("resample", "3 (bicubic)"));
         }
         let resize = if flag("do_resize")? {
-            let size = v.get("size").ok_or_else(|| err("size", "{\"shortest_edge\": N} or {\"height\": H, \"width\": W}"))?;
+            let size =
+                v.get("size").ok_or_else(|| err("size", "{\"shortest_edge\": N} or {\"height\": H, \"width\": W}"))?;
             Some(if let Some(n) = dim(size) {
                 Resize::ShortestEdge(n)
             } else if let Some(n) = size.get("shortest_edge").and_then(dim) {
@@ -112,8 +116,11 @@ impl Preprocessor {
         } else {
             None
         };
-        let normalize =
-            if flag("do_normalize")? { Some((triple("image_mean", CLIP_MEAN)?, triple("image_std", CLIP_STD)?)) } else { None };
+        let normalize = if flag("do_normalize")? {
+            Some((triple("image_mean", CLIP_MEAN)?, triple("image_std", CLIP_STD)?))
+        } else {
+            None
+        };
         // llava-hf's LlavaImageProcessor says `do_pad`; LLaVA says it in the model config.
         let pad_to_square = pad_to_square || v.get("do_pad").and_then(Value::as_bool).unwrap_or(false);
         Ok(Self { pad_to_square, resize, crop, rescale_factor, normalize })
@@ -121,10 +128,8 @@ impl Preprocessor {
 
     /// Decode an image file and preprocess it.
     pub fn load(&self, path: &Path) -> Result<Pixels> {
-        let img = image::open(path).map_err(|e| Error::Image {
-            path: path.to_path_buf(),
-            msg: format!("cannot decode image: {e}"),
-        })?;
+        let img = image::open(path)
+            .map_err(|e| Error::Image { path: path.to_path_buf(), msg: format!("cannot decode image: {e}") })?;
         Ok(self.apply(&img.to_rgb8()))
     }
 

@@ -18,10 +18,7 @@ impl Projector {
         let layers = (0..kind.num_linears())
             .map(|i| {
                 let input = if i == 0 { vision_hidden } else { text_hidden };
-                LinearConfig::new(input, text_hidden)
-                    .with_bias(bias)
-                    .with_initializer(Initializer::Zeros)
-                    .init(device)
+                LinearConfig::new(input, text_hidden).with_bias(bias).with_initializer(Initializer::Zeros).init(device)
             })
             .collect();
         Self { layers }

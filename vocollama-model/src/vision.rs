@@ -81,7 +81,12 @@ fn linear(i: usize, o: usize, device: &Device) -> Linear {
 
 impl ClipVision {
     /// A tower with the layers needed for `select_layer`, zero-initialised (weights are loaded next).
-    pub fn init(c: &ClipVisionConfig, select_layer: i64, select_feature: SelectFeature, device: &Device) -> Result<Self> {
+    pub fn init(
+        c: &ClipVisionConfig,
+        select_layer: i64,
+        select_feature: SelectFeature,
+        device: &Device,
+    ) -> Result<Self> {
         let run = layers_to_run(c.num_hidden_layers, select_layer)?;
         let d = c.hidden_size;
         let norm = || LayerNormConfig::new(d).with_epsilon(c.layer_norm_eps).init(device);

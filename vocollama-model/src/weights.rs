@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
-    ChainAdapter, FloatCastAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
-    SafetensorsStore,
+    ChainAdapter, FloatCastAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
 use burn::tensor::{DType, Tensor};
 
@@ -49,7 +48,10 @@ impl Checkpoint {
             ("pytorch_model.bin", Format::Pytorch, false),
         ];
         if !dir.is_dir() {
-            return Err(Error::weights(dir, "not a directory (expected a model directory with config.json and weights)"));
+            return Err(Error::weights(
+                dir,
+                "not a directory (expected a model directory with config.json and weights)",
+            ));
         }
         for (name, format, indexed) in candidates {
             let path = dir.join(name);
@@ -78,7 +80,9 @@ impl Checkpoint {
             h.update(len.to_le_bytes());
             for start in [0, len.saturating_sub(SAMPLE) / 2, len.saturating_sub(SAMPLE)] {
                 let mut buf = Vec::new();
-                f.seek(SeekFrom::Start(start)).and_then(|_| (&mut f).take(SAMPLE).read_to_end(&mut buf)).map_err(|e| Error::io(file, e))?;
+                f.seek(SeekFrom::Start(start))
+                    .and_then(|_| (&mut f).take(SAMPLE).read_to_end(&mut buf))
+                    .map_err(|e| Error::io(file, e))?;
                 h.update(&buf);
             }
         }
@@ -94,9 +98,9 @@ impl Checkpoint {
         let dir = index.parent().unwrap_or(Path::new("."));
         let mut files = BTreeSet::new();
         for (key, file) in map {
-            let file = file
-                .as_str()
-                .ok_or_else(|| Error::weights(index, format!("weight_map[`{key}`]: expected a file name, found {file}")))?;
+            let file = file.as_str().ok_or_else(|| {
+                Error::weights(index, format!("weight_map[`{key}`]: expected a file name, found {file}"))
+            })?;
             files.insert(file.to_string());
         }
         let files: Vec<PathBuf> = files.into_iter().map(|f| dir.join(f)).collect();
@@ -226,7 +230,10 @@ pub fn load_module<M: Module + ModuleSnapshot>(module: M, tensors: &Tensors, map
             ));
         }
         if !matches!(tensor.dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
-            return Err(Error::weights(file, format!("tensor `{key}` ({what}): expected a float dtype, found {:?}", tensor.dtype)));
+            return Err(Error::weights(
+                file,
+                format!("tensor `{key}` ({what}): expected a float dtype, found {:?}", tensor.dtype),
+            ));
         }
         let mut t = tensor.clone();
         t.name = path;

@@ -22,7 +22,8 @@ fn llm_logits(model: &LlavaModel, ids: &[i64]) -> TensorData {
     let d = &model.device;
     let t = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), d);
     let mut cache = model.llm.new_cache();
-    let h = model.llm.forward(model.llm.embed(t), model.positions(0, ids.len()), &AttentionLayout::causal(), &mut cache);
+    let h =
+        model.llm.forward(model.llm.embed(t), model.positions(0, ids.len()), &AttentionLayout::causal(), &mut cache);
     model.llm.logits(h).into_data()
 }
 
@@ -39,7 +40,10 @@ fn check_llava(name: &str, tower: Option<&str>) {
         let v = model.vision.as_ref().unwrap();
         let mm = model.config.mm.as_ref().unwrap();
         assert_eq!(model.llm.num_params(), llama_params(&model.config.llm), "{}", label("llm params"));
-        assert_eq!(v.projector.num_params(), projector_params(mm.projector_type, mm.mm_hidden_size, model.config.llm.hidden_size, true));
+        assert_eq!(
+            v.projector.num_params(),
+            projector_params(mm.projector_type, mm.mm_hidden_size, model.config.llm.hidden_size, true)
+        );
         assert_eq!(v.tower.num_params(), clip_params(&v.config, v.tower.encoder.layers.len()));
 
         // CLIP features from the reference pixels, then the projector.
@@ -105,11 +109,13 @@ fn kv_cache_decoding_equals_one_pass() {
         let mut rows = Vec::new();
         let split = 9;
         let t = Tensor::<2, Int>::from_data(TensorData::new(ids[..split].to_vec(), [1, split]), &device);
-        let h = model.llm.forward(model.llm.embed(t), model.positions(0, split), &AttentionLayout::causal(), &mut cache);
+        let h =
+            model.llm.forward(model.llm.embed(t), model.positions(0, split), &AttentionLayout::causal(), &mut cache);
         rows.push(model.llm.logits(h));
         for (i, &id) in ids.iter().enumerate().skip(split) {
             let t = Tensor::<2, Int>::from_data(TensorData::new(vec![id], [1, 1]), &device);
-            let h = model.llm.forward(model.llm.embed(t), model.positions(i, 1), &AttentionLayout::causal(), &mut cache);
+            let h =
+                model.llm.forward(model.llm.embed(t), model.positions(i, 1), &AttentionLayout::causal(), &mut cache);
             rows.push(model.llm.logits(h));
         }
         assert_eq!(cache.len(), ids.len());
@@ -128,7 +134,9 @@ fn linear_projector() {
     let ck = Checkpoint { dir: fixture(""), format: Format::Safetensors, files: vec![path] };
     for (backend, device, tol) in devices() {
         let p = Projector::init(ProjectorType::Linear, 48, 64, true, &device);
-        let p = load_module(p, &ck.tensors().unwrap(), &Projector::original_key_map(ProjectorType::Linear), "projector").unwrap();
+        let p =
+            load_module(p, &ck.tensors().unwrap(), &Projector::original_key_map(ProjectorType::Linear), "projector")
+                .unwrap();
         let out = p.forward(Tensor::<3>::from_data(r["input"].clone(), &device));
         assert_close(&format!("linear projector [{backend}]"), out.into_data(), &r["output"], tol);
     }

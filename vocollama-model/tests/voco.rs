@@ -37,85 +37,86 @@ fn rows(t: Tensor<3>, from: usize) -> Tensor<3> {
     t.slice([0..b, from..l, 0..v])
 }
 
-#[test]
-fn masked_single_pass_matches_transformers() {
+/// Every backend × N ∈ {1, 2, 8}: `f(backend, tolerance, model, image, reference, N, prompt ids)`.
+fn each_case(mut f: impl FnMut(&str, f32, &LlavaModel, &Tensor<3>, &Refs, usize, Vec<i64>)) {
     let r = read_tensors(fixture("llava-gqa-bf16/voco-reference.safetensors"));
     for (backend, device, tol) in devices() {
         let m = model(&device);
         let img = image(&m);
         for n in [1, 2, 8] {
-            let ids = ids(&r[&format!("n{n}_ids")]);
-            let h = m.forward_masked(&ids, &[img.clone()], VOCO).unwrap();
-            assert_close(&format!("[{backend}] N={n} masked logits"), data(m.llm.logits(h)), &r[&format!("n{n}_logits")], tol);
+            f(backend, tol, &m, &img, &r, n, ids(&r[&format!("n{n}_ids")]));
         }
     }
+}
+
+type Refs = std::collections::HashMap<String, TensorData>;
+
+#[test]
+fn masked_single_pass_matches_transformers() {
+    each_case(|backend, tol, m, img, r, n, ids| {
+        let h = m.forward_masked(&ids, &[img.clone()], VOCO).unwrap();
+        assert_close(
+            &format!("[{backend}] N={n} masked logits"),
+            data(m.llm.logits(h)),
+            &r[&format!("n{n}_logits")],
+            tol,
+        );
+    });
 }
 
 #[test]
 fn two_stage_equals_the_masked_single_pass() {
-    let r = read_tensors(fixture("llava-gqa-bf16/voco-reference.safetensors"));
-    for (backend, device, _) in devices() {
-        let m = model(&device);
-        let img = image(&m);
-        for n in [1, 2, 8] {
-            let ids = ids(&r[&format!("n{n}_ids")]);
-            let (prefix, text) = split(&ids);
-            let single = m.forward_masked(&ids, &[img.clone()], VOCO).unwrap();
-            let text_start = expand_ids(prefix, m.image_tokens()).len();
-            let want = data(rows(m.llm.logits(single), text_start));
+    each_case(|backend, _, m, img, _, n, ids| {
+        let (prefix, text) = split(&ids);
+        let single = m.forward_masked(&ids, &[img.clone()], VOCO).unwrap();
+        let text_start = expand_ids(prefix, m.image_tokens()).len();
+        let want = data(rows(m.llm.logits(single), text_start));
 
-            let cache = m.compress(prefix, &[img.clone()], VOCO).unwrap();
-            assert_eq!(cache.len(), n);
-            assert_eq!(cache.next_position(), text_start);
-            let mut s = Session::from_voco(&m, &cache).unwrap();
-            let got = data(m.llm.logits(s.feed(text, &[]).unwrap()));
-            assert_close(&format!("[{backend}] N={n} two-stage vs masked"), got, &want, 1e-5);
-            assert_eq!(s.cached(), n + text.len(), "stage 2 holds only VoCo + text");
-        }
-    }
+        let cache = m.compress(prefix, &[img.clone()], VOCO).unwrap();
+        assert_eq!(cache.len(), n);
+        assert_eq!(cache.next_position(), text_start);
+        let mut s = Session::from_voco(m, &cache).unwrap();
+        let got = data(m.llm.logits(s.feed(text, &[]).unwrap()));
+        assert_close(&format!("[{backend}] N={n} two-stage vs masked"), got, &want, 1e-5);
+        assert_eq!(s.cached(), n + text.len(), "stage 2 holds only VoCo + text");
+    });
 }
 
 #[test]
 fn greedy_tokens_second_turn_and_second_question() {
-    let r = read_tensors(fixture("llava-gqa-bf16/voco-reference.safetensors"));
-    for (backend, device, tol) in devices() {
-        let m = model(&device);
-        let img = image(&m);
-        for n in [1, 2, 8] {
-            let ids = ids(&r[&format!("n{n}_ids")]);
-            let (prefix, text) = split(&ids);
-            let cache = m.compress(prefix, &[img.clone()], VOCO).unwrap();
+    each_case(|backend, tol, m, img, r, n, ids| {
+        let (prefix, text) = split(&ids);
+        let cache = m.compress(prefix, &[img.clone()], VOCO).unwrap();
 
-            // 8 greedy tokens, each decoded against the growing stage-2 cache.
-            let mut s = Session::from_voco(&m, &cache).unwrap();
-            let mut logits = s.next_logits(text, &[]).unwrap();
-            let mut greedy = Vec::new();
-            for step in 0..8 {
-                let next = argmax(&logits) as i64;
-                greedy.push(next);
-                if step < 7 {
-                    logits = s.next_logits(&[next], &[]).unwrap();
-                }
+        // 8 greedy tokens, each decoded against the growing stage-2 cache.
+        let mut s = Session::from_voco(m, &cache).unwrap();
+        let mut logits = s.next_logits(text, &[]).unwrap();
+        let mut greedy = Vec::new();
+        for step in 0..8 {
+            let next = argmax(&logits) as i64;
+            greedy.push(next);
+            if step < 7 {
+                logits = s.next_logits(&[next], &[]).unwrap();
             }
-            assert_eq!(greedy, common::ids(&r[&format!("n{n}_greedy")]), "[{backend}] N={n} greedy tokens");
-
-            // Second chat turn in the same session.
-            let turn2 = common::ids(&r[&format!("n{n}_turn2_ids")]);
-            let fed = ids.len() + 7;
-            let h = s.feed(&turn2[fed..], &[]).unwrap();
-            let got = data(rows(m.llm.logits(h), 1));
-            assert_close(&format!("[{backend}] N={n} 2nd turn"), got, &r[&format!("n{n}_turn2_logits")], tol);
-
-            // A second question from the same cache equals its own masked single pass.
-            let q2: Vec<i64> = text.iter().rev().copied().collect();
-            let mut s2 = Session::from_voco(&m, &cache).unwrap();
-            let got = data(m.llm.logits(s2.feed(&q2, &[]).unwrap()));
-            let full = [prefix, &q2].concat();
-            let single = m.forward_masked(&full, &[img.clone()], VOCO).unwrap();
-            let want = data(rows(m.llm.logits(single), cache.next_position()));
-            assert_close(&format!("[{backend}] N={n} 2nd question"), got, &want, 1e-5);
         }
-    }
+        assert_eq!(greedy, common::ids(&r[&format!("n{n}_greedy")]), "[{backend}] N={n} greedy tokens");
+
+        // Second chat turn in the same session.
+        let turn2 = common::ids(&r[&format!("n{n}_turn2_ids")]);
+        let fed = ids.len() + 7;
+        let h = s.feed(&turn2[fed..], &[]).unwrap();
+        let got = data(rows(m.llm.logits(h), 1));
+        assert_close(&format!("[{backend}] N={n} 2nd turn"), got, &r[&format!("n{n}_turn2_logits")], tol);
+
+        // A second question from the same cache equals its own masked single pass.
+        let q2: Vec<i64> = text.iter().rev().copied().collect();
+        let mut s2 = Session::from_voco(m, &cache).unwrap();
+        let got = data(m.llm.logits(s2.feed(&q2, &[]).unwrap()));
+        let full = [prefix, &q2].concat();
+        let single = m.forward_masked(&full, &[img.clone()], VOCO).unwrap();
+        let want = data(rows(m.llm.logits(single), cache.next_position()));
+        assert_close(&format!("[{backend}] N={n} 2nd question"), got, &want, 1e-5);
+    });
 }
 
 #[test]
@@ -142,7 +143,9 @@ fn voco_file_round_trip_is_exact_in_f32() {
             assert!(diff / scale <= tol, "[{backend}] {dtype:?}: {}", diff / scale);
         }
         // No temporary file is left beside the cache.
-        assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.'))
+        );
     }
 }
 
@@ -208,7 +211,8 @@ fn text_cannot_see_the_image() {
     // A different image, compressed again, changes the answer's logits.
     let other = m.encode_image(&m.load_image(&assets().join("images/photo.png")).unwrap()).unwrap();
     let a = Session::from_voco(&m, &m.compress(prefix, &[img], VOCO).unwrap()).unwrap().next_logits(text, &[]).unwrap();
-    let b = Session::from_voco(&m, &m.compress(prefix, &[other], VOCO).unwrap()).unwrap().next_logits(text, &[]).unwrap();
+    let b =
+        Session::from_voco(&m, &m.compress(prefix, &[other], VOCO).unwrap()).unwrap().next_logits(text, &[]).unwrap();
     let diff = a.iter().zip(&b).fold(0f32, |x, (p, q)| x.max((p - q).abs()));
     assert!(diff > 1e-3, "a new image must change the logits ({diff})");
 }

@@ -148,7 +148,8 @@ impl VocoCache {
     /// Read a `.voco` file made by the model with this `fingerprint`.
     pub fn load(path: &Path, fingerprint: &[u8; 32], device: &Device) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_bytes(&bytes, fingerprint, device).map_err(|msg| Error::Invalid(format!("{}: {msg}", path.display())))
+        Self::from_bytes(&bytes, fingerprint, device)
+            .map_err(|msg| Error::Invalid(format!("{}: {msg}", path.display())))
     }
 
     pub fn from_bytes(bytes: &[u8], fingerprint: &[u8; 32], device: &Device) -> Result<Self, String> {
@@ -161,7 +162,9 @@ impl VocoCache {
         let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
         let version = u32_at(8) as u32;
         if version > VERSION {
-            return Err(format!("format version {version} is newer than this vocollama reads ({VERSION}): upgrade vocollama"));
+            return Err(format!(
+                "format version {version} is newer than this vocollama reads ({VERSION}): upgrade vocollama"
+            ));
         }
         if version == 0 {
             return Err("format version 0 is not valid".into());
@@ -188,7 +191,9 @@ impl VocoCache {
             return Err("checksum mismatch: the file is corrupted".into());
         }
         if bytes[12..44] != fingerprint[..] {
-            return Err("made by a different model (fingerprint mismatch): compress the image again with this model".into());
+            return Err(
+                "made by a different model (fingerprint mismatch): compress the image again with this model".into()
+            );
         }
         if n == 0 || layers == 0 {
             return Err("holds no VoCo tokens".into());
@@ -201,8 +206,12 @@ impl VocoCache {
             at += raw.len();
             let values: Vec<f32> = match dtype {
                 CacheDType::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-                CacheDType::F16 => raw.chunks_exact(2).map(|c| f16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
-                CacheDType::BF16 => raw.chunks_exact(2).map(|c| bf16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
+                CacheDType::F16 => {
+                    raw.chunks_exact(2).map(|c| f16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect()
+                }
+                CacheDType::BF16 => {
+                    raw.chunks_exact(2).map(|c| bf16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect()
+                }
             };
             Tensor::<4>::from_data(TensorData::new(values, [1, kv, n, d]), device)
         };

@@ -88,6 +88,9 @@ mod tests {
         let rule = l.key_rule();
         assert!(rule.visible(0, 9, 5, 10, 10) && !rule.visible(0, 9, 4, 10, 10));
         assert!(rule.visible(0, 6, 0, 10, 10), "VoCo rows see the image");
-        assert_eq!(AttentionLayout::for_sequence(&ids, 8).key_rule(), vocollama_kernels::KeyRule { causal: true, samples: vec![Default::default()] });
+        assert_eq!(
+            AttentionLayout::for_sequence(&ids, 8).key_rule(),
+            vocollama_kernels::KeyRule { causal: true, samples: vec![Default::default()] }
+        );
     }
 }

@@ -70,7 +70,7 @@ impl Preprocessor {
         let triple = |field: &str, default: [f32; 3]| -> Result<[f32; 3]> {
             match v.get(field) {
                 None | Some(Value::Null) => Ok(default),
-                Some(Value::Array(a)) if a.len() == 3 && a.iter().all(Value::is_f64) => {
+                Some(Value::Array(a)) if a.len() == 3 && a.iter().all(Value::is_number) => {
                     Ok([0, 1, 2].map(|i| a[i].as_f64().unwrap() as f32))
                 }
                 Some(_) => Err(err(field, "a list of 3 numbers")),
@@ -314,6 +314,21 @@ mod tests {
         assert_eq!(sq.get_pixel(0, 0).0, [1, 2, 3]);
         assert_eq!(sq.get_pixel(0, 1).0, [9, 9, 9]);
         assert_eq!(sq.get_pixel(3, 3).0, [1, 2, 3]);
+    }
+
+    #[test]
+    fn old_style_processor_config() {
+        // Older configs write sizes as bare integers; means may be integers too.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("preprocessor_config.json");
+        std::fs::write(&p, r#"{"size": 336, "crop_size": 336, "image_mean": [0, 0.5, 1], "resample": 3}"#).unwrap();
+        let pre = Preprocessor::from_file(&p, false).unwrap();
+        assert_eq!(pre.resize, Some(Resize::ShortestEdge(336)));
+        assert_eq!(pre.crop, Some((336, 336)));
+        assert_eq!(pre.normalize.unwrap().0, [0.0, 0.5, 1.0]);
+        std::fs::write(&p, r#"{"size": 336, "crop_size": 336, "resample": 2}"#).unwrap();
+        let e = Preprocessor::from_file(&p, false).unwrap_err().to_string();
+        assert!(e.contains("field `resample`: expected 3 (bicubic), found 2"), "{e}");
     }
 
     #[test]

@@ -42,9 +42,21 @@ impl LlavaModel {
         layout: &AttentionLayout,
         cache: &mut KvCache,
     ) -> Result<Tensor<3>> {
+        let start = cache.len();
+        self.forward_at(ids, images, start, layout, cache)
+    }
+
+    /// The prompt's tokens at absolute positions `start..`, appended to `cache`.
+    fn forward_at(
+        &self,
+        ids: &[i64],
+        images: &[Tensor<3>],
+        start: usize,
+        layout: &AttentionLayout,
+        cache: &mut KvCache,
+    ) -> Result<Tensor<3>> {
         let x = self.embed_with_images(ids, images)?;
         let len = x.dims()[1];
-        let start = cache.len();
         self.check_context(start, len)?;
         Ok(self.llm.forward(x, self.positions(start, len), layout, cache))
     }
@@ -124,16 +136,9 @@ impl<'m> Session<'m> {
     /// Run `ids` (images spliced at placeholders) causally after what is cached;
     /// the hidden states of the new positions.
     pub fn feed(&mut self, ids: &[i64], images: &[Tensor<3>]) -> Result<Tensor<3>> {
-        let x = self.model.embed_with_images(ids, images)?;
-        let len = x.dims()[1];
-        self.model.check_context(self.next, len)?;
-        let h = self.model.llm.forward(
-            x,
-            self.model.positions(self.next, len),
-            &AttentionLayout::causal(),
-            &mut self.cache,
-        );
-        self.next += len;
+        let before = self.cache.len();
+        let h = self.model.forward_at(ids, images, self.next, &AttentionLayout::causal(), &mut self.cache)?;
+        self.next += self.cache.len() - before;
         Ok(h)
     }
 

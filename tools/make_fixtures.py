@@ -6,7 +6,8 @@ the Rust tests compare against the reference tensors it stores. Run from the
 repository root:
 
     pip install torch transformers safetensors pillow numpy
-    python3 tools/make_fixtures.py
+    python3 tools/make_fixtures.py           # everything (then tools/make_tokenizer.py, then `prompts`)
+    python3 tools/make_fixtures.py prompts   # only the real-prompt references
 
 Fixtures (each LLaVA one has its own reference.safetensors):
   clip-full/           CLIPModel (text + vision), f32 safetensors, preprocessor_config.json
@@ -361,6 +362,59 @@ def make_voco_references(d, llm, embeds, voco_id, seed):
     save_file({k: v.detach().contiguous() for k, v in out.items()}, os.path.join(d, "voco-reference.safetensors"))
 
 
+# ---------------------------------------------------------------- real prompts (needs make_tokenizer.py)
+
+def load_llava_gqa():
+    """llava-gqa-bf16 rebuilt from its files: LLM, projector, and the CLIP tower of clip-full."""
+    from safetensors.torch import load_file
+    d = os.path.join(FIX, "llava-gqa-bf16")
+    state = {}
+    for f in sorted(os.listdir(d)):
+        if f.startswith("model-") and f.endswith(".safetensors"):
+            state.update(load_file(os.path.join(d, f)))
+    llm = LlamaForCausalLM(llama_config(num_key_value_heads=2)).eval()
+    llm.load_state_dict({k: v.float() for k, v in state.items() if k.startswith(("model.layers", "model.embed",
+                                                                               "model.norm", "lm_head"))})
+    proj = gelu_mlp([torch.nn.Linear(48, 64), torch.nn.Linear(64, 64)]).eval()
+    proj.load_state_dict({k[len("model.mm_projector."):]: v.float() for k, v in state.items()
+                          if k.startswith("model.mm_projector.")})
+    vision = CLIPModel.from_pretrained(os.path.join(FIX, "clip-full")).eval().vision_model
+    return llm, proj, vision
+
+
+def make_prompt_references():
+    """Logits and greedy answers for real templated prompts, tokenized by transformers 4.37
+    (tokenizer-reference.json): the VoCo template through the masked pass, and llava_v1
+    through the plain causal LLaVA path, for the image wide.png."""
+    tok = json.load(open(os.path.join(FIX, "tokenizer-reference.json")))
+    llm, proj, vision = load_llava_gqa()
+    pix = pixels(processor(56), os.path.join(IMAGES, "wide.png"), pad=True)
+    embeds = proj(select_features(vision, pix, -2, "patch"))
+    out = {}
+
+    def greedy(ids, step):
+        seq, answer = ids, []
+        for _ in range(8):
+            nxt = step(seq)[0, -1].argmax()
+            if nxt.item() == 2:
+                break
+            answer.append(nxt.item())
+            seq = torch.cat([seq, nxt[None]])
+        return torch.tensor(answer + [-1] * (8 - len(answer)))  # -1 pads after an EOS
+
+    for name in ("voco_n2", "voco_n1"):
+        ids = torch.tensor(tok["prompts"]["legacy"][name])
+        out[f"{name}_ids"] = ids
+        out[f"{name}_logits"] = masked_logits(llm, embeds, ids, 511)[0, -1]
+        out[f"{name}_greedy"] = greedy(ids, lambda seq: masked_logits(llm, embeds, seq, 511))
+    ids = torch.tensor(tok["prompts"]["legacy"]["llava_v1"])
+    out["llava_v1_ids"] = ids
+    out["llava_v1_logits"] = splice_logits(llm, embeds, ids)[0, -1]
+    out["llava_v1_greedy"] = greedy(ids, lambda seq: splice_logits(llm, embeds, seq))
+    save_file({k: v.detach().contiguous() for k, v in out.items()},
+              os.path.join(FIX, "llava-gqa-bf16", "prompt-reference.safetensors"))
+
+
 # ---------------------------------------------------------------- llava-hf layout
 
 def make_llava_hf():
@@ -467,8 +521,14 @@ def main():
         make_llama_tied()
         make_projector_linear()
         make_preprocess_336()
+        make_prompt_references()
     print("fixtures written to", FIX)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    if sys.argv[1:] == ["prompts"]:  # only the prompt references, from the files on disk
+        with torch.no_grad():
+            make_prompt_references()
+    else:
+        main()

@@ -1,10 +1,16 @@
 //! The `vocollama` command line: argument parsing and printing only; the
 //! model logic lives in `vocollama-model`.
 
+mod npy;
+mod progress;
+mod run;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use vocollama_model::sampling::SamplingConfig;
+use vocollama_model::voco::cache::CacheDType;
 use vocollama_model::{LoadOptions, backend, info};
 
 #[derive(Parser)]
@@ -15,18 +21,95 @@ struct Cli {
 }
 
 #[derive(Args)]
-struct ModelArgs {
-    /// Model directory (config.json + weights): LLaVA, llava-hf or plain LLaMA layout.
+pub struct ModelArgs {
+    /// Model directory (config.json + weights + tokenizer): LLaVA, llava-hf or plain LLaMA layout.
     #[arg(long)]
-    model: PathBuf,
+    pub model: PathBuf,
     /// CLIP vision tower directory, overriding `mm_vision_tower` of config.json.
     #[arg(long)]
-    vision_tower: Option<PathBuf>,
+    pub vision_tower: Option<PathBuf>,
+    /// Backend to run on (see `vocollama backends`).
+    #[arg(long, default_value = backend::compiled_backends()[0])]
+    pub backend: String,
 }
 
 impl ModelArgs {
-    fn options(&self) -> LoadOptions {
+    pub fn options(&self) -> LoadOptions {
         LoadOptions { vision_tower: self.vision_tower.clone() }
+    }
+}
+
+/// Where the image comes from: a picture to encode, or a VoCo cache made earlier.
+#[derive(Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["image", "cache"])))]
+pub struct ImageArgs {
+    /// Image file (PNG, JPEG, GIF, WebP, BMP).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// A `.voco` file written by `vocollama compress` with the same model.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// VoCo tokens to compress the image into (default: `voco_num` of config.json, else 2).
+    #[arg(long)]
+    pub voco_tokens: Option<usize>,
+    /// `voco`: answer from the VoCo cache; `none`: plain LLaVA with every image token (`llava_v1`).
+    #[arg(long, value_enum, default_value_t = CompressionArg::Voco)]
+    pub compression: CompressionArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    Voco,
+    None,
+}
+
+#[derive(Args)]
+pub struct SamplingArgs {
+    /// 0 = greedy (the paper's setting).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample among the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample among the most likely tokens whose probability reaches p.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Penalise tokens already in the context (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop after this many tokens if no EOS came.
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> SamplingConfig {
+        SamplingConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DTypeArg {
+    F16,
+    Bf16,
+    F32,
+}
+
+impl From<DTypeArg> for CacheDType {
+    fn from(d: DTypeArg) -> Self {
+        match d {
+            DTypeArg::F16 => CacheDType::F16,
+            DTypeArg::Bf16 => CacheDType::BF16,
+            DTypeArg::F32 => CacheDType::F32,
+        }
     }
 }
 
@@ -39,11 +122,66 @@ enum Command {
     },
     /// List the backends compiled into this build.
     Backends,
+    /// Compress an image into a VoCo cache file (stage 1).
+    Compress {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Image file.
+        #[arg(long)]
+        image: PathBuf,
+        /// VoCo tokens (default: `voco_num` of config.json, else 2).
+        #[arg(long)]
+        voco_tokens: Option<usize>,
+        /// The `.voco` file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Storage type of the cached keys and values.
+        #[arg(long, value_enum, default_value_t = DTypeArg::F16)]
+        dtype: DTypeArg,
+    },
+    /// Answer questions about an image; each question is answered from the same compression.
+    Ask {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        image: ImageArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// One JSON object per question: {"question", "answer", "token_ids"}.
+        #[arg(long)]
+        json: bool,
+        /// The questions.
+        #[arg(required = true)]
+        questions: Vec<String>,
+    },
+    /// Talk about an image, turn after turn (one question per line; /reset, /exit).
+    Chat {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        image: ImageArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Write the f32 next-token logits after the templated prompt to a .npy file.
+    Logits {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        image: ImageArgs,
+        /// The question.
+        #[arg(long)]
+        prompt: String,
+        /// The .npy file to write (shape [vocab]).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info { model } => {
+            backend::device(&model.backend)?;
             println!("{}", info::describe(&model.model, &model.options())?);
         }
         Command::Backends => {
@@ -51,6 +189,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{name}");
             }
         }
+        Command::Compress { model, image, voco_tokens, out, dtype } => {
+            run::compress(&model, &image, voco_tokens, &out, dtype.into())?
+        }
+        Command::Ask { model, image, sampling, json, questions } => {
+            run::ask(&model, &image, &sampling, json, &questions)?
+        }
+        Command::Chat { model, image, sampling } => run::chat(&model, &image, &sampling)?,
+        Command::Logits { model, image, prompt, out } => run::logits(&model, &image, &prompt, &out)?,
     }
     Ok(())
 }

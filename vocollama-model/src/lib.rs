@@ -6,9 +6,12 @@
 //! [`voco::layout`]. [`weights`] and [`config`] read checkpoints in the layouts
 //! people have.
 
+pub mod atomic;
 pub mod backend;
+pub mod chat;
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod info;
 pub mod llama;
 pub mod llava;
@@ -16,6 +19,7 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod projector;
 pub mod sampling;
+pub mod text;
 pub mod vision;
 pub mod voco;
 pub mod weights;

@@ -15,7 +15,6 @@
 //! | … | per layer: K then V, each `[kv_heads, N, head_dim]` |
 //! | 32 | SHA-256 of every byte before it |
 
-use std::io::Write;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -130,19 +129,7 @@ impl VocoCache {
 
     /// Write atomically: a temporary file beside `path`, then a rename.
     pub fn save(&self, path: &Path, fingerprint: &[u8; 32], dtype: CacheDType) -> Result<()> {
-        let bytes = self.to_bytes(fingerprint, dtype);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
-        })
+        crate::atomic::write_atomic(path, &self.to_bytes(fingerprint, dtype))
     }
 
     /// Read a `.voco` file made by the model with this `fingerprint`.

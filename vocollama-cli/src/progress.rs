@@ -1,0 +1,58 @@
+//! Progress on stderr (drawn only when stderr is a terminal) and the timing line.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use vocollama_model::chat::ImageStats;
+use vocollama_model::generate::Generation;
+
+/// A spinner for one step whose length is unknown (loading weights).
+pub fn spinner(message: String) -> ProgressBar {
+    let pb = ProgressBar::new_spinner().with_message(message);
+    pb.enable_steady_tick(Duration::from_millis(100));
+    pb
+}
+
+/// A bar over the named steps of a job (encoding, compressing).
+pub fn steps(len: u64, message: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len).with_message(message.to_string());
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:20}] {pos}/{len} {elapsed}").expect("valid template"),
+    );
+    pb.enable_steady_tick(Duration::from_millis(100));
+    pb
+}
+
+/// What a run measured, printed as one line like llama.cpp's.
+#[derive(Default)]
+pub struct Timing {
+    pub image: ImageStats,
+    pub prefill_tokens: usize,
+    pub prefill: Duration,
+    pub decode_tokens: usize,
+    pub decode: Duration,
+}
+
+impl Timing {
+    pub fn add(&mut self, g: &Generation) {
+        self.prefill_tokens += g.prefill_tokens;
+        self.prefill += g.prefill;
+        self.decode_tokens += g.decode_tokens;
+        self.decode += g.decode;
+    }
+
+    pub fn line(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let rate = |n: usize, d: Duration| if d.is_zero() { 0.0 } else { n as f64 / d.as_secs_f64() };
+        format!(
+            "timing: vision encode {:.1} ms | compress {:.1} ms | prefill {} tok, {:.1} tok/s | decode {} tok, {:.1} tok/s | cache {} bytes",
+            ms(self.image.vision_encode),
+            ms(self.image.compress),
+            self.prefill_tokens,
+            rate(self.prefill_tokens, self.prefill),
+            self.decode_tokens,
+            rate(self.decode_tokens, self.decode),
+            self.image.cache_bytes
+        )
+    }
+}

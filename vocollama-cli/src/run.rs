@@ -1,0 +1,182 @@
+//! The commands that load a model: compress, ask, chat, logits.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use vocollama_model::chat::{Chat, encode_image};
+use vocollama_model::generate::GenerateOptions;
+use vocollama_model::sampling::Sampler;
+use vocollama_model::text::Tokenizer;
+use vocollama_model::voco::cache::CacheDType;
+use vocollama_model::{LlavaModel, VocoCache, backend};
+
+use crate::progress::{Timing, spinner, steps};
+use crate::{CompressionArg, ImageArgs, ModelArgs, SamplingArgs, npy};
+
+struct Loaded {
+    model: LlavaModel,
+    tokenizer: Tokenizer,
+}
+
+fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
+    let device = backend::device(&args.backend)?;
+    let pb = spinner(format!("loading {} on {}", args.model.display(), args.backend));
+    let model = LlavaModel::load(&args.model, &args.options(), &device);
+    pb.finish_and_clear();
+    let model = model?;
+    let tokenizer = Tokenizer::for_model(&args.model, model.config.layout)?;
+    Ok(Loaded { model, tokenizer })
+}
+
+impl Loaded {
+    /// `--voco-tokens`, else `voco_num` of config.json, else 2.
+    fn voco_tokens(&self, arg: Option<usize>) -> usize {
+        arg.or(self.model.config.voco_num).unwrap_or(2)
+    }
+
+    /// Compress `image` (stage 1) with a progress bar; the chat over it and the cache.
+    fn compress(&self, image: &Path, n: usize) -> anyhow::Result<(Chat<'_>, VocoCache)> {
+        let pb = steps(2, "encoding image");
+        let pixels = self.model.load_image(image)?;
+        let (embeds, vision_encode) = encode_image(&self.model, &pixels)?;
+        pb.inc(1);
+        pb.set_message(format!("compressing into {n} VoCo tokens"));
+        let compressed = Chat::compress(&self.model, &self.tokenizer, embeds, n);
+        pb.finish_and_clear();
+        let (mut chat, cache) = compressed?;
+        chat.stats.vision_encode = vision_encode;
+        Ok((chat, cache))
+    }
+
+    /// The conversation `args` ask for: from an image (compressed or not) or from a `.voco` file.
+    fn open(&self, args: &ImageArgs) -> anyhow::Result<Chat<'_>> {
+        match (&args.image, &args.cache, args.compression) {
+            (Some(image), _, CompressionArg::Voco) => Ok(self.compress(image, self.voco_tokens(args.voco_tokens))?.0),
+            (Some(image), _, CompressionArg::None) => {
+                let pb = steps(2, "encoding image");
+                let pixels = self.model.load_image(image)?;
+                let (embeds, vision_encode) = encode_image(&self.model, &pixels)?;
+                pb.inc(1);
+                pb.set_message("running the image tokens");
+                let chat = Chat::uncompressed(&self.model, &self.tokenizer, embeds);
+                pb.finish_and_clear();
+                let mut chat = chat?;
+                chat.stats.vision_encode = vision_encode;
+                Ok(chat)
+            }
+            (None, Some(_), CompressionArg::None) => {
+                bail!("--compression none needs --image: a VoCo cache holds no image tokens")
+            }
+            (None, Some(path), CompressionArg::Voco) => {
+                let cache = VocoCache::load(path, &self.model.fingerprint, &self.model.device)?;
+                if let Some(n) = args.voco_tokens.filter(|&n| n != cache.len()) {
+                    bail!(
+                        "{}: the cache holds {} VoCo tokens, --voco-tokens asks for {n}",
+                        path.display(),
+                        cache.len()
+                    );
+                }
+                Chat::from_cache(&self.model, &self.tokenizer, &cache).with_context(|| path.display().to_string())
+            }
+            (None, None, _) => unreachable!("clap requires --image or --cache"),
+        }
+    }
+
+    fn options(&self, sampling: &SamplingArgs) -> GenerateOptions {
+        let mut stop: Vec<u32> = self.tokenizer.eos_id().into_iter().collect();
+        stop.extend(self.model.config.llm.eos_token_id.filter(|id| !stop.contains(id)));
+        GenerateOptions { sampling: sampling.config(), max_new_tokens: sampling.max_new_tokens, stop }
+    }
+}
+
+pub fn compress(
+    args: &ModelArgs,
+    image: &Path,
+    voco_tokens: Option<usize>,
+    out: &Path,
+    dtype: CacheDType,
+) -> anyhow::Result<()> {
+    let loaded = load(args)?;
+    let (chat, cache) = loaded.compress(image, loaded.voco_tokens(voco_tokens))?;
+    cache.save(out, &loaded.model.fingerprint, dtype)?;
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    eprintln!("wrote {}: {} VoCo tokens, {bytes} bytes", out.display(), cache.len());
+    eprintln!("{}", Timing { image: chat.stats, ..Default::default() }.line());
+    Ok(())
+}
+
+pub fn ask(
+    args: &ModelArgs,
+    image: &ImageArgs,
+    sampling: &SamplingArgs,
+    json: bool,
+    questions: &[String],
+) -> anyhow::Result<()> {
+    let loaded = load(args)?;
+    let mut chat = loaded.open(image)?;
+    let options = loaded.options(sampling);
+    let mut sampler = Sampler::new(sampling.config());
+    let mut timing = Timing { image: chat.stats, ..Default::default() };
+    let mut stdout = std::io::stdout().lock();
+    for question in questions {
+        chat.reset();
+        let g = if json {
+            chat.ask(question, &options, &mut sampler, &mut |_| {})?
+        } else {
+            let g = chat.ask(question, &options, &mut sampler, &mut |s| {
+                let _ = stdout.write_all(s.as_bytes());
+                let _ = stdout.flush();
+            })?;
+            writeln!(stdout)?;
+            g
+        };
+        if json {
+            let line = serde_json::json!({"question": question, "answer": g.text, "token_ids": g.ids});
+            writeln!(stdout, "{line}")?;
+        }
+        timing.add(&g);
+    }
+    eprintln!("{}", timing.line());
+    Ok(())
+}
+
+pub fn chat(args: &ModelArgs, image: &ImageArgs, sampling: &SamplingArgs) -> anyhow::Result<()> {
+    let loaded = load(args)?;
+    let mut chat = loaded.open(image)?;
+    let options = loaded.options(sampling);
+    let mut sampler = Sampler::new(sampling.config());
+    let mut timing = Timing { image: chat.stats, ..Default::default() };
+    let mut stdout = std::io::stdout().lock();
+    eprintln!("ask about the image; /reset starts over, /exit or end of input quits");
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("reading the question from stdin")?;
+        match line.trim() {
+            "" => continue,
+            "/exit" => break,
+            "/reset" => {
+                chat.reset();
+                continue;
+            }
+            question => {
+                let g = chat.ask(question, &options, &mut sampler, &mut |s| {
+                    let _ = stdout.write_all(s.as_bytes());
+                    let _ = stdout.flush();
+                })?;
+                writeln!(stdout)?;
+                timing.add(&g);
+            }
+        }
+    }
+    eprintln!("{}", timing.line());
+    Ok(())
+}
+
+pub fn logits(args: &ModelArgs, image: &ImageArgs, prompt: &str, out: &Path) -> anyhow::Result<()> {
+    let loaded = load(args)?;
+    let mut chat = loaded.open(image)?;
+    let logits = chat.next_logits(prompt)?;
+    npy::write_f32(out, &logits)?;
+    eprintln!("wrote {}: {} logits", out.display(), logits.len());
+    Ok(())
+}

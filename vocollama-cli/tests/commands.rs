@@ -1,0 +1,344 @@
+//! `compress`, `ask`, `chat` and `logits` end to end on the VoCo fixture, against
+//! transformers references for real templated prompts (`tools/make_fixtures.py prompts`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/fixtures").join(name)
+}
+
+fn image(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/images").join(name).to_str().unwrap().into()
+}
+
+fn model() -> String {
+    fixture("llava-gqa-bf16").to_str().unwrap().into()
+}
+
+const QUESTION: &str = "What colour is the\ncircle?";
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn vocollama(args: &[&str]) -> Out {
+    vocollama_stdin(args, "")
+}
+
+fn vocollama_stdin(args: &[&str], input: &str) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vocollama"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vocollama");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// A tensor of `prompt-reference.safetensors` as f32 or i64 values.
+fn reference_f32(name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(fixture("llava-gqa-bf16").join("prompt-reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    t.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn reference_ids(name: &str) -> Vec<i64> {
+    let bytes = std::fs::read(fixture("llava-gqa-bf16").join("prompt-reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    t.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn read_npy(path: &Path) -> Vec<f32> {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
+    let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+    b[10 + hlen..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn assert_close(label: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{label}: length");
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(scale > 0.0 && got.iter().all(|x| x.is_finite()), "{label}");
+    let rel = diff / scale;
+    eprintln!("{label}: max|Δ|/max|ref| = {rel:.3e}");
+    assert!(rel <= tol, "{label}: {rel:e} > {tol:e}");
+}
+
+fn backends() -> Vec<(&'static str, f32)> {
+    let out = vocollama(&["backends"]);
+    let mut v = vec![("flex", 1e-4)];
+    if out.stdout.lines().any(|l| l == "wgpu") {
+        v.push(("wgpu", 1e-3));
+    }
+    v
+}
+
+fn logits(args: &[&str]) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("logits.npy");
+    let m = model();
+    let mut all = vec!["logits", "--model", &m, "--prompt", QUESTION, "--out", out.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let r = vocollama(&all);
+    assert!(r.ok, "{}", r.stderr);
+    read_npy(&out)
+}
+
+#[test]
+fn logits_equal_transformers_for_the_voco_and_plain_templates() {
+    let img = image("wide.png");
+    for (backend, tol) in backends() {
+        let common = ["--image", img.as_str(), "--backend", backend];
+        // voco_num = 2 in config.json is the default.
+        assert_close(&format!("{backend} voco N=2"), &logits(&common), &reference_f32("voco_n2_logits"), tol);
+        let n1 = [&common[..], &["--voco-tokens", "1"]].concat();
+        assert_close(&format!("{backend} voco N=1"), &logits(&n1), &reference_f32("voco_n1_logits"), tol);
+        let none = [&common[..], &["--compression", "none"]].concat();
+        assert_close(&format!("{backend} none"), &logits(&none), &reference_f32("llava_v1_logits"), tol);
+    }
+}
+
+#[test]
+fn a_saved_cache_answers_like_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model();
+    let img = image("wide.png");
+    for (dtype, tol) in [("f32", 1e-4), ("f16", 1e-2)] {
+        let file = dir.path().join(format!("wide-{dtype}.voco"));
+        let r =
+            vocollama(&["compress", "--model", &m, "--image", &img, "--out", file.to_str().unwrap(), "--dtype", dtype]);
+        assert!(r.ok, "{}", r.stderr);
+        assert!(r.stderr.contains("2 VoCo tokens") && r.stderr.contains("timing: vision encode"), "{}", r.stderr);
+        let got = logits(&["--cache", file.to_str().unwrap()]);
+        assert_close(&format!("from a {dtype} cache"), &got, &reference_f32("voco_n2_logits"), tol);
+    }
+    // 2 layers x (K,V) x 2 kv heads x 16 dims x 2 bytes = 256 bytes per VoCo token in f16.
+    let header_and_sums = std::fs::metadata(dir.path().join("wide-f16.voco")).unwrap().len() - 2 * 256;
+    assert!(header_and_sums < 200, "{header_and_sums} bytes besides the payload");
+}
+
+fn greedy_reference(name: &str) -> Vec<i64> {
+    reference_ids(name).into_iter().filter(|&t| t >= 0).collect()
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+#[test]
+fn ask_answers_greedily_like_transformers_and_reuses_one_compression() {
+    let m = model();
+    let img = image("wide.png");
+    let r = vocollama(&[
+        "ask",
+        "--model",
+        &m,
+        "--image",
+        &img,
+        "--max-new-tokens",
+        "8",
+        "--json",
+        QUESTION,
+        "Second?",
+        QUESTION,
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let lines = json_lines(&r.stdout);
+    assert_eq!(lines.len(), 3);
+    let ids = |v: &serde_json::Value| -> Vec<i64> {
+        v["token_ids"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+    };
+    assert_eq!(ids(&lines[0]), greedy_reference("voco_n2_greedy"));
+    assert_eq!(lines[0]["question"], QUESTION);
+    // Questions are independent: the third equals the first.
+    assert_eq!(lines[2], lines[0]);
+    for want in ["timing: vision encode", "ms | compress", "prefill", "tok/s | decode", "cache 1024 bytes"] {
+        assert!(r.stderr.contains(want), "missing {want:?} in {}", r.stderr);
+    }
+
+    // Streamed text equals the JSON answer; the plain path gives the plain reference.
+    let r2 = vocollama(&["ask", "--model", &m, "--image", &img, "--max-new-tokens", "8", QUESTION]);
+    assert!(r2.ok, "{}", r2.stderr);
+    assert_eq!(r2.stdout, format!("{}\n", lines[0]["answer"].as_str().unwrap()));
+    let r3 = vocollama(&[
+        "ask",
+        "--model",
+        &m,
+        "--image",
+        &img,
+        "--compression",
+        "none",
+        "--max-new-tokens",
+        "8",
+        "--json",
+        QUESTION,
+    ]);
+    assert!(r3.ok, "{}", r3.stderr);
+    assert_eq!(ids(&json_lines(&r3.stdout)[0]), greedy_reference("llava_v1_greedy"));
+
+    // From a cache file: the same answer, and no vision time.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wide.voco");
+    assert!(
+        vocollama(&["compress", "--model", &m, "--image", &img, "--out", file.to_str().unwrap(), "--dtype", "f32"]).ok
+    );
+    let r4 = vocollama(&[
+        "ask",
+        "--model",
+        &m,
+        "--cache",
+        file.to_str().unwrap(),
+        "--max-new-tokens",
+        "8",
+        "--json",
+        QUESTION,
+    ]);
+    assert!(r4.ok, "{}", r4.stderr);
+    assert_eq!(json_lines(&r4.stdout)[0], lines[0]);
+    assert!(r4.stderr.contains("vision encode 0.0 ms"), "{}", r4.stderr);
+}
+
+#[test]
+fn sampling_is_seeded() {
+    let m = model();
+    let img = image("wide.png");
+    let run = |seed: &str| {
+        let r = vocollama(&[
+            "ask",
+            "--model",
+            &m,
+            "--image",
+            &img,
+            "--max-new-tokens",
+            "12",
+            "--temperature",
+            "1.5",
+            "--top-k",
+            "50",
+            "--top-p",
+            "0.95",
+            "--repetition-penalty",
+            "1.1",
+            "--seed",
+            seed,
+            "--json",
+            QUESTION,
+        ]);
+        assert!(r.ok, "{}", r.stderr);
+        json_lines(&r.stdout)[0]["token_ids"].clone()
+    };
+    assert_eq!(run("7"), run("7"));
+    assert_ne!(run("7"), run("8"));
+}
+
+#[test]
+fn chat_keeps_the_conversation_across_turns() {
+    let m = model();
+    let img = image("wide.png");
+    let r = vocollama_stdin(
+        &["chat", "--model", &m, "--image", &img, "--max-new-tokens", "6"],
+        &format!("{}\nAnd the square?\n/reset\n{}\n", "What colour is the circle?", "What colour is the circle?"),
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let answers: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(answers.len(), 3, "{}", r.stdout);
+    // After /reset the same first question gets the same answer.
+    assert_eq!(answers[0], answers[2]);
+    assert!(r.stderr.contains("timing:"), "{}", r.stderr);
+}
+
+/// A failure: non-zero exit, nothing on stdout, one `error:` line naming `want`.
+fn assert_fails(r: &Out, want: &str) {
+    assert!(!r.ok, "expected a failure, got {}", r.stdout);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.starts_with("error: ") && r.stderr.contains(want), "missing {want:?} in {}", r.stderr);
+}
+
+#[test]
+fn bad_inputs_are_one_clear_error_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model();
+    let img = image("wide.png");
+    let q = "What?";
+
+    assert_fails(&vocollama(&["ask", "--model", &m, "--image", "/nonexistent/cat.png", q]), "/nonexistent/cat.png");
+    let corrupt = dir.path().join("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    assert_fails(&vocollama(&["ask", "--model", &m, "--image", corrupt.to_str().unwrap(), q]), "corrupt.png");
+
+    assert_fails(&vocollama(&["ask", "--model", &m, "--image", &img, "--voco-tokens", "0", q]), "at least 1");
+    let long = "word ".repeat(600);
+    assert_fails(&vocollama(&["ask", "--model", &m, "--image", &img, &long]), "context is 512 tokens");
+    assert_fails(&vocollama(&["ask", "--model", &m, "--image", &img, "--backend", "tpu", q]), "backend `tpu`");
+
+    // Caches: truncated, from another model (same files, other config), or used without VoCo.
+    let file = dir.path().join("wide.voco");
+    assert!(vocollama(&["compress", "--model", &m, "--image", &img, "--out", file.to_str().unwrap()]).ok);
+    let bytes = std::fs::read(&file).unwrap();
+    let truncated = dir.path().join("truncated.voco");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 100]).unwrap();
+    assert_fails(&vocollama(&["ask", "--model", &m, "--cache", truncated.to_str().unwrap(), q]), "truncated.voco");
+
+    let other = dir.path().join("other-model");
+    std::fs::create_dir(&other).unwrap();
+    for entry in std::fs::read_dir(fixture("llava-gqa-bf16")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, other.join(p.file_name().unwrap())).unwrap();
+    }
+    let cfg = std::fs::read_to_string(other.join("config.json"))
+        .unwrap()
+        .replace("\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": 1e-06");
+    std::fs::write(other.join("config.json"), cfg).unwrap();
+    let r = vocollama(&[
+        "ask",
+        "--model",
+        other.to_str().unwrap(),
+        "--vision-tower",
+        fixture("clip-full").to_str().unwrap(),
+        "--cache",
+        file.to_str().unwrap(),
+        q,
+    ]);
+    assert_fails(&r, "made by a different model");
+
+    assert_fails(
+        &vocollama(&["ask", "--model", &m, "--cache", file.to_str().unwrap(), "--compression", "none", q]),
+        "needs --image",
+    );
+    assert_fails(
+        &vocollama(&["ask", "--model", &m, "--cache", file.to_str().unwrap(), "--voco-tokens", "3", q]),
+        "holds 2 VoCo tokens",
+    );
+
+    // A failed compress leaves no file behind.
+    let out = dir.path().join("never.voco");
+    let r =
+        vocollama(&["compress", "--model", &m, "--image", corrupt.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_fails(&r, "corrupt.png");
+    assert_eq!(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("never"))
+            .count(),
+        0
+    );
+
+    // A plain LLaVA tokenizer has no <voco>: VoCo mode says so.
+    let hf = fixture("llava-hf");
+    assert_fails(&vocollama(&["ask", "--model", hf.to_str().unwrap(), "--image", &img, q]), "no <voco> token");
+}

@@ -1,0 +1,226 @@
+//! A conversation about one image: the image part of the prompt is computed
+//! once (stage 1 into a VoCo cache, or the uncompressed prefix with all image
+//! tokens), then any number of questions, or turns of one chat, run from it.
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::Tensor;
+
+use crate::error::{Error, Result};
+use crate::generate::{GenerateOptions, Generation, generate};
+use crate::llava::{IMAGE_TOKEN_INDEX, LlavaModel};
+use crate::pipeline::{Session, expand_ids, last_logits};
+use crate::preprocess::Pixels;
+use crate::sampling::Sampler;
+use crate::text::template::VOCO_TOKEN;
+use crate::text::template::next_turn_ids;
+use crate::text::{Template, Tokenizer, tokenizer_image_token};
+use crate::voco::VocoCache;
+
+/// How the image reaches the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// VoCo-LLaMA: the image is compressed into this many `<voco>` tokens.
+    Voco(usize),
+    /// Plain LLaVA: every image token stays in the context (`llava_v1` template).
+    None,
+}
+
+/// What preparing the image cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImageStats {
+    /// CLIP tower + projector.
+    pub vision_encode: Duration,
+    /// Stage 1 (VoCo) or the uncompressed prefix through the LLM.
+    pub compress: Duration,
+    /// Key/value bytes the questions attend to for the image (f32 on the device).
+    pub cache_bytes: usize,
+}
+
+/// `<voco>`'s id from the tokenizer; its absence means the model is not a VoCo model.
+pub fn voco_id(tokenizer: &Tokenizer) -> Result<i64> {
+    tokenizer.token_to_id(VOCO_TOKEN).map(i64::from).ok_or_else(|| {
+        Error::Invalid(format!(
+            "the tokenizer ({}) has no {VOCO_TOKEN} token: not a VoCo-LLaMA model (use --compression none)",
+            tokenizer.path.display()
+        ))
+    })
+}
+
+/// Pixels → image embeddings, timed to completion on the device.
+pub fn encode_image(model: &LlavaModel, pixels: &Pixels) -> Result<(Tensor<3>, Duration)> {
+    let start = Instant::now();
+    let embeds = model.encode_image(pixels)?;
+    sync(model)?;
+    Ok((embeds, start.elapsed()))
+}
+
+fn sync(model: &LlavaModel) -> Result<()> {
+    model.device.sync().map_err(|e| Error::Invalid(format!("the device failed: {e:?}")))
+}
+
+pub struct Chat<'m> {
+    model: &'m LlavaModel,
+    tokenizer: &'m Tokenizer,
+    pub template: Template,
+    /// The ids the image stage covers (through the last `<voco>`, or through `<image>`).
+    prefix: Vec<i64>,
+    base: Session<'m>,
+    session: Session<'m>,
+    /// Answered turns of the conversation in progress.
+    turns: usize,
+    /// Ids so far, for the repetition penalty.
+    context: Vec<i64>,
+    pub stats: ImageStats,
+}
+
+impl<'m> Chat<'m> {
+    /// The ids of the first turn's whole prompt, and where the image stage ends in it.
+    fn first_prompt(template: Template, tokenizer: &Tokenizer, question: &str) -> Result<(Vec<i64>, usize)> {
+        let ids = tokenizer_image_token(&template.prompt(&[(question, None)]), tokenizer)?;
+        let end = match template {
+            Template::VocoVicunaV1 { .. } => {
+                let voco = voco_id(tokenizer)?;
+                ids.iter().rposition(|&t| t == voco)
+            }
+            Template::LlavaV1 => ids.iter().position(|&t| t == IMAGE_TOKEN_INDEX),
+        };
+        let end = end.ok_or_else(|| Error::Invalid("the prompt lost its image placeholder".into()))?;
+        Ok((ids, end + 1))
+    }
+
+    fn new(
+        model: &'m LlavaModel,
+        tokenizer: &'m Tokenizer,
+        template: Template,
+        prefix: Vec<i64>,
+        base: Session<'m>,
+        stats: ImageStats,
+    ) -> Self {
+        Self {
+            model,
+            tokenizer,
+            template,
+            context: prefix.clone(),
+            prefix,
+            session: base.clone(),
+            base,
+            turns: 0,
+            stats,
+        }
+    }
+
+    fn voco_template(n: usize) -> Result<Template> {
+        if n == 0 {
+            return Err(Error::Invalid("--voco-tokens must be at least 1".into()));
+        }
+        Ok(Template::VocoVicunaV1 { voco_tokens: n })
+    }
+
+    /// Stage 1: compress `image` (its embeddings) into `n` VoCo tokens.
+    pub fn compress(
+        model: &'m LlavaModel,
+        tokenizer: &'m Tokenizer,
+        image: Tensor<3>,
+        n: usize,
+    ) -> Result<(Self, VocoCache)> {
+        let template = Self::voco_template(n)?;
+        let (ids, end) = Self::first_prompt(template, tokenizer, "")?;
+        let start = Instant::now();
+        let cache = model.compress(&ids[..end], &[image], voco_id(tokenizer)?)?;
+        sync(model)?;
+        let compress = start.elapsed();
+        let chat = Self::from_cache(model, tokenizer, &cache)?;
+        let stats = ImageStats { compress, ..chat.stats };
+        Ok((Self { stats, ..chat }, cache))
+    }
+
+    /// Stage 2 from a VoCo cache (just compressed, or read from a `.voco` file).
+    pub fn from_cache(model: &'m LlavaModel, tokenizer: &'m Tokenizer, cache: &VocoCache) -> Result<Self> {
+        let template = Self::voco_template(cache.len())?;
+        let (ids, end) = Self::first_prompt(template, tokenizer, "")?;
+        let prefix = ids[..end].to_vec();
+        // The cache's positions must be the ones this model's stage-1 prompt gives its VoCo tokens.
+        let len = expand_ids(&prefix, model.image_tokens()).len();
+        let expected: Vec<usize> = (len - cache.len()..len).collect();
+        if cache.positions != expected {
+            return Err(Error::Invalid(format!(
+                "the VoCo cache holds positions {}..={} but this model's stage-1 prompt puts its {} VoCo tokens at {}..={}",
+                cache.positions[0],
+                cache.positions[cache.len() - 1],
+                cache.len(),
+                expected[0],
+                expected[expected.len() - 1]
+            )));
+        }
+        let base = Session::from_voco(model, cache)?;
+        let stats =
+            ImageStats { cache_bytes: cache.payload_bytes(crate::voco::cache::CacheDType::F32), ..Default::default() };
+        Ok(Self::new(model, tokenizer, template, prefix, base, stats))
+    }
+
+    /// Plain LLaVA (`llava_v1`): the prompt through `<image>` is run once with every image token.
+    pub fn uncompressed(model: &'m LlavaModel, tokenizer: &'m Tokenizer, image: Tensor<3>) -> Result<Self> {
+        let (ids, end) = Self::first_prompt(Template::LlavaV1, tokenizer, "")?;
+        let prefix = ids[..end].to_vec();
+        let mut base = Session::empty(model);
+        let start = Instant::now();
+        base.feed(&prefix, &[image])?;
+        sync(model)?;
+        let stats = ImageStats {
+            compress: start.elapsed(),
+            cache_bytes: base.cached() * model.config.llm.kv_bytes_per_token(4),
+            ..Default::default()
+        };
+        Ok(Self::new(model, tokenizer, Template::LlavaV1, prefix, base, stats))
+    }
+
+    /// Back to right after the image: the next question starts a new conversation.
+    pub fn reset(&mut self) {
+        self.session = self.base.clone();
+        self.context = self.prefix.clone();
+        self.turns = 0;
+    }
+
+    /// The ids the next turn feeds: the first turn's prompt after the image
+    /// stage, or `</s>USER: q ASSISTANT:` after an answer.
+    pub fn turn_ids(&self, question: &str) -> Result<Vec<i64>> {
+        if self.turns == 0 {
+            let (ids, _) = Self::first_prompt(self.template, self.tokenizer, question)?;
+            if !ids.starts_with(&self.prefix) {
+                return Err(Error::Invalid(
+                    "the tokenizer joins the question to the image part of the prompt; the cached image cannot be reused".into(),
+                ));
+            }
+            return Ok(ids[self.prefix.len()..].to_vec());
+        }
+        next_turn_ids(self.template, question, self.tokenizer)
+    }
+
+    /// Answer `question` as the next turn, streaming its text to `on_text`.
+    pub fn ask(
+        &mut self,
+        question: &str,
+        options: &GenerateOptions,
+        sampler: &mut Sampler,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation> {
+        let ids = self.turn_ids(question)?;
+        let g = generate(&mut self.session, &ids, self.tokenizer, options, sampler, &mut self.context, on_text)?;
+        self.turns += 1;
+        Ok(g)
+    }
+
+    /// Next-token logits after `question`'s turn, without generating.
+    pub fn next_logits(&mut self, question: &str) -> Result<Vec<f32>> {
+        let ids = self.turn_ids(question)?;
+        let h = self.session.feed(&ids, &[])?;
+        self.context.extend_from_slice(&ids);
+        Ok(last_logits(self.model, h))
+    }
+
+    /// The positions the image stage occupies (BOS and image included).
+    pub fn prefix_ids(&self) -> &[i64] {
+        &self.prefix
+    }
+}

@@ -71,6 +71,13 @@ def train(dirpath):
         minloglevel=2)
     os.remove(text)
     os.remove(os.path.join(dirpath, "tokenizer.vocab"))
+    # The model records its training input's path: a fixed name keeps the file reproducible.
+    from transformers.convert_slow_tokenizer import import_protobuf
+    path = os.path.join(dirpath, "tokenizer.model")
+    proto = import_protobuf().ModelProto()
+    proto.ParseFromString(open(path, "rb").read())
+    proto.trainer_spec.input[:] = ["corpus.txt"]
+    open(path, "wb").write(proto.SerializeToString())
 
 
 def write_json(path, obj):

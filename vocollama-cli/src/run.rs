@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use vocollama_model::chat::{Chat, encode_image};
-use vocollama_model::generate::GenerateOptions;
+use vocollama_model::generate::{GenerateOptions, Generation};
 use vocollama_model::sampling::Sampler;
 use vocollama_model::text::Tokenizer;
 use vocollama_model::voco::cache::CacheDType;
@@ -106,6 +106,38 @@ pub fn compress(
     Ok(())
 }
 
+/// A conversation being run from the command line: answers stream to stdout.
+struct Conversation<'a> {
+    chat: Chat<'a>,
+    options: GenerateOptions,
+    sampler: Sampler,
+    timing: Timing,
+}
+
+impl<'a> Conversation<'a> {
+    fn open(loaded: &'a Loaded, image: &ImageArgs, sampling: &SamplingArgs) -> anyhow::Result<Self> {
+        let chat = loaded.open(image)?;
+        let timing = Timing { image: chat.stats, ..Default::default() };
+        Ok(Self { chat, options: loaded.options(sampling), sampler: Sampler::new(sampling.config()), timing })
+    }
+
+    /// Answer the next turn; with `stream`, its text goes to stdout as it is decoded.
+    fn turn(&mut self, question: &str, stream: bool) -> anyhow::Result<Generation> {
+        let mut stdout = std::io::stdout().lock();
+        let g = self.chat.ask(question, &self.options, &mut self.sampler, &mut |s| {
+            if stream {
+                let _ = stdout.write_all(s.as_bytes());
+                let _ = stdout.flush();
+            }
+        })?;
+        if stream {
+            writeln!(stdout)?;
+        }
+        self.timing.add(&g);
+        Ok(g)
+    }
+}
+
 pub fn ask(
     args: &ModelArgs,
     image: &ImageArgs,
@@ -114,61 +146,35 @@ pub fn ask(
     questions: &[String],
 ) -> anyhow::Result<()> {
     let loaded = load(args)?;
-    let mut chat = loaded.open(image)?;
-    let options = loaded.options(sampling);
-    let mut sampler = Sampler::new(sampling.config());
-    let mut timing = Timing { image: chat.stats, ..Default::default() };
-    let mut stdout = std::io::stdout().lock();
+    let mut c = Conversation::open(&loaded, image, sampling)?;
     for question in questions {
-        chat.reset();
-        let g = if json {
-            chat.ask(question, &options, &mut sampler, &mut |_| {})?
-        } else {
-            let g = chat.ask(question, &options, &mut sampler, &mut |s| {
-                let _ = stdout.write_all(s.as_bytes());
-                let _ = stdout.flush();
-            })?;
-            writeln!(stdout)?;
-            g
-        };
+        c.chat.reset();
+        let g = c.turn(question, !json)?;
         if json {
             let line = serde_json::json!({"question": question, "answer": g.text, "token_ids": g.ids});
-            writeln!(stdout, "{line}")?;
+            println!("{line}");
         }
-        timing.add(&g);
     }
-    eprintln!("{}", timing.line());
+    eprintln!("{}", c.timing.line());
     Ok(())
 }
 
 pub fn chat(args: &ModelArgs, image: &ImageArgs, sampling: &SamplingArgs) -> anyhow::Result<()> {
     let loaded = load(args)?;
-    let mut chat = loaded.open(image)?;
-    let options = loaded.options(sampling);
-    let mut sampler = Sampler::new(sampling.config());
-    let mut timing = Timing { image: chat.stats, ..Default::default() };
-    let mut stdout = std::io::stdout().lock();
+    let mut c = Conversation::open(&loaded, image, sampling)?;
     eprintln!("ask about the image; /reset starts over, /exit or end of input quits");
     for line in std::io::stdin().lock().lines() {
         let line = line.context("reading the question from stdin")?;
         match line.trim() {
             "" => continue,
             "/exit" => break,
-            "/reset" => {
-                chat.reset();
-                continue;
-            }
+            "/reset" => c.chat.reset(),
             question => {
-                let g = chat.ask(question, &options, &mut sampler, &mut |s| {
-                    let _ = stdout.write_all(s.as_bytes());
-                    let _ = stdout.flush();
-                })?;
-                writeln!(stdout)?;
-                timing.add(&g);
+                c.turn(question, true)?;
             }
         }
     }
-    eprintln!("{}", timing.line());
+    eprintln!("{}", c.timing.line());
     Ok(())
 }
 

@@ -82,11 +82,23 @@ impl KeyRule {
 /// softmax(Q Kᵀ / √d) V over `q: [b, heads, lq, d]`, `k, v: [b, kv_heads, lk, d]`.
 ///
 /// `heads` must be a multiple of `kv_heads`; each group of `heads / kv_heads`
-/// query heads reads one key/value head.
+/// query heads reads one key/value head. CubeCL devices run the fused kernel
+/// ([`crate::fused`]); others the tensor-op [`reference`].
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Tensor<4> {
+    let [_, heads, _, _] = q.dims();
+    let [_, kv_heads, _, _] = k.dims();
+    assert!(heads % kv_heads == 0, "{heads} query heads are not a multiple of {kv_heads} key/value heads");
+    if crate::fused::available(&q.device()) {
+        return crate::fused::fused_attention(q, k, v, rule).expect("a fused-attention device");
+    }
+    reference(q, k, v, rule)
+}
+
+/// The tensor-op definition: Burn's attention with repeated key/value heads and,
+/// when the rule is not plain, a dense mask.
+pub fn reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Tensor<4> {
     let [b, heads, lq, _] = q.dims();
     let [_, kv_heads, lk, _] = k.dims();
-    assert!(heads % kv_heads == 0, "{heads} query heads are not a multiple of {kv_heads} key/value heads");
     let (k, v) = (repeat_kv(k, heads / kv_heads), repeat_kv(v, heads / kv_heads));
     if rule.is_plain() {
         let options = AttentionModuleOptions { is_causal: rule.causal && lq > 1, ..Default::default() };

@@ -6,5 +6,8 @@
 //! attention layout into a `KeyRule`.
 
 pub mod attention;
+pub mod fused;
+pub mod handoff;
 
 pub use attention::{KeyRule, SampleRule, attention};
+pub use handoff::voco_handoff;

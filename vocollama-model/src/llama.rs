@@ -149,6 +149,11 @@ impl Llama {
         self.layers.len()
     }
 
+    /// RoPE frequencies (`head_dim / 2`), for moving cached keys to other positions.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.shape.inv_freq
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.layers.len())
     }

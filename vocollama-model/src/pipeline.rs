@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::llama::KvCache;
 use crate::llava::{IMAGE_TOKEN_INDEX, LlavaModel};
 use crate::voco::{AttentionLayout, VocoCache, VocoSpan};
+use vocollama_kernels::voco_handoff;
 
 /// `ids` with every image placeholder repeated `per_image` times: one entry per sequence position.
 pub fn expand_ids(ids: &[i64], per_image: usize) -> Vec<i64> {
@@ -82,12 +83,11 @@ impl LlavaModel {
         }
         let mut cache = self.llm.new_cache();
         self.forward_prompt(ids, images, &AttentionLayout::causal(), &mut cache)?;
+        // The handoff gathers the VoCo rows on the device (a kernel on CubeCL backends).
         let layers = (0..self.llm.num_layers())
             .map(|i| {
                 let (k, v) = cache.layer(i).expect("every layer cached");
-                let [b, h, _, d] = k.dims();
-                let keep = |t: &Tensor<4>| t.clone().slice([0..b, 0..h, span.first..span.last + 1, 0..d]);
-                (keep(k), keep(v))
+                voco_handoff(k.clone(), v.clone(), span.first, span.len(), 0, self.llm.inv_freq())
             })
             .collect();
         Ok(VocoCache { layers, positions: (span.first..=span.last).collect() })

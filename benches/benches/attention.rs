@@ -1,0 +1,88 @@
+//! VoCo-aware fused attention vs Burn's `attention` with a dense mask, for the
+//! layout `[BOS, image, ▁\n, VoCo × N, text × T]`: the text rows (a stage-2
+//! question of T tokens) attending to the whole sequence, per CubeCL backend.
+//! Reported: median times, their ratio, the share of keys the layout hides
+//! from the text rows (the fused kernel never loads them), and the same at a
+//! 4× smaller image, so one sees which path's text-row work grows with it.
+//!
+//!     cargo bench -p vocollama-benches --bench attention
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::module::attention as burn_attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
+use vocollama_kernels::fused::{available, fused_attention};
+use vocollama_kernels::{KeyRule, SampleRule};
+use vocollama_model::backend;
+
+const HEADS: usize = 32;
+const HEAD_DIM: usize = 128;
+const VOCO: usize = 2;
+const TEXT: usize = 64;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time(reps: usize, device: &Device, mut f: impl FnMut() -> Tensor<4>) -> Duration {
+    let _ = f().into_data(); // warm-up: shader compilation and autotuning
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                let out = f();
+                device.sync().expect("device sync");
+                let _ = out;
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+/// (fused, dense-mask) medians for the text rows, with `image` image tokens.
+fn measure(device: &Device, image: usize, reps: usize) -> (Duration, Duration, f64) {
+    let first = 1 + image + 2;
+    let lk = first + VOCO + TEXT;
+    let rule =
+        KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((first, first + VOCO - 1)) }] };
+    let q = Tensor::<4>::random([1, HEADS, TEXT, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);
+    let k = Tensor::<4>::random([1, HEADS, lk, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);
+    let v = Tensor::<4>::random([1, HEADS, lk, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);
+    let fused = time(reps, device, || fused_attention(q.clone(), k.clone(), v.clone(), &rule).expect("CubeCL device"));
+    let mask = Tensor::<3, Bool>::from_data(TensorData::new(rule.dense(1, TEXT, lk), [1, TEXT, lk]), device)
+        .unsqueeze_dim::<4>(1)
+        .expand([1, HEADS, TEXT, lk]);
+    let dense = time(reps, device, || {
+        burn_attention(q.clone(), k.clone(), v.clone(), Some(mask.clone()), None, AttentionModuleOptions::default())
+    });
+    let hidden = rule.dense(1, TEXT, lk).iter().filter(|&&m| m).count() as f64 / (TEXT * lk) as f64;
+    (fused, dense, hidden)
+}
+
+fn main() {
+    let reps = 10;
+    println!("text rows: {TEXT} queries, {HEADS} heads x {HEAD_DIM}, N = {VOCO} VoCo; median of {reps}");
+    println!("| backend | image | keys | hidden from text | fused ms | dense-mask ms | dense / fused |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for name in backend::compiled_backends() {
+        let device = backend::device(name).expect("compiled-in backend");
+        if !available(&device) {
+            println!("| {name} | — | — | — | (no fused kernel: tensor-op reference) | | |");
+            continue;
+        }
+        for image in [144, 576] {
+            let (fused, dense, hidden) = measure(&device, image, reps);
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            println!(
+                "| {name} | {image} | {} | {:.1} % | {:.2} | {:.2} | {:.2}x |",
+                1 + image + 2 + VOCO + TEXT,
+                hidden * 100.0,
+                ms(fused),
+                ms(dense),
+                ms(dense) / ms(fused)
+            );
+        }
+    }
+}

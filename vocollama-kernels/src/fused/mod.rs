@@ -1,0 +1,99 @@
+//! Fused attention as a Burn backend extension: one implementation for every
+//! CubeCL runtime (wgpu, Vulkan, Metal, CUDA), reached through `Dispatch`.
+//! Devices without it (Flex, autodiff) use the tensor-op reference in
+//! [`crate::attention`].
+
+mod kernel;
+
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
+use burn::tensor::{Int, Tensor, TensorData};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::{CubeBackend, tensor::CubeTensor};
+use cubecl::{CubeCount, CubeDim};
+
+use crate::attention::KeyRule;
+
+#[backend_extension(Cube, Fusion)]
+pub trait FusedAttention: Backend {
+    /// Attention of `q` over `k, v` (grouped heads allowed) under the per-sample
+    /// `rules` (`[b, 4]` integers: left padding, has VoCo, first, last).
+    #[fusion(dtype = q, shape = q)]
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        rules: IntTensor<Self>,
+        causal: bool,
+    ) -> FloatTensor<Self>;
+}
+
+const UNITS_PER_CUBE: u32 = 64;
+
+impl FusedAttention for CubeBackend {
+    fn fused_attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, rules: CubeTensor, causal: bool) -> CubeTensor {
+        let (q, k, v, rules) = (into_contiguous(q), into_contiguous(k), into_contiguous(v), into_contiguous(rules));
+        let (qs, ks) = (q.meta.shape().clone(), k.meta.shape().clone());
+        let (b, heads, lq, d) = (qs[0], qs[1], qs[2], qs[3]);
+        let (kv_heads, lk) = (ks[1], ks[2]);
+        let out = empty_device_dtype(q.client.clone(), q.device.clone(), qs.clone(), q.dtype);
+        let rows = (b * heads * lq) as u32;
+        let count = CubeCount::Static(rows.div_ceil(UNITS_PER_CUBE), 1, 1);
+        let dtypes = [dtype_to_storage_type(q.dtype), dtype_to_storage_type(rules.dtype)];
+        kernel::fused_attention_kernel::launch(
+            &out.client,
+            count,
+            CubeDim::new_1d(UNITS_PER_CUBE),
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            rules.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            heads as u32,
+            kv_heads as u32,
+            lq as u32,
+            lk as u32,
+            u32::from(causal),
+            1.0 / (d as f32).sqrt(),
+            d,
+            dtypes,
+        );
+        out
+    }
+}
+
+/// Whether `device` runs the fused kernel (a CubeCL device without autodiff).
+pub fn available(device: &burn::tensor::Device) -> bool {
+    #[allow(unreachable_patterns)]
+    match device.as_dispatch() {
+        #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal", feature = "cuda"))]
+        DispatchDevice::Cube(_) => true,
+        _ => false,
+    }
+}
+
+/// The fused kernel on a CubeCL device; `None` elsewhere.
+pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Option<Tensor<4>> {
+    let device = q.device();
+    if !available(&device) {
+        return None;
+    }
+    let b = q.dims()[0];
+    let rules: Vec<i32> = (0..b)
+        .flat_map(|i| {
+            let s = rule.samples.get(i).copied().unwrap_or_default();
+            let (has, first, last) = s.voco.map_or((0, 0, 0), |(f, l)| (1, f, l));
+            [s.left_padding as i32, has, first as i32, last as i32]
+        })
+        .collect();
+    let rules = Tensor::<2, Int>::from_data(TensorData::new(rules, [b, 4]), &device);
+    Some(Tensor::from_dispatch(<Dispatch as FusedAttention>::fused_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        rules.into_dispatch(),
+        rule.causal,
+    )))
+}

@@ -1,0 +1,68 @@
+//! The fused kernel against the tensor-op reference on a CubeCL device (wgpu;
+//! in CI the software Vulkan driver): random inputs, sizes off the tile, GQA,
+//! VoCo spans of 1..16, decode against a long cache, padding, batches.
+#![cfg(feature = "wgpu")]
+
+use burn::tensor::{Device, DeviceKind, Distribution, Tensor};
+use vocollama_kernels::attention::reference;
+use vocollama_kernels::fused::{available, fused_attention};
+use vocollama_kernels::{KeyRule, SampleRule};
+
+fn device() -> Device {
+    let d = Device::wgpu(DeviceKind::DefaultDevice);
+    assert!(available(&d), "wgpu is compiled in but its device does not take the fused kernel");
+    d
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(label: &str, rule: &KeyRule, b: usize, h: usize, kvh: usize, lq: usize, lk: usize, d: usize) {
+    let device = device();
+    let q = Tensor::<4>::random([b, h, lq, d], Distribution::Normal(0.0, 1.0), &device);
+    let k = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
+    let v = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
+    let want = reference(q.clone(), k.clone(), v.clone(), rule).into_data().try_into_vec::<f32>().unwrap();
+    let got = fused_attention(q, k, v, rule).unwrap().into_data().try_into_vec::<f32>().unwrap();
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(scale > 0.0, "{label}: the reference is all zeros");
+    assert!(diff / scale <= 1e-4, "{label}: max|Δ|/max|ref| = {:e}", diff / scale);
+}
+
+fn voco(first: usize, n: usize) -> KeyRule {
+    KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((first, first + n - 1)) }] }
+}
+
+#[test]
+fn voco_layouts_with_grouped_heads() {
+    // [BOS, image 37, ▁\n 2, VoCo N, text 11]: 50 + N keys, not a multiple of the 64-row cube.
+    for n in [1, 2, 3, 8, 16] {
+        let lk = 1 + 37 + 2 + n + 11;
+        check(&format!("prefill N={n}"), &voco(40, n), 1, 4, 2, lk, lk, 16);
+        check(&format!("text chunk N={n}"), &voco(40, n), 1, 4, 2, 11, lk, 16);
+        check(&format!("decode N={n}"), &voco(40, n), 1, 8, 2, 1, lk, 16);
+    }
+}
+
+#[test]
+fn decode_against_a_long_cache_and_head_dims() {
+    // The 576-token image of LLaVA-1.5, VoCo after it, one query row.
+    for d in [64, 80, 128] {
+        check(&format!("decode d={d}"), &voco(579, 2), 1, 4, 4, 1, 600, d);
+    }
+    check("causal decode", &KeyRule::causal(), 1, 32, 8, 1, 301, 64);
+    check("full (CLIP)", &KeyRule::full(), 2, 4, 4, 65, 65, 80);
+}
+
+#[test]
+fn batches_with_padding_and_their_own_spans() {
+    let rule = KeyRule {
+        causal: true,
+        samples: vec![
+            SampleRule { left_padding: 3, voco: Some((10, 11)) },
+            SampleRule { left_padding: 0, voco: Some((6, 6)) },
+            SampleRule { left_padding: 5, voco: None },
+        ],
+    };
+    check("mixed batch", &rule, 3, 4, 2, 20, 20, 16);
+    check("mixed batch, chunk", &rule, 3, 4, 2, 4, 20, 16);
+}

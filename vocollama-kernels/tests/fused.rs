@@ -66,3 +66,25 @@ fn batches_with_padding_and_their_own_spans() {
     check("mixed batch", &rule, 3, 4, 2, 20, 20, 16);
     check("mixed batch, chunk", &rule, 3, 4, 2, 4, 20, 16);
 }
+
+#[test]
+fn half_precision_inputs() {
+    use burn::tensor::DType;
+    let device = device();
+    for dtype in [DType::F16, DType::BF16] {
+        if !device.supports_dtype(dtype) {
+            // lavapipe has no 16-bit float shaders: say so loudly in the log, test it where it exists.
+            eprintln!("this wgpu adapter has no {dtype:?}: the {dtype:?} kernel is not exercised here");
+            continue;
+        }
+        let rule = voco(40, 2);
+        let rand = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(dtype);
+        let (q, k, v) = (rand([1, 4, 11, 64]), rand([1, 2, 53, 64]), rand([1, 2, 53, 64]));
+        let f32s = |t: &Tensor<4>| t.clone().cast(DType::F32);
+        let want = reference(f32s(&q), f32s(&k), f32s(&v), &rule).into_data().try_into_vec::<f32>().unwrap();
+        let got = fused_attention(q, k, v, &rule).unwrap().cast(DType::F32).into_data().try_into_vec::<f32>().unwrap();
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff / scale <= 1e-2, "{dtype:?}: max|Δ|/max|ref| = {:e}", diff / scale);
+    }
+}

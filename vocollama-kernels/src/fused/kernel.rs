@@ -1,13 +1,35 @@
-//! The fused attention kernel. One unit per query row: it walks only the keys
-//! its row may see — a contiguous range given by the layout's integers — with
-//! an online softmax in f32, so hidden keys (the image, for text rows after
-//! the VoCo tokens) are never loaded, and no mask exists anywhere.
+//! The fused attention kernel, flash-style. A cube takes `tile_q` consecutive
+//! query rows of one (batch, head); it walks key tiles of `tile_k` rows
+//! through shared memory, loaded once for all its rows, with an online
+//! softmax per row in f32. Each row sees a contiguous key range given by the
+//! layout's integers; a cube's rows together see `[lo of its first row, hi of
+//! its last row)`, so key tiles outside that span — the image, for text rows
+//! after the VoCo tokens — are never loaded, and no mask exists anywhere.
 
 use cubecl::prelude::*;
 
+/// The keys `[lo, hi)` query row `i` (key index `lk - lq + i`) may see.
+#[cube]
+fn visible<I: Int>(rules: &Tensor<I>, b: usize, i: usize, lq: usize, lk: usize, causal: u32) -> (usize, usize) {
+    let q_abs = lk - lq + i;
+    // After the padding; after the first VoCo token for rows past the last one.
+    let mut lo = u32::cast_from(rules[b * 4]) as usize;
+    if u32::cast_from(rules[b * 4 + 1]) != 0 && q_abs > u32::cast_from(rules[b * 4 + 3]) as usize {
+        let first = u32::cast_from(rules[b * 4 + 2]) as usize;
+        if first > lo {
+            lo = first;
+        }
+    }
+    let mut hi = lk;
+    if causal != 0 {
+        hi = q_abs + 1;
+    }
+    (lo, hi)
+}
+
 /// `q: [b, heads, lq, d]`, `k, v: [b, kv_heads, lk, d]`, all contiguous;
-/// `rules: [b, 4]` (integers) = (left padding, has VoCo, first VoCo, last VoCo) per sample.
-/// Query row `i` sits at key index `lk - lq + i`.
+/// `rules: [b, 4]` (integers) = (left padding, has VoCo, first VoCo, last VoCo)
+/// per sample. Cubes: `(ceil(lq / tile_q), b * heads)`, `tile_q` units each.
 #[cube(launch)]
 pub fn fused_attention_kernel<F: Float, I: Int>(
     q: &Tensor<F>,
@@ -22,71 +44,92 @@ pub fn fused_attention_kernel<F: Float, I: Int>(
     causal: u32,
     scale: f32,
     #[comptime] head_dim: usize,
+    #[comptime] tile_q: usize,
+    #[comptime] tile_k: usize,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
-    let rows = out.len() / head_dim;
-    if ABSOLUTE_POS >= rows {
-        terminate!();
-    }
     let lq = lq as usize;
     let lk = lk as usize;
     let heads = heads as usize;
     let kv_heads = kv_heads as usize;
-    let i = ABSOLUTE_POS % lq;
-    let bh = ABSOLUTE_POS / lq;
+    let bh = CUBE_POS_Y as usize;
     let h = bh % heads;
     let b = bh / heads;
     let kvh = h / (heads / kv_heads);
-    let q_abs = lk - lq + i;
+    let row0 = CUBE_POS_X as usize * tile_q;
+    let i = row0 + UNIT_POS_X as usize;
+    let active = i < lq;
 
-    // The visible keys are [lo, hi): after the padding, after the first VoCo
-    // token for rows past the last one, up to the row itself when causal.
-    let mut lo = u32::cast_from(rules[b * 4]) as usize;
-    if u32::cast_from(rules[b * 4 + 1]) != 0 && q_abs > u32::cast_from(rules[b * 4 + 3]) as usize {
-        let first = u32::cast_from(rules[b * 4 + 2]) as usize;
-        if first > lo {
-            lo = first;
-        }
+    // Ranges are monotone in the row: the cube's span is first row's lo to last row's hi.
+    let mut last = row0 + tile_q - 1;
+    if last >= lq {
+        last = lq - 1;
     }
-    let mut hi = lk;
-    if causal != 0 {
-        hi = q_abs + 1;
-    }
+    let (span_lo, _) = visible::<I>(rules, b, row0, lq, lk, causal);
+    let (_, span_hi) = visible::<I>(rules, b, last, lq, lk, causal);
+    let (lo, hi) = visible::<I>(rules, b, i, lq, lk, causal);
 
-    let q_base = ABSOLUTE_POS * head_dim;
+    let q_base = (bh * lq + i) * head_dim;
     let kv_base = (b * kv_heads + kvh) * lk * head_dim;
     let mut qv = Array::<f32>::new(head_dim);
     let mut acc = Array::<f32>::new(head_dim);
     for x in 0..head_dim {
-        qv[x] = f32::cast_from(q[q_base + x]) * scale;
         acc[x] = f32::new(0.0);
+        qv[x] = f32::new(0.0);
+        if active {
+            qv[x] = f32::cast_from(q[q_base + x]) * scale;
+        }
     }
+    let mut ks = Shared::<[f32]>::new_slice(tile_k * head_dim);
+    let mut vs = Shared::<[f32]>::new_slice(tile_k * head_dim);
+    // Literals are `f32::new` so that they are runtime values the loops update.
     let mut m = f32::new(-1.0e30);
     let mut l = f32::new(0.0);
-    let mut j = lo;
-    while j < hi {
-        let kb = kv_base + j * head_dim;
-        let mut s = f32::new(0.0);
-        for x in 0..head_dim {
-            s += qv[x] * f32::cast_from(k[kb + x]);
+
+    let mut t = span_lo;
+    while t < span_hi {
+        let mut rows = span_hi - t;
+        if rows > tile_k {
+            rows = tile_k;
         }
-        let m_new = f32::max(m, s);
-        let correction = f32::exp(m - m_new);
-        let p = f32::exp(s - m_new);
-        l = l * correction + p;
-        for x in 0..head_dim {
-            acc[x] = acc[x] * correction + p * f32::cast_from(v[kb + x]);
+        // The cube loads the tile together, one element per unit in turn.
+        let mut e = UNIT_POS_X as usize;
+        while e < rows * head_dim {
+            ks[e] = f32::cast_from(k[kv_base + t * head_dim + e]);
+            vs[e] = f32::cast_from(v[kv_base + t * head_dim + e]);
+            e += tile_q;
         }
-        m = m_new;
-        j += 1;
+        sync_cube();
+        if active {
+            for r in 0..rows {
+                let j = t + r;
+                if j >= lo && j < hi {
+                    let mut s = f32::new(0.0);
+                    for x in 0..head_dim {
+                        s += qv[x] * ks[r * head_dim + x];
+                    }
+                    let m_new = f32::max(m, s);
+                    let correction = f32::exp(m - m_new);
+                    let p = f32::exp(s - m_new);
+                    l = l * correction + p;
+                    for x in 0..head_dim {
+                        acc[x] = acc[x] * correction + p * vs[r * head_dim + x];
+                    }
+                    m = m_new;
+                }
+            }
+        }
+        sync_cube();
+        t += tile_k;
     }
-    // Literals are `f32::new` so that they are runtime values the loops can update.
-    // A row that sees no key at all outputs zeros, as Burn's attention does.
-    let mut inv = f32::new(0.0);
-    if l > f32::new(0.0) {
-        inv = f32::new(1.0) / l;
-    }
-    for x in 0..head_dim {
-        out[q_base + x] = F::cast_from(acc[x] * inv);
+    if active {
+        // A row that sees no key at all outputs zeros, as Burn's attention does.
+        let mut inv = f32::new(0.0);
+        if l > f32::new(0.0) {
+            inv = f32::new(1.0) / l;
+        }
+        for x in 0..head_dim {
+            out[q_base + x] = F::cast_from(acc[x] * inv);
+        }
     }
 }

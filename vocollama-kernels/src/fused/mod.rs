@@ -30,7 +30,15 @@ pub trait FusedAttention: Backend {
     ) -> FloatTensor<Self>;
 }
 
-const UNITS_PER_CUBE: u32 = 64;
+/// Query rows per cube.
+const TILE_Q: usize = 32;
+/// Shared memory for the key and value tiles, in f32s (12 KiB, under WebGPU's 16 KiB floor).
+const TILE_FLOATS: usize = 3072;
+
+/// Keys per shared-memory tile at head dim `d`.
+pub fn key_tile_rows(d: usize) -> usize {
+    (TILE_FLOATS / 2 / d).max(1)
+}
 
 impl FusedAttention for CubeBackend {
     fn fused_attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, rules: CubeTensor, causal: bool) -> CubeTensor {
@@ -39,13 +47,13 @@ impl FusedAttention for CubeBackend {
         let (b, heads, lq, d) = (qs[0], qs[1], qs[2], qs[3]);
         let (kv_heads, lk) = (ks[1], ks[2]);
         let out = empty_device_dtype(q.client.clone(), q.device.clone(), qs.clone(), q.dtype);
-        let rows = (b * heads * lq) as u32;
-        let count = CubeCount::Static(rows.div_ceil(UNITS_PER_CUBE), 1, 1);
+        let tile_k = key_tile_rows(d);
+        let count = CubeCount::Static(lq.div_ceil(TILE_Q) as u32, (b * heads) as u32, 1);
         let dtypes = [dtype_to_storage_type(q.dtype), dtype_to_storage_type(rules.dtype)];
         kernel::fused_attention_kernel::launch(
             &out.client,
             count,
-            CubeDim::new_1d(UNITS_PER_CUBE),
+            CubeDim::new_1d(TILE_Q as u32),
             q.into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
@@ -58,6 +66,8 @@ impl FusedAttention for CubeBackend {
             u32::from(causal),
             1.0 / (d as f32).sqrt(),
             d,
+            TILE_Q,
+            tile_k,
             dtypes,
         );
         out

@@ -3,7 +3,8 @@
 //! question of T tokens) attending to the whole sequence, per CubeCL backend.
 //! Reported: median times, their ratio, the share of key tiles the fused
 //! kernel never loads for the text rows (the layout hides them), and the same
-//! at a 4× smaller image, so one sees which path's text-row work grows with it.
+//! at a 4× smaller and a 4× larger image, so one sees which path's text-row
+//! work grows with it.
 //!
 //!     cargo bench -p vocollama-benches --bench attention
 
@@ -75,7 +76,7 @@ fn main() {
             println!("| {name} | — | — | — | (no fused kernel: tensor-op reference) | | |");
             continue;
         }
-        for image in [144, 576] {
+        for image in [144, 576, 2304] {
             let (fused, dense, hidden) = measure(&device, image, reps);
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
             println!(

@@ -23,17 +23,21 @@ pub struct KeyRule {
     pub causal: bool,
     /// One rule per batch sample; empty means "no padding, no VoCo" for all.
     pub samples: Vec<SampleRule>,
+    /// An explicit `[batch, lq, lk]` mask (`true` = hidden) that replaces the
+    /// rest: for layouts no structure describes (the slow-way references of
+    /// tests). Only the tensor-op reference takes it.
+    pub mask: Option<Vec<bool>>,
 }
 
 impl KeyRule {
     /// Plain causal attention.
     pub fn causal() -> Self {
-        Self { causal: true, samples: Vec::new() }
+        Self { causal: true, samples: Vec::new(), mask: None }
     }
 
     /// Every query sees every key (the CLIP encoder).
     pub fn full() -> Self {
-        Self { causal: false, samples: Vec::new() }
+        Self { causal: false, samples: Vec::new(), mask: None }
     }
 
     fn sample(&self, b: usize) -> SampleRule {
@@ -42,11 +46,14 @@ impl KeyRule {
 
     /// Whether the rule is nothing but (optionally causal) attention.
     pub fn is_plain(&self) -> bool {
-        self.samples.iter().all(|s| *s == SampleRule::default())
+        self.mask.is_none() && self.samples.iter().all(|s| *s == SampleRule::default())
     }
 
     /// May query row `qi` (of `lq`) see key `kj` (of `lk`) in sample `b`?
     pub fn visible(&self, b: usize, qi: usize, kj: usize, lq: usize, lk: usize) -> bool {
+        if let Some(mask) = &self.mask {
+            return !mask[(b * lq + qi) * lk + kj];
+        }
         let q = lk - lq + qi;
         let s = self.sample(b);
         if self.causal && kj > q {
@@ -88,7 +95,7 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Te
     let [_, heads, _, _] = q.dims();
     let [_, kv_heads, _, _] = k.dims();
     assert!(heads % kv_heads == 0, "{heads} query heads are not a multiple of {kv_heads} key/value heads");
-    if crate::fused::available(&q.device()) {
+    if rule.mask.is_none() && crate::fused::available(&q.device()) {
         return crate::fused::fused_attention(q, k, v, rule).expect("a fused-attention device");
     }
     reference(q, k, v, rule)
@@ -132,7 +139,8 @@ mod tests {
     #[test]
     fn voco_rule_matches_the_spec_picture() {
         // B I I I n n V V n t t t  (first VoCo 6, last 7)
-        let rule = KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((6, 7)) }] };
+        let rule =
+            KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((6, 7)) }], mask: None };
         let r = rows(&rule, 12, 12);
         assert_eq!(r[7], "11111111....");
         assert_eq!(r[8], "......111...");
@@ -143,7 +151,7 @@ mod tests {
 
     #[test]
     fn left_padding_hides_keys() {
-        let rule = KeyRule { causal: true, samples: vec![SampleRule { left_padding: 2, voco: None }] };
+        let rule = KeyRule { causal: true, samples: vec![SampleRule { left_padding: 2, voco: None }], mask: None };
         assert_eq!(rows(&rule, 3, 5), vec!["..1..", "..11.", "..111"]);
         assert!(!rule.is_plain());
         assert!(KeyRule::causal().is_plain());

@@ -74,7 +74,7 @@ fn full_attention() {
 
 #[test]
 fn voco_and_padding_rules() {
-    let voco = KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((6, 7)) }] };
+    let voco = KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((6, 7)) }], mask: None };
     check(voco.clone(), 1, 4, 2, 12, 12, 8);
     check(voco, 1, 4, 2, 2, 12, 8);
     let mixed = KeyRule {
@@ -83,6 +83,7 @@ fn voco_and_padding_rules() {
             SampleRule { left_padding: 3, voco: Some((8, 9)) },
             SampleRule { left_padding: 0, voco: Some((5, 6)) },
         ],
+        mask: None,
     };
     check(mixed, 2, 4, 4, 12, 12, 8);
 }

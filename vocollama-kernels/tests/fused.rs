@@ -29,7 +29,11 @@ fn check(label: &str, rule: &KeyRule, b: usize, h: usize, kvh: usize, lq: usize,
 }
 
 fn voco(first: usize, n: usize) -> KeyRule {
-    KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((first, first + n - 1)) }] }
+    KeyRule {
+        causal: true,
+        samples: vec![SampleRule { left_padding: 0, voco: Some((first, first + n - 1)) }],
+        mask: None,
+    }
 }
 
 #[test]
@@ -62,6 +66,7 @@ fn batches_with_padding_and_their_own_spans() {
             SampleRule { left_padding: 0, voco: Some((6, 6)) },
             SampleRule { left_padding: 5, voco: None },
         ],
+        mask: None,
     };
     check("mixed batch", &rule, 3, 4, 2, 20, 20, 16);
     check("mixed batch, chunk", &rule, 3, 4, 2, 4, 20, 16);

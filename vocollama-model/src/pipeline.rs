@@ -73,6 +73,12 @@ impl LlavaModel {
     /// VoCo tokens) causally and keep, per layer, the keys and values of the
     /// VoCo positions.
     pub fn compress(&self, ids: &[i64], images: &[Tensor<3>], voco_id: i64) -> Result<VocoCache> {
+        self.compress_at(ids, images, voco_id, 0)
+    }
+
+    /// Stage 1 with the prompt at absolute positions `start..` (for references
+    /// of moved caches; `compress` starts at 0).
+    pub fn compress_at(&self, ids: &[i64], images: &[Tensor<3>], voco_id: i64, start: usize) -> Result<VocoCache> {
         let expanded = expand_ids(ids, self.image_tokens());
         let span = VocoSpan::find(&expanded, voco_id)
             .ok_or_else(|| Error::Invalid("the stage-1 prompt holds no VoCo token (N must be at least 1)".into()))?;
@@ -82,7 +88,7 @@ impl LlavaModel {
             ));
         }
         let mut cache = self.llm.new_cache();
-        self.forward_prompt(ids, images, &AttentionLayout::causal(), &mut cache)?;
+        self.forward_at(ids, images, start, &AttentionLayout::causal(), &mut cache)?;
         // The handoff gathers the VoCo rows on the device (a kernel on CubeCL backends).
         let layers = (0..self.llm.num_layers())
             .map(|i| {
@@ -90,7 +96,7 @@ impl LlavaModel {
                 voco_handoff(k.clone(), v.clone(), span.first, span.len(), 0, self.llm.inv_freq())
             })
             .collect();
-        Ok(VocoCache { layers, positions: (span.first..=span.last).collect() })
+        Ok(VocoCache { layers, positions: (start + span.first..=start + span.last).collect() })
     }
 }
 

@@ -87,7 +87,7 @@ pub fn available(device: &burn::tensor::Device) -> bool {
 /// The fused kernel on a CubeCL device; `None` elsewhere.
 pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Option<Tensor<4>> {
     let device = q.device();
-    if !available(&device) {
+    if !available(&device) || rule.mask.is_some() {
         return None;
     }
     let b = q.dims()[0];

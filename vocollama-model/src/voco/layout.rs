@@ -38,6 +38,9 @@ pub struct AttentionLayout {
     pub left_padding: Vec<usize>,
     /// Per sample: its VoCo span, if the sequence has VoCo tokens. Empty: none.
     pub voco: Vec<Option<VocoSpan>>,
+    /// An explicit `[batch, lq, lk]` mask (`true` = hidden) replacing the
+    /// structure, for references built the slow way (video frame blocks).
+    pub mask: Option<Vec<bool>>,
 }
 
 impl AttentionLayout {
@@ -72,7 +75,7 @@ impl AttentionLayout {
                 voco: self.voco.get(b).copied().flatten().map(|s| (s.first, s.last)),
             })
             .collect();
-        KeyRule { causal: true, samples }
+        KeyRule { causal: true, samples, mask: self.mask.clone() }
     }
 }
 
@@ -90,7 +93,7 @@ mod tests {
         assert!(rule.visible(0, 6, 0, 10, 10), "VoCo rows see the image");
         assert_eq!(
             AttentionLayout::for_sequence(&ids, 8).key_rule(),
-            vocollama_kernels::KeyRule { causal: true, samples: vec![Default::default()] }
+            vocollama_kernels::KeyRule { causal: true, samples: vec![Default::default()], mask: None }
         );
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod cache;
 pub mod layout;
+pub mod video;
 
 pub use cache::VocoCache;
 pub use layout::{AttentionLayout, VocoSpan};
+pub use video::FramePositions;

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod frames;
 pub mod generate;
 pub mod info;
 pub mod llama;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use vocollama_model::sampling::SamplingConfig;
+use vocollama_model::voco::FramePositions;
 use vocollama_model::voco::cache::CacheDType;
 use vocollama_model::{LoadOptions, backend, info};
 
@@ -61,6 +62,48 @@ pub struct ImageArgs {
 pub enum CompressionArg {
     Voco,
     None,
+}
+
+/// A clip: its frames, which of them, and how they are compressed and joined.
+#[derive(Args)]
+#[command(group(ArgGroup::new("clip").required(true).args(["frames", "gif", "video"])))]
+pub struct VideoArgs {
+    /// A directory of frame images, in natural name order.
+    #[arg(long)]
+    pub frames: Option<PathBuf>,
+    /// An animated GIF.
+    #[arg(long)]
+    pub gif: Option<PathBuf>,
+    /// A video file (decoded by the system's `ffmpeg`).
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    /// Frames to keep, spread uniformly over the clip.
+    #[arg(long, default_value_t = 8, conflicts_with = "fps")]
+    pub num_frames: usize,
+    /// Frames per second of clip time, instead of --num-frames.
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// VoCo tokens per frame (default: `voco_num` of config.json, else 2).
+    #[arg(long)]
+    pub voco_tokens: Option<usize>,
+    /// `sequential`: each frame's tokens after the previous frame's (keys re-rotated); `shared`: all at stage-1 positions.
+    #[arg(long, value_enum, default_value_t = FramePositionsArg::Sequential)]
+    pub frame_positions: FramePositionsArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FramePositionsArg {
+    Sequential,
+    Shared,
+}
+
+impl From<FramePositionsArg> for FramePositions {
+    fn from(p: FramePositionsArg) -> Self {
+        match p {
+            FramePositionsArg::Sequential => FramePositions::Sequential,
+            FramePositionsArg::Shared => FramePositions::Shared,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -163,6 +206,21 @@ enum Command {
         #[command(flatten)]
         sampling: SamplingArgs,
     },
+    /// Answer questions about a video: every frame compressed on its own, the caches joined in time order.
+    Video {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        clip: VideoArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// One JSON object per question: {"question", "answer", "token_ids"}.
+        #[arg(long)]
+        json: bool,
+        /// The questions.
+        #[arg(required = true)]
+        questions: Vec<String>,
+    },
     /// Write the f32 next-token logits after the templated prompt to a .npy file.
     Logits {
         #[command(flatten)]
@@ -196,6 +254,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             run::ask(&model, &image, &sampling, json, &questions)?
         }
         Command::Chat { model, image, sampling } => run::chat(&model, &image, &sampling)?,
+        Command::Video { model, clip, sampling, json, questions } => {
+            run::video(&model, &clip, &sampling, json, &questions)?
+        }
         Command::Logits { model, image, prompt, out } => run::logits(&model, &image, &prompt, &out)?,
     }
     Ok(())

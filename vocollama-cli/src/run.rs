@@ -4,7 +4,8 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use vocollama_model::chat::{Chat, encode_image};
+use vocollama_model::chat::{Chat, ImageStats, encode_image};
+use vocollama_model::frames::{self, FrameSampling};
 use vocollama_model::generate::{GenerateOptions, Generation};
 use vocollama_model::sampling::Sampler;
 use vocollama_model::text::Tokenizer;
@@ -12,7 +13,7 @@ use vocollama_model::voco::cache::CacheDType;
 use vocollama_model::{LlavaModel, VocoCache, backend};
 
 use crate::progress::{Timing, spinner, steps};
-use crate::{CompressionArg, ImageArgs, ModelArgs, SamplingArgs, npy};
+use crate::{CompressionArg, ImageArgs, ModelArgs, SamplingArgs, VideoArgs, npy};
 
 struct Loaded {
     model: LlavaModel,
@@ -116,9 +117,25 @@ struct Conversation<'a> {
 
 impl<'a> Conversation<'a> {
     fn open(loaded: &'a Loaded, image: &ImageArgs, sampling: &SamplingArgs) -> anyhow::Result<Self> {
-        let chat = loaded.open(image)?;
+        Ok(Self::new(loaded, loaded.open(image)?, sampling))
+    }
+
+    fn new(loaded: &'a Loaded, chat: Chat<'a>, sampling: &SamplingArgs) -> Self {
         let timing = Timing { image: chat.stats, ..Default::default() };
-        Ok(Self { chat, options: loaded.options(sampling), sampler: Sampler::new(sampling.config()), timing })
+        Self { chat, options: loaded.options(sampling), sampler: Sampler::new(sampling.config()), timing }
+    }
+
+    /// Each question answered on its own; `--json` prints one object per question.
+    fn answer_each(&mut self, questions: &[String], json: bool) -> anyhow::Result<()> {
+        for question in questions {
+            self.chat.reset();
+            let g = self.turn(question, !json)?;
+            if json {
+                let line = serde_json::json!({"question": question, "answer": g.text, "token_ids": g.ids});
+                println!("{line}");
+            }
+        }
+        Ok(())
     }
 
     /// Answer the next turn; with `stream`, its text goes to stdout as it is decoded.
@@ -147,14 +164,7 @@ pub fn ask(
 ) -> anyhow::Result<()> {
     let loaded = load(args)?;
     let mut c = Conversation::open(&loaded, image, sampling)?;
-    for question in questions {
-        c.chat.reset();
-        let g = c.turn(question, !json)?;
-        if json {
-            let line = serde_json::json!({"question": question, "answer": g.text, "token_ids": g.ids});
-            println!("{line}");
-        }
-    }
+    c.answer_each(questions, json)?;
     eprintln!("{}", c.timing.line());
     Ok(())
 }
@@ -184,5 +194,61 @@ pub fn logits(args: &ModelArgs, image: &ImageArgs, prompt: &str, out: &Path) -> 
     let logits = chat.next_logits(prompt)?;
     npy::write_f32(out, &logits)?;
     eprintln!("wrote {}: {} logits", out.display(), logits.len());
+    Ok(())
+}
+
+/// Frames from the chosen source, sampled, each compressed on its own (one
+/// frame's image tokens alive at a time), joined in time order, then the questions.
+pub fn video(
+    args: &ModelArgs,
+    source: &VideoArgs,
+    sampling: &SamplingArgs,
+    json: bool,
+    questions: &[String],
+) -> anyhow::Result<()> {
+    let loaded = load(args)?;
+    let frame_sampling = match source.fps {
+        Some(f) => FrameSampling::Fps(f),
+        None => FrameSampling::Count(source.num_frames),
+    };
+    let all = match (&source.frames, &source.gif, &source.video) {
+        (Some(dir), _, _) => frames::from_dir(dir)?,
+        (_, Some(gif), _) => frames::from_gif(gif)?,
+        // ffmpeg decodes at the asked rate, or at 2 frames a second to sample K from.
+        (_, _, Some(video)) => frames::from_video(video, source.fps.unwrap_or(2.0))?,
+        _ => unreachable!("clap requires one frame source"),
+    };
+    let times: Vec<f64> = all.iter().map(|f| f.seconds).collect();
+    let picked = frames::sample(&times, frame_sampling)?;
+    let n = loaded.voco_tokens(source.voco_tokens);
+    let pb = steps(picked.len() as u64, &format!("compressing {} frames into {n} VoCo tokens each", picked.len()));
+    let mut caches = Vec::with_capacity(picked.len());
+    let mut stats = ImageStats::default();
+    for &i in &picked {
+        let pixels = loaded.model.preprocess(&all[i].image)?;
+        let (embeds, vision_encode) = encode_image(&loaded.model, &pixels)?;
+        let (chat, cache) = Chat::compress(&loaded.model, &loaded.tokenizer, embeds, n)?;
+        stats.vision_encode += vision_encode;
+        stats.compress += chat.stats.compress;
+        caches.push(cache);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let joined = VocoCache::join(&caches, source.frame_positions.into(), loaded.model.llm.inv_freq())?;
+    let mut chat = Chat::from_video(&loaded.model, &loaded.tokenizer, &joined, n)?;
+    stats.cache_bytes = chat.stats.cache_bytes;
+    chat.stats = stats;
+    let mut c = Conversation::new(&loaded, chat, sampling);
+    c.answer_each(questions, json)?;
+    let k = picked.len() as f64;
+    eprintln!(
+        "frames: {} of {} | per frame: vision encode {:.1} ms, compress {:.1} ms | {} VoCo tokens in context",
+        picked.len(),
+        all.len(),
+        stats.vision_encode.as_secs_f64() * 1e3 / k,
+        stats.compress.as_secs_f64() * 1e3 / k,
+        joined.len()
+    );
+    eprintln!("{}", c.timing.line());
     Ok(())
 }

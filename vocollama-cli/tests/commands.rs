@@ -342,3 +342,100 @@ fn bad_inputs_are_one_clear_error_each() {
     let hf = fixture("llava-hf");
     assert_fails(&vocollama(&["ask", "--model", hf.to_str().unwrap(), "--image", &img, q]), "no <voco> token");
 }
+
+/// A `k`-frame animated GIF: a bright square moving across a dark field.
+fn write_gif(path: &Path, k: u32) {
+    use image::codecs::gif::GifEncoder;
+    use image::{Delay, Frame, Rgba, RgbaImage};
+    let mut enc = GifEncoder::new(std::fs::File::create(path).unwrap());
+    for t in 0..k {
+        let img = RgbaImage::from_fn(32, 24, |x, y| {
+            if (x + 32 - t % 32) % 32 < 8 && (8..16).contains(&y) {
+                Rgba([250, 200, 20, 255])
+            } else {
+                Rgba([20, 30, 60, 255])
+            }
+        });
+        enc.encode_frame(Frame::from_parts(img, 0, 0, Delay::from_numer_denom_ms(40, 1))).unwrap();
+    }
+}
+
+#[test]
+fn video_from_a_gif_and_a_frame_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let gif = dir.path().join("clip.gif");
+    write_gif(&gif, 64);
+    let m = model();
+    let gif_s = gif.to_str().unwrap();
+    for policy in ["sequential", "shared"] {
+        let r = vocollama(&[
+            "video",
+            "--model",
+            &m,
+            "--gif",
+            gif_s,
+            "--num-frames",
+            "64",
+            "--frame-positions",
+            policy,
+            "--max-new-tokens",
+            "4",
+            "--json",
+            "Where does the square go?",
+        ]);
+        assert!(r.ok, "{}", r.stderr);
+        assert_eq!(json_lines(&r.stdout).len(), 1);
+        for want in
+            ["frames: 64 of 64", "per frame: vision encode", "128 VoCo tokens in context", "timing: vision encode"]
+        {
+            assert!(r.stderr.contains(want), "missing {want:?} in {}", r.stderr);
+        }
+    }
+    // A directory of frames, sampled uniformly.
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for (i, f) in ["wide.png", "tall.png", "photo.png", "wide.png"].iter().enumerate() {
+        std::fs::copy(image(f), frames.join(format!("frame{}.png", i + 1))).unwrap();
+    }
+    let r = vocollama(&[
+        "video",
+        "--model",
+        &m,
+        "--frames",
+        frames.to_str().unwrap(),
+        "--num-frames",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "Which frame?",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains("frames: 2 of 4"), "{}", r.stderr);
+}
+
+#[test]
+fn bad_video_inputs_are_one_clear_error_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_fails(&vocollama(&["video", "--model", &m, "--frames", empty.to_str().unwrap(), "q"]), "holds no files");
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    std::fs::copy(image("wide.png"), mixed.join("a.png")).unwrap();
+    std::fs::write(mixed.join("b.txt"), "not a frame").unwrap();
+    assert_fails(&vocollama(&["video", "--model", &m, "--frames", mixed.to_str().unwrap(), "q"]), "b.txt");
+    let gif = dir.path().join("clip.gif");
+    write_gif(&gif, 3);
+    assert_fails(
+        &vocollama(&["video", "--model", &m, "--gif", gif.to_str().unwrap(), "--num-frames", "0", "q"]),
+        "at least 1",
+    );
+    let frameless = dir.path().join("frameless.gif");
+    std::fs::write(&frameless, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
+    assert_fails(&vocollama(&["video", "--model", &m, "--gif", frameless.to_str().unwrap(), "q"]), "frameless.gif");
+    // Without ffmpeg the error names it; with ffmpeg, its refusal of a text file.
+    let fake = dir.path().join("clip.mp4");
+    std::fs::write(&fake, "not a video").unwrap();
+    assert_fails(&vocollama(&["video", "--model", &m, "--video", fake.to_str().unwrap(), "q"]), "ffmpeg");
+}

@@ -79,7 +79,7 @@ impl<'m> Chat<'m> {
     fn first_prompt(template: Template, tokenizer: &Tokenizer, question: &str) -> Result<(Vec<i64>, usize)> {
         let ids = tokenizer_image_token(&template.prompt(&[(question, None)]), tokenizer)?;
         let end = match template {
-            Template::VocoVicunaV1 { .. } => {
+            Template::VocoVicunaV1 { .. } | Template::VocoVideo { .. } => {
                 let voco = voco_id(tokenizer)?;
                 ids.iter().rposition(|&t| t == voco)
             }
@@ -157,6 +157,23 @@ impl<'m> Chat<'m> {
         let stats =
             ImageStats { cache_bytes: cache.payload_bytes(crate::voco::cache::CacheDType::F32), ..Default::default() };
         Ok(Self::new(model, tokenizer, template, prefix, base, stats))
+    }
+
+    /// Stage 2 over a video: `frames` frame caches of `voco_tokens` each, joined
+    /// (see [`VocoCache::join`]); text follows the last frame.
+    pub fn from_video(
+        model: &'m LlavaModel,
+        tokenizer: &'m Tokenizer,
+        cache: &VocoCache,
+        voco_tokens: usize,
+    ) -> Result<Self> {
+        Self::voco_template(voco_tokens)?;
+        let template = Template::VocoVideo { voco_tokens };
+        let (ids, end) = Self::first_prompt(template, tokenizer, "")?;
+        let base = Session::from_voco(model, cache)?;
+        let stats =
+            ImageStats { cache_bytes: cache.payload_bytes(crate::voco::cache::CacheDType::F32), ..Default::default() };
+        Ok(Self::new(model, tokenizer, template, ids[..end].to_vec(), base, stats))
     }
 
     /// Plain LLaVA (`llava_v1`): the prompt through `<image>` is run once with every image token.

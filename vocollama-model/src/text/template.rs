@@ -9,6 +9,12 @@ use crate::llava::IMAGE_TOKEN_INDEX;
 pub const VOCO_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant of the image. \
 The assistant gives helpful, detailed, and polite answers to the user's questions.";
 
+/// The video system prompt of VoCo-LLaMA's templates (`voco-spec.md` §6).
+pub const VOCO_VIDEO_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant of the video. \
+The assistant carefully watch the video and pay attention to the cause and sequence of events, the detail and \
+movement of objects, and the action and pose of persons. Based on his observations, give the answer that best \
+addresses the question.";
+
 /// The system prompt of LLaVA-1.5's `conv_llava_v1`.
 pub const LLAVA_SYSTEM: &str = "A chat between a curious human and an artificial intelligence assistant. \
 The assistant gives helpful, detailed, and polite answers to the human's questions.";
@@ -23,6 +29,9 @@ pub enum Template {
     /// `voco_vicuna_v1`: `<image>\n<voco>*N\n` first, then the vicuna_v1
     /// conversation with every `\n` removed.
     VocoVicunaV1 { voco_tokens: usize },
+    /// The same layout with the video system prompt; the text follows the last
+    /// frame's VoCo tokens (the prompt shows one frame's stage 1, which every frame repeats).
+    VocoVideo { voco_tokens: usize },
     /// `llava_v1`: vicuna_v1 with `<image>\n` at the start of the first question.
     LlavaV1,
 }
@@ -47,15 +56,16 @@ fn vicuna_v1(system: &str, turns: &[(&str, Option<&str>)]) -> String {
     s
 }
 
+fn voco_prompt(voco_tokens: usize, system: &str, turns: &[(&str, Option<&str>)]) -> String {
+    format!("{IMAGE_PLACEHOLDER}\n{}\n{}", VOCO_TOKEN.repeat(voco_tokens), vicuna_v1(system, turns).replace('\n', ""))
+}
+
 impl Template {
     /// The whole prompt text for `turns` (the last one usually unanswered).
     pub fn prompt(&self, turns: &[(&str, Option<&str>)]) -> String {
         match *self {
-            Template::VocoVicunaV1 { voco_tokens } => format!(
-                "{IMAGE_PLACEHOLDER}\n{}\n{}",
-                VOCO_TOKEN.repeat(voco_tokens),
-                vicuna_v1(VOCO_SYSTEM, turns).replace('\n', "")
-            ),
+            Template::VocoVicunaV1 { voco_tokens } => voco_prompt(voco_tokens, VOCO_SYSTEM, turns),
+            Template::VocoVideo { voco_tokens } => voco_prompt(voco_tokens, VOCO_VIDEO_SYSTEM, turns),
             Template::LlavaV1 => {
                 let mut turns = turns.to_vec();
                 let first = turns.first().map(|t| format!("{IMAGE_PLACEHOLDER}\n{}", t.0));
@@ -72,7 +82,7 @@ impl Template {
     /// its own: these ids equal the tail of the re-tokenized whole conversation.
     pub fn next_turn(&self, question: &str) -> String {
         let q = match self {
-            Template::VocoVicunaV1 { .. } => question.replace('\n', ""),
+            Template::VocoVicunaV1 { .. } | Template::VocoVideo { .. } => question.replace('\n', ""),
             Template::LlavaV1 => question.to_string(),
         };
         format!("</s>USER: {q} ASSISTANT:")

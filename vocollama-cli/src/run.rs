@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use vocollama_model::chat::{Chat, ImageStats, encode_image};
+use vocollama_model::chat::{Chat, ImageStats, compress_image, encode_image};
 use vocollama_model::frames::{self, FrameSampling};
 use vocollama_model::generate::{GenerateOptions, Generation};
 use vocollama_model::sampling::Sampler;
@@ -227,9 +227,9 @@ pub fn video(
     for &i in &picked {
         let pixels = loaded.model.preprocess(&all[i].image)?;
         let (embeds, vision_encode) = encode_image(&loaded.model, &pixels)?;
-        let (chat, cache) = Chat::compress(&loaded.model, &loaded.tokenizer, embeds, n)?;
+        let (cache, compress) = compress_image(&loaded.model, &loaded.tokenizer, embeds, n)?;
         stats.vision_encode += vision_encode;
-        stats.compress += chat.stats.compress;
+        stats.compress += compress;
         caches.push(cache);
         pb.inc(1);
     }

@@ -59,6 +59,21 @@ fn sync(model: &LlavaModel) -> Result<()> {
     model.device.sync().map_err(|e| Error::Invalid(format!("the device failed: {e:?}")))
 }
 
+/// Stage 1 alone: `image` (its embeddings) compressed into `n` VoCo tokens,
+/// timed to completion on the device.
+pub fn compress_image(
+    model: &LlavaModel,
+    tokenizer: &Tokenizer,
+    image: Tensor<3>,
+    n: usize,
+) -> Result<(VocoCache, Duration)> {
+    let (ids, end) = Chat::first_prompt(Chat::voco_template(n)?, tokenizer, "")?;
+    let start = Instant::now();
+    let cache = model.compress(&ids[..end], &[image], voco_id(tokenizer)?)?;
+    sync(model)?;
+    Ok((cache, start.elapsed()))
+}
+
 pub struct Chat<'m> {
     model: &'m LlavaModel,
     tokenizer: &'m Tokenizer,
@@ -124,12 +139,7 @@ impl<'m> Chat<'m> {
         image: Tensor<3>,
         n: usize,
     ) -> Result<(Self, VocoCache)> {
-        let template = Self::voco_template(n)?;
-        let (ids, end) = Self::first_prompt(template, tokenizer, "")?;
-        let start = Instant::now();
-        let cache = model.compress(&ids[..end], &[image], voco_id(tokenizer)?)?;
-        sync(model)?;
-        let compress = start.elapsed();
+        let (cache, compress) = compress_image(model, tokenizer, image, n)?;
         let chat = Self::from_cache(model, tokenizer, &cache)?;
         let stats = ImageStats { compress, ..chat.stats };
         Ok((Self { stats, ..chat }, cache))

@@ -8,6 +8,7 @@ repository root:
     pip install torch transformers safetensors pillow numpy
     python3 tools/make_fixtures.py           # everything (then tools/make_tokenizer.py, then `prompts`)
     python3 tools/make_fixtures.py prompts   # only the real-prompt references
+    python3 tools/make_fixtures.py gif       # only images/clip64.gif
 
 Fixtures (each LLaVA one has its own reference.safetensors):
   clip-full/           CLIPModel (text + vision), f32 safetensors, preprocessor_config.json
@@ -22,6 +23,7 @@ Fixtures (each LLaVA one has its own reference.safetensors):
   llama-tied/          plain LlamaForCausalLM with tied embeddings
   projector-linear.safetensors   a `linear` projector: weight, bias, input, output
   preprocess-336.safetensors     CLIPImageProcessor pixels at 336 px for images/photo.png
+  ../images/clip64.gif           a 64-frame animated GIF (a ball crossing the frame) for video
 """
 import json
 import os
@@ -88,6 +90,23 @@ def make_images():
     picture(75, 40).save(os.path.join(IMAGES, "wide.png"))    # non-square, smaller than 336
     picture(47, 90).save(os.path.join(IMAGES, "tall.png"))    # non-square, other orientation
     picture(200, 150).save(os.path.join(IMAGES, "photo.png"))  # upscaled at 336
+
+
+def make_clip_gif():
+    """64 frames, 256x192, 100 ms each: a red ball crossing a blue field left to
+    right while a green bar grows along the bottom (flat colours: a small file
+    whose frames decode to 192 KiB of RGB each)."""
+    frames = []
+    for t in range(64):
+        img = np.zeros((192, 256, 3), np.uint8)
+        img[:] = [30, 60, 160]
+        y, x = np.mgrid[0:192, 0:256]
+        cx = 24 + t * (256 - 48) / 63
+        img[(x - cx) ** 2 + (y - 80) ** 2 < 20 ** 2] = [230, 30, 30]
+        img[176:188, : 4 * (t + 1)] = [40, 200, 60]
+        frames.append(Image.fromarray(img, "RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=8))
+    frames[0].save(os.path.join(IMAGES, "clip64.gif"), save_all=True, append_images=frames[1:], duration=100,
+                   loop=0, disposal=1)
 
 
 def expand2square(img, background):
@@ -499,6 +518,7 @@ def main():
     torch.manual_seed(0)
     os.makedirs(FIX, exist_ok=True)
     make_images()
+    make_clip_gif()
     with torch.no_grad():
         clip_full = make_clip_full()
         clip_f16 = make_clip_vision_f16()
@@ -530,5 +550,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["prompts"]:  # only the prompt references, from the files on disk
         with torch.no_grad():
             make_prompt_references()
+    elif sys.argv[1:] == ["gif"]:
+        make_clip_gif()
     else:
         main()

@@ -89,6 +89,18 @@ pub struct VideoArgs {
     /// `sequential`: each frame's tokens after the previous frame's (keys re-rotated); `shared`: all at stage-1 positions.
     #[arg(long, value_enum, default_value_t = FramePositionsArg::Sequential)]
     pub frame_positions: FramePositionsArg,
+    /// Frames run through the vision tower and stage 1 together (memory grows with it, not with the clip).
+    #[arg(long, default_value_t = 4)]
+    pub frame_batch: usize,
+    /// A directory of per-frame caches keyed by content: frames found there are not recomputed.
+    #[arg(long)]
+    pub frame_cache: Option<PathBuf>,
+    /// Also write the video cache (all frames) to this `.voco` file, for `ask --cache`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Storage type of the keys and values in --out.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F16)]
+    pub dtype: DTypeArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -105,6 +117,9 @@ impl From<FramePositionsArg> for FramePositions {
         }
     }
 }
+
+/// The paper's answer length.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 128;
 
 #[derive(Args)]
 pub struct SamplingArgs {
@@ -123,7 +138,7 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Stop after this many tokens if no EOS came.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
 }
 
@@ -217,8 +232,8 @@ enum Command {
         /// One JSON object per question: {"question", "answer", "token_ids"}.
         #[arg(long)]
         json: bool,
-        /// The questions.
-        #[arg(required = true)]
+        /// The questions (optional with --out).
+        #[arg(required_unless_present = "out")]
         questions: Vec<String>,
     },
     /// Write the f32 next-token logits after the templated prompt to a .npy file.
@@ -240,7 +255,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info { model } => {
             backend::device(&model.backend)?;
-            println!("{}", info::describe(&model.model, &model.options())?);
+            let info = info::describe(&model.model, &model.options())?;
+            println!("{info}");
+            if let Some(line) = run::video_context(&model.model, &info)? {
+                println!("{line}");
+            }
         }
         Command::Backends => {
             for name in backend::compiled_backends() {

@@ -45,14 +45,25 @@ impl Timing {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let rate = |n: usize, d: Duration| if d.is_zero() { 0.0 } else { n as f64 / d.as_secs_f64() };
         format!(
-            "timing: vision encode {:.1} ms | compress {:.1} ms | prefill {} tok, {:.1} tok/s | decode {} tok, {:.1} tok/s | cache {} bytes",
+            "timing: vision encode {:.1} ms | compress {:.1} ms | prefill {} tok, {:.1} tok/s | decode {} tok, {:.1} tok/s | cache {} bytes{}",
             ms(self.image.vision_encode),
             ms(self.image.compress),
             self.prefill_tokens,
             rate(self.prefill_tokens, self.prefill),
             self.decode_tokens,
             rate(self.decode_tokens, self.decode),
-            self.image.cache_bytes
+            self.image.cache_bytes,
+            peak_memory()
+                .map(|b| format!(" | peak memory {:.1} MiB", b as f64 / (1u64 << 20) as f64))
+                .unwrap_or_default()
         )
     }
+}
+
+/// The process's peak resident memory (host side; Linux's VmHWM), where the OS tells it.
+pub fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -343,37 +343,23 @@ fn bad_inputs_are_one_clear_error_each() {
     assert_fails(&vocollama(&["ask", "--model", hf.to_str().unwrap(), "--image", &img, q]), "no <voco> token");
 }
 
-/// A `k`-frame animated GIF: a bright square moving across a dark field.
-fn write_gif(path: &Path, k: u32) {
-    use image::codecs::gif::GifEncoder;
-    use image::{Delay, Frame, Rgba, RgbaImage};
-    let mut enc = GifEncoder::new(std::fs::File::create(path).unwrap());
-    for t in 0..k {
-        let img = RgbaImage::from_fn(32, 24, |x, y| {
-            if (x + 32 - t % 32) % 32 < 8 && (8..16).contains(&y) {
-                Rgba([250, 200, 20, 255])
-            } else {
-                Rgba([20, 30, 60, 255])
-            }
-        });
-        enc.encode_frame(Frame::from_parts(img, 0, 0, Delay::from_numer_denom_ms(40, 1))).unwrap();
-    }
+/// `assets/images/clip64.gif`, written by `tools/make_fixtures.py gif`: 64 frames of a ball crossing the field.
+fn clip64() -> String {
+    image("clip64.gif")
 }
 
 #[test]
 fn video_from_a_gif_and_a_frame_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let gif = dir.path().join("clip.gif");
-    write_gif(&gif, 64);
     let m = model();
-    let gif_s = gif.to_str().unwrap();
+    let gif_s = clip64();
     for policy in ["sequential", "shared"] {
         let r = vocollama(&[
             "video",
             "--model",
             &m,
             "--gif",
-            gif_s,
+            &gif_s,
             "--num-frames",
             "64",
             "--frame-positions",
@@ -381,13 +367,18 @@ fn video_from_a_gif_and_a_frame_directory() {
             "--max-new-tokens",
             "4",
             "--json",
-            "Where does the square go?",
+            "Where does the ball go?",
         ]);
         assert!(r.ok, "{}", r.stderr);
         assert_eq!(json_lines(&r.stdout).len(), 1);
-        for want in
-            ["frames: 64 of 64", "per frame: vision encode", "128 VoCo tokens in context", "timing: vision encode"]
-        {
+        for want in [
+            "frames: 64 of 64 (64 computed, 0 from the frame cache)",
+            "per frame: vision encode",
+            "128 VoCo tokens in context",
+            "context: 512 positions; frames that fit:",
+            "timing: vision encode",
+            "peak memory",
+        ] {
             assert!(r.stderr.contains(want), "missing {want:?} in {}", r.stderr);
         }
     }
@@ -425,11 +416,12 @@ fn bad_video_inputs_are_one_clear_error_each() {
     std::fs::copy(image("wide.png"), mixed.join("a.png")).unwrap();
     std::fs::write(mixed.join("b.txt"), "not a frame").unwrap();
     assert_fails(&vocollama(&["video", "--model", &m, "--frames", mixed.to_str().unwrap(), "q"]), "b.txt");
-    let gif = dir.path().join("clip.gif");
-    write_gif(&gif, 3);
+    assert_fails(&vocollama(&["video", "--model", &m, "--gif", &clip64(), "--num-frames", "0", "q"]), "at least 1");
+    assert_fails(&vocollama(&["video", "--model", &m, "--gif", &clip64(), "--frame-batch", "0", "q"]), "at least 1");
+    // 64 frames of 8 VoCo tokens need more positions than the fixture's 512.
     assert_fails(
-        &vocollama(&["video", "--model", &m, "--gif", gif.to_str().unwrap(), "--num-frames", "0", "q"]),
-        "at least 1",
+        &vocollama(&["video", "--model", &m, "--gif", &clip64(), "--num-frames", "64", "--voco-tokens", "8", "q"]),
+        "frames fit",
     );
     let frameless = dir.path().join("frameless.gif");
     std::fs::write(&frameless, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
@@ -438,4 +430,89 @@ fn bad_video_inputs_are_one_clear_error_each() {
     let fake = dir.path().join("clip.mp4");
     std::fs::write(&fake, "not a video").unwrap();
     assert_fails(&vocollama(&["video", "--model", &m, "--video", fake.to_str().unwrap(), "q"]), "ffmpeg");
+}
+
+/// The peak memory the timing line reports, MiB.
+fn peak_mib(stderr: &str) -> f64 {
+    let tail = stderr.split("peak memory ").nth(1).unwrap_or_else(|| panic!("no peak memory in {stderr}"));
+    tail.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn video_memory_stays_flat_in_the_number_of_frames() {
+    // Only a batch of frames is decoded, preprocessed and run at a time: 64
+    // frames peak where 4 do. Holding the clip's decoded frames alone would add
+    // 64 x 256 x 192 x 4 bytes = 12 MiB.
+    let m = model();
+    let peak = |k: &str| {
+        let r =
+            vocollama(&["video", "--model", &m, "--gif", &clip64(), "--num-frames", k, "--max-new-tokens", "1", "q"]);
+        assert!(r.ok, "{}", r.stderr);
+        peak_mib(&r.stderr)
+    };
+    let (few, many) = (peak("4"), peak("64"));
+    eprintln!("peak memory: 4 frames {few:.1} MiB, 64 frames {many:.1} MiB");
+    assert!(many - few < 4.0, "peak memory grows with the frames: 4 frames {few:.1} MiB, 64 frames {many:.1} MiB");
+}
+
+#[test]
+fn video_cache_files_frame_store_and_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model();
+    let store = dir.path().join("frames");
+    let q = "Where is the ball at the end?";
+    let gif = clip64();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["video", "--model", &m, "--gif", &gif, "--num-frames", "8", "--max-new-tokens", "6"];
+        args.extend_from_slice(extra);
+        args.extend(["--json", q]);
+        let r = vocollama(&args);
+        assert!(r.ok, "{}", r.stderr);
+        r
+    };
+    for policy in ["sequential", "shared"] {
+        let file = dir.path().join(format!("{policy}.voco"));
+        let fresh = run(&[
+            "--frame-positions",
+            policy,
+            "--frame-cache",
+            store.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+            "--dtype",
+            "f32",
+        ]);
+        let ids = &json_lines(&fresh.stdout)[0]["token_ids"];
+        assert!(
+            fresh.stderr.contains("wrote") && fresh.stderr.contains("8 frames x 2 VoCo tokens"),
+            "{}",
+            fresh.stderr
+        );
+        // The same frames again: read from the frame cache, not recomputed; the same answer.
+        let again = run(&["--frame-positions", policy, "--frame-cache", store.to_str().unwrap()]);
+        assert!(again.stderr.contains("(0 computed, 8 from the frame cache)"), "{}", again.stderr);
+        assert_eq!(&json_lines(&again.stdout)[0]["token_ids"], ids);
+        // Frames one at a time through the tower answer as four at a time.
+        let single = run(&["--frame-positions", policy, "--frame-batch", "1"]);
+        assert!(single.stderr.contains("(8 computed, 0 from the frame cache)"), "{}", single.stderr);
+        assert_eq!(&json_lines(&single.stdout)[0]["token_ids"], ids);
+        // The video file answers through `ask --cache` exactly as the run that wrote it.
+        let r =
+            vocollama(&["ask", "--model", &m, "--cache", file.to_str().unwrap(), "--max-new-tokens", "6", "--json", q]);
+        assert!(r.ok, "{}", r.stderr);
+        assert_eq!(&json_lines(&r.stdout)[0]["token_ids"], ids);
+        assert_fails(
+            &vocollama(&["ask", "--model", &m, "--cache", file.to_str().unwrap(), "--voco-tokens", "3", q]),
+            "2 VoCo tokens per frame",
+        );
+    }
+    let entries = std::fs::read_dir(&store)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "voco"))
+        .count();
+    assert_eq!(entries, 8, "one cache per distinct frame");
+    // `info` counts the frames that fit.
+    let r = vocollama(&["info", "--model", &m]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("video       frames that fit in 512 positions"), "{}", r.stdout);
 }

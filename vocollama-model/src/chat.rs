@@ -49,8 +49,13 @@ pub fn voco_id(tokenizer: &Tokenizer) -> Result<i64> {
 
 /// Pixels → image embeddings, timed to completion on the device.
 pub fn encode_image(model: &LlavaModel, pixels: &Pixels) -> Result<(Tensor<3>, Duration)> {
+    encode_images(model, std::slice::from_ref(pixels))
+}
+
+/// A batch of images through the tower at once (`[B, P, hidden]`), timed to completion on the device.
+pub fn encode_images(model: &LlavaModel, pixels: &[Pixels]) -> Result<(Tensor<3>, Duration)> {
     let start = Instant::now();
-    let embeds = model.encode_image(pixels)?;
+    let embeds = model.encode_images(pixels)?;
     sync(model)?;
     Ok((embeds, start.elapsed()))
 }
@@ -67,11 +72,23 @@ pub fn compress_image(
     image: Tensor<3>,
     n: usize,
 ) -> Result<(VocoCache, Duration)> {
+    let (mut caches, took) = compress_images(model, tokenizer, image, n)?;
+    Ok((caches.remove(0), took))
+}
+
+/// Stage 1 for a batch of images (`[B, P, hidden]`, e.g. video frames) in one
+/// forward: one cache per image, timed to completion on the device.
+pub fn compress_images(
+    model: &LlavaModel,
+    tokenizer: &Tokenizer,
+    images: Tensor<3>,
+    n: usize,
+) -> Result<(Vec<VocoCache>, Duration)> {
     let (ids, end) = Chat::first_prompt(Chat::voco_template(n)?, tokenizer, "")?;
     let start = Instant::now();
-    let cache = model.compress(&ids[..end], &[image], voco_id(tokenizer)?)?;
+    let caches = model.compress_batch(&ids[..end], &[images], voco_id(tokenizer)?)?;
     sync(model)?;
-    Ok((cache, start.elapsed()))
+    Ok((caches, start.elapsed()))
 }
 
 pub struct Chat<'m> {
@@ -91,7 +108,7 @@ pub struct Chat<'m> {
 
 impl<'m> Chat<'m> {
     /// The ids of the first turn's whole prompt, and where the image stage ends in it.
-    fn first_prompt(template: Template, tokenizer: &Tokenizer, question: &str) -> Result<(Vec<i64>, usize)> {
+    pub(crate) fn first_prompt(template: Template, tokenizer: &Tokenizer, question: &str) -> Result<(Vec<i64>, usize)> {
         let ids = tokenizer_image_token(&template.prompt(&[(question, None)]), tokenizer)?;
         let end = match template {
             Template::VocoVicunaV1 { .. } | Template::VocoVideo { .. } => {
@@ -145,45 +162,47 @@ impl<'m> Chat<'m> {
         Ok((Self { stats, ..chat }, cache))
     }
 
-    /// Stage 2 from a VoCo cache (just compressed, or read from a `.voco` file).
+    /// Stage 2 from a VoCo cache (just compressed, or read from a `.voco`
+    /// file): one image, or the joined frames of a video, answered with the
+    /// video system prompt after the last frame.
     pub fn from_cache(model: &'m LlavaModel, tokenizer: &'m Tokenizer, cache: &VocoCache) -> Result<Self> {
-        let template = Self::voco_template(cache.len())?;
+        let n = cache.tokens_per_frame();
+        let template = match cache.frames {
+            1 => Self::voco_template(n)?,
+            _ => Template::VocoVideo { voco_tokens: n },
+        };
         let (ids, end) = Self::first_prompt(template, tokenizer, "")?;
         let prefix = ids[..end].to_vec();
-        // The cache's positions must be the ones this model's stage-1 prompt gives its VoCo tokens.
-        let len = expand_ids(&prefix, model.image_tokens()).len();
-        let expected: Vec<usize> = (len - cache.len()..len).collect();
-        if cache.positions != expected {
-            return Err(Error::Invalid(format!(
-                "the VoCo cache holds positions {}..={} but this model's stage-1 prompt puts its {} VoCo tokens at {}..={}",
-                cache.positions[0],
-                cache.positions[cache.len() - 1],
-                cache.len(),
-                expected[0],
-                expected[expected.len() - 1]
-            )));
-        }
+        Self::check_positions(cache, expand_ids(&prefix, model.image_tokens()).len())?;
         let base = Session::from_voco(model, cache)?;
         let stats =
             ImageStats { cache_bytes: cache.payload_bytes(crate::voco::cache::CacheDType::F32), ..Default::default() };
         Ok(Self::new(model, tokenizer, template, prefix, base, stats))
     }
 
-    /// Stage 2 over a video: `frames` frame caches of `voco_tokens` each, joined
-    /// (see [`VocoCache::join`]); text follows the last frame.
-    pub fn from_video(
-        model: &'m LlavaModel,
-        tokenizer: &'m Tokenizer,
-        cache: &VocoCache,
-        voco_tokens: usize,
-    ) -> Result<Self> {
-        Self::voco_template(voco_tokens)?;
-        let template = Template::VocoVideo { voco_tokens };
-        let (ids, end) = Self::first_prompt(template, tokenizer, "")?;
-        let base = Session::from_voco(model, cache)?;
-        let stats =
-            ImageStats { cache_bytes: cache.payload_bytes(crate::voco::cache::CacheDType::F32), ..Default::default() };
-        Ok(Self::new(model, tokenizer, template, ids[..end].to_vec(), base, stats))
+    /// A cache's positions must be the ones this model's stage-1 prompt (`len`
+    /// positions) gives its VoCo tokens: every frame there (shared), or frame
+    /// t moved t·N further (sequential).
+    fn check_positions(cache: &VocoCache, len: usize) -> Result<()> {
+        let n = cache.tokens_per_frame();
+        let stage1: Vec<usize> = (len - n..len).collect();
+        let frames: Vec<&[usize]> = cache.positions.chunks(n).collect();
+        let placed_at = |step: usize| {
+            frames.iter().enumerate().all(|(t, f)| f.iter().zip(&stage1).all(|(&p, &s)| p == s + t * step))
+        };
+        if placed_at(0) || placed_at(n) {
+            return Ok(());
+        }
+        Err(Error::Invalid(format!(
+            "the VoCo cache holds positions {}..={} ({} frame{} of {n}) but this model's stage-1 prompt puts {n} VoCo tokens at {}..={}{}",
+            cache.positions[0],
+            cache.positions[cache.len() - 1],
+            cache.frames,
+            if cache.frames == 1 { "" } else { "s" },
+            stage1[0],
+            stage1[n - 1],
+            if cache.frames == 1 { "" } else { ", frame after frame or all frames there" }
+        )))
     }
 
     /// Plain LLaVA (`llava_v1`): the prompt through `<image>` is run once with every image token.

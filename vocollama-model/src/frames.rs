@@ -1,5 +1,6 @@
 //! Video frames in: a directory of images (natural order), an animated GIF,
 //! or a video file through the system's `ffmpeg`; then uniform sampling.
+//! Frames are decoded only when taken, one at a time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,13 +16,6 @@ pub enum FrameSampling {
     Count(usize),
     /// Frames per second of clip time.
     Fps(f64),
-}
-
-/// A decoded frame and its time in the clip.
-#[derive(Debug)]
-pub struct Frame {
-    pub image: RgbImage,
-    pub seconds: f64,
 }
 
 fn image_error(path: &Path, msg: impl Into<String>) -> Error {
@@ -42,8 +36,122 @@ pub fn natural_key(name: &str) -> Vec<(u8, String, u128)> {
     key
 }
 
-/// Every file of `dir` as a frame, in natural name order, one second apart.
-pub fn from_dir(dir: &Path) -> Result<Vec<Frame>> {
+/// Where a clip's frames are decoded from.
+enum Source {
+    /// One image file per frame.
+    Files(Vec<PathBuf>),
+    Gif(PathBuf),
+    /// Frames `ffmpeg` wrote; the directory is removed when the clip is dropped.
+    Decoded(#[allow(dead_code)] tempfile::TempDir, Vec<PathBuf>),
+}
+
+/// A clip whose frames are known by time but decoded only when asked for,
+/// one at a time: memory stays flat in the clip's length.
+pub struct Clip {
+    source: Source,
+    /// Each frame's time in the clip, seconds, ascending.
+    pub times: Vec<f64>,
+}
+
+impl Clip {
+    /// Every file of `dir` as a frame, in natural name order, one second
+    /// apart. Each file's header is checked now, so a stray non-image fails
+    /// before any work.
+    pub fn from_dir(dir: &Path) -> Result<Clip> {
+        let paths = image_files(dir)?;
+        Ok(Clip { times: (0..paths.len()).map(|i| i as f64).collect(), source: Source::Files(paths) })
+    }
+
+    /// The frames of an animated GIF with their display times (one decoding
+    /// pass for the times, frames decoded again when taken).
+    pub fn from_gif(path: &Path) -> Result<Clip> {
+        let mut t = 0.0;
+        let mut times = Vec::new();
+        for f in gif_frames(path)? {
+            let (num, den) = f?.delay().numer_denom_ms();
+            times.push(t);
+            t += num as f64 / den.max(1) as f64 / 1000.0;
+        }
+        if times.is_empty() {
+            return Err(image_error(path, "the GIF holds no frames"));
+        }
+        Ok(Clip { times, source: Source::Gif(path.to_path_buf()) })
+    }
+
+    /// A video file decoded by `ffmpeg` at `fps` into a temporary directory.
+    pub fn from_video(path: &Path, fps: f64) -> Result<Clip> {
+        if !path.is_file() {
+            return Err(image_error(path, "no such video file"));
+        }
+        let tmp = tempfile::Builder::new().prefix("vocollama-frames-").tempdir().map_err(|e| Error::io(path, e))?;
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-i"])
+            .arg(path)
+            .args(["-vf", &format!("fps={fps}"), "-f", "image2"])
+            .arg(tmp.path().join("%08d.png"))
+            .output();
+        match out {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(image_error(
+                path,
+                "reading video files needs the `ffmpeg` program, which is not installed (or pass --frames DIR / --gif FILE)",
+            )),
+            Err(e) => Err(image_error(path, format!("cannot run ffmpeg: {e}"))),
+            Ok(o) if !o.status.success() => {
+                Err(image_error(path, format!("ffmpeg failed: {}", String::from_utf8_lossy(&o.stderr).trim())))
+            }
+            Ok(_) => {
+                let paths = image_files(tmp.path())
+                    .map_err(|_| image_error(path, "ffmpeg decoded no frames from this video"))?;
+                Ok(Clip {
+                    times: (0..paths.len()).map(|i| i as f64 / fps).collect(),
+                    source: Source::Decoded(tmp, paths),
+                })
+            }
+        }
+    }
+
+    /// Frames in the clip.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// The frames at `picked` (ascending indices), decoded one at a time as the iterator is advanced.
+    pub fn frames<'a>(&'a self, picked: &'a [usize]) -> Box<dyn Iterator<Item = Result<RgbImage>> + 'a> {
+        match &self.source {
+            Source::Files(paths) | Source::Decoded(_, paths) => Box::new(picked.iter().map(|&i| {
+                let p = &paths[i];
+                image::open(p)
+                    .map(|img| img.to_rgb8())
+                    .map_err(|e| image_error(p, format!("not a decodable image frame: {e}")))
+            })),
+            Source::Gif(path) => {
+                let frames = match gif_frames(path) {
+                    Ok(f) => f,
+                    Err(e) => return Box::new(std::iter::once(Err(e))),
+                };
+                let mut wanted = picked.iter().copied().peekable();
+                Box::new(
+                    frames
+                        .enumerate()
+                        .filter_map(move |(i, f)| {
+                            (wanted.peek() == Some(&i)).then(|| {
+                                wanted.next();
+                                f.map(|f| image::DynamicImage::ImageRgba8(f.into_buffer()).to_rgb8())
+                            })
+                        })
+                        .take(picked.len()),
+                )
+            }
+        }
+    }
+}
+
+/// The files of `dir` in natural order, each with an image header.
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -53,64 +161,26 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Frame>> {
         return Err(image_error(dir, "the frame directory holds no files"));
     }
     paths.sort_by_cached_key(|p| natural_key(&p.file_name().unwrap_or_default().to_string_lossy()));
-    paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let img = image::open(p).map_err(|e| image_error(p, format!("not a decodable image frame: {e}")))?;
-            Ok(Frame { image: img.to_rgb8(), seconds: i as f64 })
-        })
-        .collect()
+    for p in &paths {
+        image::ImageReader::open(p)
+            .map_err(|e| Error::io(p, e))?
+            .with_guessed_format()
+            .map_err(|e| Error::io(p, e))?
+            .into_dimensions()
+            .map_err(|e| image_error(p, format!("not a decodable image frame: {e}")))?;
+    }
+    Ok(paths)
 }
 
-/// The frames of an animated GIF, composited as displayed, with their times.
-pub fn from_gif(path: &Path) -> Result<Vec<Frame>> {
+/// A GIF's frames as composited for display, decoded lazily.
+fn gif_frames(path: &Path) -> Result<impl Iterator<Item = Result<image::Frame>>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(file))
         .map_err(|e| image_error(path, format!("not a GIF: {e}")))?;
-    let mut t = 0.0;
-    let mut frames = Vec::new();
-    for f in decoder.into_frames() {
-        let f = f.map_err(|e| image_error(path, format!("a GIF frame cannot be decoded: {e}")))?;
-        let (num, den) = f.delay().numer_denom_ms();
-        let seconds = t;
-        t += num as f64 / den.max(1) as f64 / 1000.0;
-        frames.push(Frame { image: image::DynamicImage::ImageRgba8(f.into_buffer()).to_rgb8(), seconds });
-    }
-    if frames.is_empty() {
-        return Err(image_error(path, "the GIF holds no frames"));
-    }
-    Ok(frames)
-}
-
-/// Frames of a video file, decoded by `ffmpeg` at `fps` into a temporary directory.
-pub fn from_video(path: &Path, fps: f64) -> Result<Vec<Frame>> {
-    if !path.is_file() {
-        return Err(image_error(path, "no such video file"));
-    }
-    let tmp = std::env::temp_dir().join(format!("vocollama-frames-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-i"])
-        .arg(path)
-        .args(["-vf", &format!("fps={fps}"), "-f", "image2"])
-        .arg(tmp.join("%08d.png"))
-        .output();
-    let result = match out {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(image_error(
-            path,
-            "reading video files needs the `ffmpeg` program, which is not installed (or pass --frames DIR / --gif FILE)",
-        )),
-        Err(e) => Err(image_error(path, format!("cannot run ffmpeg: {e}"))),
-        Ok(o) if !o.status.success() => {
-            Err(image_error(path, format!("ffmpeg failed: {}", String::from_utf8_lossy(&o.stderr).trim())))
-        }
-        Ok(_) => from_dir(&tmp).map(|frames| {
-            frames.into_iter().enumerate().map(|(i, f)| Frame { seconds: i as f64 / fps, ..f }).collect()
-        }),
-    };
-    let _ = std::fs::remove_dir_all(&tmp);
-    result
+    let path = path.to_path_buf();
+    Ok(decoder
+        .into_frames()
+        .map(move |f| f.map_err(|e| image_error(&path, format!("a GIF frame cannot be decoded: {e}")))))
 }
 
 /// The indices of the frames `sampling` keeps out of frames at `times` (seconds, ascending).
@@ -167,17 +237,17 @@ mod tests {
     #[test]
     fn bad_frame_sources_are_named_errors() {
         let d = tempfile::tempdir().unwrap();
-        let err = from_dir(d.path()).unwrap_err().to_string();
+        let err = Clip::from_dir(d.path()).err().unwrap().to_string();
         assert!(err.contains("holds no files"), "{err}");
         std::fs::write(d.path().join("notes.txt"), "hello").unwrap();
-        let err = from_dir(d.path()).unwrap_err().to_string();
+        let err = Clip::from_dir(d.path()).err().unwrap().to_string();
         assert!(err.contains("notes.txt") && err.contains("not a decodable image"), "{err}");
         let gif = d.path().join("empty.gif");
         std::fs::write(&gif, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
-        let err = from_gif(&gif).unwrap_err().to_string();
+        let err = Clip::from_gif(&gif).err().unwrap().to_string();
         assert!(err.contains("empty.gif"), "{err}");
         // Without ffmpeg: a clear error naming the program; with it, ffmpeg's own refusal.
-        let err = from_video(&d.path().join("notes.txt"), 1.0).unwrap_err().to_string();
+        let err = Clip::from_video(&d.path().join("notes.txt"), 1.0).err().unwrap().to_string();
         assert!(err.contains("notes.txt") && err.contains("ffmpeg"), "{err}");
     }
 
@@ -193,9 +263,11 @@ mod tests {
             enc.encode_frame(GifFrame::from_parts(img, 0, 0, Delay::from_numer_denom_ms(200, 1))).unwrap();
         }
         drop(enc);
-        let frames = from_gif(&path).unwrap();
-        assert_eq!(frames.len(), 3);
-        assert_eq!(frames.iter().map(|f| f.seconds).collect::<Vec<_>>(), [0.0, 0.2, 0.4]);
-        assert!(frames[2].image.get_pixel(0, 0)[0] > 150 && frames[0].image.get_pixel(0, 0)[0] < 50);
+        let clip = Clip::from_gif(&path).unwrap();
+        assert_eq!(clip.len(), 3);
+        assert_eq!(clip.times, [0.0, 0.2, 0.4]);
+        let frames: Vec<RgbImage> = clip.frames(&[0, 2]).collect::<Result<_>>().unwrap();
+        assert_eq!(frames.len(), 2);
+        assert!(frames[1].get_pixel(0, 0)[0] > 150 && frames[0].get_pixel(0, 0)[0] < 50);
     }
 }

@@ -26,6 +26,13 @@ pub struct VisionInfo {
     pub preprocessor: Preprocessor,
 }
 
+impl VisionInfo {
+    /// Sequence positions one image takes.
+    pub fn image_tokens(&self) -> usize {
+        self.config.num_patches() + usize::from(self.select_feature == SelectFeature::ClsPatch)
+    }
+}
+
 pub struct Info {
     pub config: ModelConfig,
     pub format: Format,
@@ -224,7 +231,7 @@ impl fmt::Display for Info {
         let (f32b, f16b) = (l.kv_bytes_per_token(4), l.kv_bytes_per_token(2));
         write!(f, "kv cache    {} per token in f32, {} in f16", bytes(f32b), bytes(f16b))?;
         if let Some(v) = &self.vision {
-            let n = v.config.num_patches() + usize::from(v.select_feature == SelectFeature::ClsPatch);
+            let n = v.image_tokens();
             write!(f, "; one image ({n} tokens): {} in f16", bytes(n * f16b))?;
         }
         if let Some(n) = c.voco_num {

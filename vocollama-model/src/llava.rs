@@ -107,21 +107,31 @@ impl LlavaModel {
 
     /// Pixels → image embeddings `[1, patches, hidden]` (tower stopped at the selected layer, then projector).
     pub fn encode_image(&self, pixels: &Pixels) -> Result<Tensor<3>> {
+        self.encode_images(std::slice::from_ref(pixels))
+    }
+
+    /// Several images through the tower as one batch: `[images, patches, hidden]`.
+    pub fn encode_images(&self, pixels: &[Pixels]) -> Result<Tensor<3>> {
         let v = self.vision()?;
         let size = v.tower.image_size();
-        if pixels.height != size || pixels.width != size {
+        if pixels.is_empty() {
+            return Err(Error::Invalid("no image to encode".into()));
+        }
+        if let Some(p) = pixels.iter().find(|p| p.height != size || p.width != size) {
             return Err(Error::Invalid(format!(
                 "pixels are {}x{}, the vision tower expects {size}x{size} (check preprocessor_config.json crop_size)",
-                pixels.height, pixels.width
+                p.height, p.width
             )));
         }
-        let t = Tensor::<4>::from_data(TensorData::new(pixels.data.clone(), [1, 3, size, size]), &self.device);
+        let data: Vec<f32> = pixels.iter().flat_map(|p| p.data.iter().copied()).collect();
+        let t = Tensor::<4>::from_data(TensorData::new(data, [pixels.len(), 3, size, size]), &self.device);
         Ok(v.projector.forward(v.tower.forward(t)))
     }
 
-    /// Embeddings `[1, L, hidden]` for `ids`, with `images[i]` (`[1, P, hidden]`)
+    /// Embeddings `[B, L, hidden]` for `ids`, with `images[i]` (`[B, P, hidden]`)
     /// spliced in at the i-th `IMAGE_TOKEN_INDEX` (LLaVA's
-    /// `prepare_inputs_labels_for_multimodal`).
+    /// `prepare_inputs_labels_for_multimodal`). `B` > 1 is a batch of prompts
+    /// that differ only in their images (video frames); without images B = 1.
     pub fn embed_with_images(&self, ids: &[i64], images: &[Tensor<3>]) -> Result<Tensor<3>> {
         let slots = ids.iter().filter(|&&t| t == IMAGE_TOKEN_INDEX).count();
         if slots != images.len() {
@@ -134,6 +144,10 @@ impl LlavaModel {
         if let Some(bad) = ids.iter().find(|&&t| t != IMAGE_TOKEN_INDEX && !(0..vocab).contains(&t)) {
             return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary (0..{vocab})")));
         }
+        let batch = images.first().map_or(1, |i| i.dims()[0]);
+        if let Some(i) = images.iter().find(|i| i.dims()[0] != batch) {
+            return Err(Error::Invalid(format!("image batches differ in size: {batch} and {}", i.dims()[0])));
+        }
         let mut parts = Vec::new();
         let mut images = images.iter();
         for (i, chunk) in ids.split(|&t| t == IMAGE_TOKEN_INDEX).enumerate() {
@@ -142,7 +156,9 @@ impl LlavaModel {
             }
             if !chunk.is_empty() {
                 let t = Tensor::<2, Int>::from_data(TensorData::new(chunk.to_vec(), [1, chunk.len()]), &self.device);
-                parts.push(self.llm.embed(t));
+                let e = self.llm.embed(t);
+                let [_, l, d] = e.dims();
+                parts.push(e.expand([batch, l, d]));
             }
         }
         Ok(Tensor::cat(parts, 1))

@@ -79,6 +79,27 @@ impl LlavaModel {
     /// Stage 1 with the prompt at absolute positions `start..` (for references
     /// of moved caches; `compress` starts at 0).
     pub fn compress_at(&self, ids: &[i64], images: &[Tensor<3>], voco_id: i64, start: usize) -> Result<VocoCache> {
+        let mut caches = self.compress_batch_at(ids, images, voco_id, start)?;
+        match caches.len() {
+            1 => Ok(caches.remove(0)),
+            b => Err(Error::Invalid(format!("compress takes one image per placeholder, not a batch of {b}"))),
+        }
+    }
+
+    /// Stage 1 for a batch of prompts that differ only in their images
+    /// (`images[i]`: `[B, P, hidden]`, e.g. B video frames): one forward, one
+    /// cache per sample, each the cache that sample alone would give.
+    pub fn compress_batch(&self, ids: &[i64], images: &[Tensor<3>], voco_id: i64) -> Result<Vec<VocoCache>> {
+        self.compress_batch_at(ids, images, voco_id, 0)
+    }
+
+    fn compress_batch_at(
+        &self,
+        ids: &[i64],
+        images: &[Tensor<3>],
+        voco_id: i64,
+        start: usize,
+    ) -> Result<Vec<VocoCache>> {
         let expanded = expand_ids(ids, self.image_tokens());
         let span = VocoSpan::find(&expanded, voco_id)
             .ok_or_else(|| Error::Invalid("the stage-1 prompt holds no VoCo token (N must be at least 1)".into()))?;
@@ -90,13 +111,21 @@ impl LlavaModel {
         let mut cache = self.llm.new_cache();
         self.forward_at(ids, images, start, &AttentionLayout::causal(), &mut cache)?;
         // The handoff gathers the VoCo rows on the device (a kernel on CubeCL backends).
-        let layers = (0..self.llm.num_layers())
+        let layers: Vec<(Tensor<4>, Tensor<4>)> = (0..self.llm.num_layers())
             .map(|i| {
                 let (k, v) = cache.layer(i).expect("every layer cached");
                 voco_handoff(k.clone(), v.clone(), span.first, span.len(), 0, self.llm.inv_freq())
             })
             .collect();
-        Ok(VocoCache { layers, positions: (start + span.first..=start + span.last).collect() })
+        let batch = layers.first().map_or(1, |(k, _)| k.dims()[0]);
+        let positions: Vec<usize> = (start + span.first..=start + span.last).collect();
+        Ok((0..batch)
+            .map(|b| VocoCache {
+                layers: layers.iter().map(|(k, v)| (k.clone().narrow(0, b, 1), v.clone().narrow(0, b, 1))).collect(),
+                positions: positions.clone(),
+                frames: 1,
+            })
+            .collect())
     }
 }
 

@@ -117,3 +117,83 @@ fn joined_frames_equal_the_masked_long_sequence() {
         assert!(VocoCache::join(&[], FramePositions::Shared, m.llm.inv_freq()).is_err());
     }
 }
+
+#[test]
+fn batched_frames_equal_frames_compressed_alone() {
+    for (name, device, _) in devices() {
+        let m = model(&device);
+        let images = frames(&m);
+        let alone: Vec<VocoCache> = images.iter().map(|i| m.compress(&stage1(), &[i.clone()], VOCO).unwrap()).collect();
+        let pixels: Vec<_> = ["wide.png", "tall.png", "photo.png"]
+            .iter()
+            .map(|f| m.load_image(&assets().join("images").join(f)).unwrap())
+            .collect();
+        let batch = m.compress_batch(&stage1(), &[m.encode_images(&pixels).unwrap()], VOCO).unwrap();
+        assert_eq!(batch.len(), 3);
+        for (t, (b, a)) in batch.iter().zip(&alone).enumerate() {
+            assert_eq!(b.positions, a.positions);
+            assert_eq!(b.frames, 1);
+            for ((bk, bv), (ak, av)) in b.layers.iter().zip(&a.layers) {
+                let (ek, ev) = (max_rel(bk.clone(), ak.clone()), max_rel(bv.clone(), av.clone()));
+                assert!(ek <= 1e-5 && ev <= 1e-5, "[{name}] frame {t}: keys {ek:e}, values {ev:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_video_cache_file_keeps_its_frames() {
+    use vocollama_model::voco::cache::CacheDType;
+    let device = devices().remove(0).1;
+    let m = model(&device);
+    let caches: Vec<VocoCache> =
+        frames(&m).iter().map(|i| m.compress(&stage1(), &[i.clone()], VOCO).unwrap()).collect();
+    // One image stays a version-1 file (older readers take it); a video is version 2.
+    let one = caches[0].to_bytes(&m.fingerprint, CacheDType::F32);
+    assert_eq!(one[8], 1);
+    for policy in [FramePositions::Sequential, FramePositions::Shared] {
+        let joined = VocoCache::join(&caches, policy, m.llm.inv_freq()).unwrap();
+        assert_eq!((joined.frames, joined.tokens_per_frame()), (3, N));
+        let bytes = joined.to_bytes(&m.fingerprint, CacheDType::F32);
+        assert_eq!(bytes[8], 2);
+        let back = VocoCache::from_bytes(&bytes, &m.fingerprint, &device).unwrap();
+        assert_eq!((back.frames, &back.positions), (3, &joined.positions));
+        for ((bk, bv), (jk, jv)) in back.layers.iter().zip(&joined.layers) {
+            assert_eq!(max_rel(bk.clone(), jk.clone()), 0.0);
+            assert_eq!(max_rel(bv.clone(), jv.clone()), 0.0);
+        }
+        // A joined cache of frames of different N is refused.
+        let mut three = caches[0].clone();
+        three.positions.push(three.positions[N - 1] + 1);
+        assert!(VocoCache::join(&[caches[0].clone(), three], policy, m.llm.inv_freq()).is_err());
+    }
+}
+
+#[test]
+fn frames_that_fit_in_the_context() {
+    use vocollama_model::text::{Template, Tokenizer, tokenizer_image_token};
+    use vocollama_model::voco::FrameBudget;
+    let device = devices().remove(0).1;
+    let m = model(&device);
+    let tok = Tokenizer::for_model(&fixture("llava-gqa-bf16"), m.config.layout).unwrap();
+    let ctx = m.config.llm.max_position_embeddings;
+    for n in [1, 2, 8] {
+        let b = FrameBudget::new(&tok, ctx, m.image_tokens(), n).unwrap();
+        // The first frame ends where the video prompt puts its last VoCo token.
+        let ids = tokenizer_image_token(&Template::VocoVideo { voco_tokens: n }.prompt(&[("", None)]), &tok).unwrap();
+        let last = ids.iter().rposition(|&t| t == VOCO).unwrap();
+        assert_eq!(b.first_frame_end, expand_ids(&ids[..=last], m.image_tokens()).len());
+        assert_eq!(b.text_before + 1 + n + b.text_after, ids.len());
+        let text = b.text_before + b.text_after;
+        for reserve in [0, 40, 128] {
+            let k = b.voco_frames(reserve);
+            let used = |k: usize| b.voco_positions(k) + b.text_after + reserve;
+            assert!(k >= 1 && used(k) <= ctx, "n {n} reserve {reserve}: {k} frames");
+            assert!(used(k + 1) > ctx, "n {n} reserve {reserve}: {} frames fit", k + 1);
+            let u = b.image_frames(reserve);
+            assert!(u * m.image_tokens() + text + reserve <= ctx);
+            assert!((u + 1) * m.image_tokens() + text + reserve > ctx);
+            assert!(k > u, "VoCo fits more frames than the image tokens do");
+        }
+    }
+}

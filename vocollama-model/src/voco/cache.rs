@@ -2,18 +2,23 @@
 //! positions, with their absolute positions (`voco-spec.md` §5) — and its
 //! `.voco` file.
 //!
-//! File layout, version 1, little-endian:
+//! File layout, little-endian:
 //!
 //! | bytes | field |
 //! | --- | --- |
 //! | 8 | magic `VOCO\r\n\x1a\n` (catches text-mode mangling, like PNG's) |
-//! | 4 | format version (1) |
+//! | 4 | format version: 1 for one image, 2 for a video |
 //! | 32 | model fingerprint (SHA-256 of the configs and weight files' identity) |
-//! | 4 × 4 | N tokens, layers, key/value heads, head dim |
+//! | 4 × 4 | N tokens (all frames together), layers, key/value heads, head dim |
 //! | 1 + 3 | dtype (0 f32, 1 f16, 2 bf16), 3 reserved zero bytes |
+//! | 4 | version 2 only: frames K (each holds N / K tokens) |
 //! | 4 × N | absolute positions |
 //! | … | per layer: K then V, each `[kv_heads, N, head_dim]` |
 //! | 32 | SHA-256 of every byte before it |
+//!
+//! An image cache is written as version 1, so older readers still take it;
+//! version-1 readers refuse a video file (its version is newer) rather than
+//! mistake K frames for one image with K·N tokens.
 
 use std::path::Path;
 
@@ -25,7 +30,9 @@ use crate::error::{Error, Result};
 use crate::llama::KvCache;
 
 pub const MAGIC: [u8; 8] = *b"VOCO\r\n\x1a\n";
-pub const VERSION: u32 = 1;
+/// The newest format version this code reads and writes.
+pub const VERSION: u32 = 2;
+/// Header bytes before the positions in version 1; version 2 adds the frame count.
 const HEADER: usize = 8 + 4 + 32 + 16 + 4;
 
 /// How the payload of a `.voco` file is stored.
@@ -61,10 +68,17 @@ pub struct VocoCache {
     pub layers: Vec<(Tensor<4>, Tensor<4>)>,
     /// Absolute positions of the N VoCo tokens (their natural indices in the stage-1 sequence).
     pub positions: Vec<usize>,
+    /// Frames whose tokens it holds, in time order, `len() / frames` each (1 for an image).
+    pub frames: usize,
 }
 
 impl VocoCache {
-    /// Number of VoCo tokens.
+    /// VoCo tokens per frame.
+    pub fn tokens_per_frame(&self) -> usize {
+        self.len() / self.frames
+    }
+
+    /// Number of VoCo tokens (all frames together).
     pub fn len(&self) -> usize {
         self.positions.len()
     }
@@ -99,14 +113,18 @@ impl VocoCache {
     pub fn to_bytes(&self, fingerprint: &[u8; 32], dtype: CacheDType) -> Vec<u8> {
         let (layers, kv, d) = self.geometry();
         let n = self.len();
-        let mut out = Vec::with_capacity(HEADER + 4 * n + self.payload_bytes(dtype) + 32);
+        let version: u32 = if self.frames == 1 { 1 } else { 2 };
+        let mut out = Vec::with_capacity(HEADER + 4 + 4 * n + self.payload_bytes(dtype) + 32);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(fingerprint);
         for v in [n, layers, kv, d] {
             out.extend_from_slice(&(v as u32).to_le_bytes());
         }
         out.extend_from_slice(&[dtype.code(), 0, 0, 0]);
+        if version == 2 {
+            out.extend_from_slice(&(self.frames as u32).to_le_bytes());
+        }
         for &p in &self.positions {
             out.extend_from_slice(&(p as u32).to_le_bytes());
         }
@@ -158,6 +176,13 @@ impl VocoCache {
         }
         let (n, layers, kv, d) = (u32_at(44), u32_at(48), u32_at(52), u32_at(56));
         let dtype = CacheDType::from_code(bytes[60]).ok_or_else(|| format!("unknown dtype code {}", bytes[60]))?;
+        let (header, frames) = match version {
+            1 => (HEADER, 1),
+            _ if bytes.len() < HEADER + 4 => {
+                return Err(format!("truncated: {} bytes, the header alone is {}", bytes.len(), HEADER + 4));
+            }
+            _ => (HEADER + 4, u32_at(HEADER)),
+        };
         let payload = 2usize
             .checked_mul(layers)
             .and_then(|x| x.checked_mul(kv))
@@ -165,7 +190,7 @@ impl VocoCache {
             .and_then(|x| x.checked_mul(d))
             .and_then(|x| x.checked_mul(dtype.bytes()))
             .ok_or("header sizes overflow")?;
-        let expected = HEADER + 4 * n + payload + 32;
+        let expected = header + 4 * n + payload + 32;
         if bytes.len() != expected {
             return Err(format!(
                 "{} bytes, but its header ({n} tokens, {layers} layers, {kv} heads x {d}) needs {expected}: {}",
@@ -185,8 +210,11 @@ impl VocoCache {
         if n == 0 || layers == 0 {
             return Err("holds no VoCo tokens".into());
         }
-        let positions = (0..n).map(|i| u32_at(HEADER + 4 * i)).collect();
-        let mut at = HEADER + 4 * n;
+        if frames == 0 || n % frames != 0 {
+            return Err(format!("{n} VoCo tokens cannot be split into {frames} frames"));
+        }
+        let positions = (0..n).map(|i| u32_at(header + 4 * i)).collect();
+        let mut at = header + 4 * n;
         let count = kv * n * d;
         let mut tensor = || {
             let raw = &bytes[at..at + count * dtype.bytes()];
@@ -203,6 +231,6 @@ impl VocoCache {
             Tensor::<4>::from_data(TensorData::new(values, [1, kv, n, d]), device)
         };
         let layers = (0..layers).map(|_| (tensor(), tensor())).collect();
-        Ok(Self { layers, positions })
+        Ok(Self { layers, positions, frames })
     }
 }

@@ -34,19 +34,18 @@ impl VocoCache {
             .iter()
             .map(|(k, v)| voco_handoff(k.clone(), v.clone(), 0, self.len(), delta, inv_freq))
             .collect();
-        Ok(VocoCache { layers, positions })
+        Ok(VocoCache { layers, positions, frames: self.frames })
     }
 
     /// Frame caches joined in time order under `policy`.
     pub fn join(frames: &[VocoCache], policy: FramePositions, inv_freq: &[f32]) -> Result<VocoCache> {
         let first = frames.first().ok_or_else(|| Error::Invalid("a video needs at least one frame".into()))?;
-        if let Some(f) =
-            frames.iter().find(|f| f.geometry() != first.geometry() || f.layers.len() != first.layers.len())
-        {
+        let shape = |f: &VocoCache| (f.geometry(), f.tokens_per_frame());
+        if let Some(f) = frames.iter().find(|f| shape(f) != shape(first)) {
             return Err(Error::Invalid(format!(
-                "frame caches differ in shape: {:?} and {:?} (layers, kv heads, head dim)",
-                first.geometry(),
-                f.geometry()
+                "frame caches differ in shape: {:?} and {:?} ((layers, kv heads, head dim), tokens per frame)",
+                shape(first),
+                shape(f)
             )));
         }
         let placed: Vec<VocoCache> = match policy {
@@ -70,6 +69,6 @@ impl VocoCache {
             })
             .collect();
         let positions = placed.iter().flat_map(|f| f.positions.iter().copied()).collect();
-        Ok(VocoCache { layers, positions })
+        Ok(VocoCache { layers, positions, frames: placed.iter().map(|f| f.frames).sum() })
     }
 }

@@ -1,6 +1,8 @@
 //! Choosing the next token from logits: greedy, or temperature with top-k,
 //! top-p and a repetition penalty, from a seeded generator so a run repeats.
 
+use crate::rng::SplitMix64;
+
 /// Sampling settings; the default is greedy, as the paper evaluates (§8 of the spec).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingConfig {
@@ -25,22 +27,12 @@ impl Default for SamplingConfig {
 #[derive(Debug, Clone)]
 pub struct Sampler {
     config: SamplingConfig,
-    state: u64,
+    rng: SplitMix64,
 }
 
 impl Sampler {
     pub fn new(config: SamplingConfig) -> Self {
-        let state = config.seed;
-        Self { config, state }
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        Self { rng: SplitMix64::new(config.seed), config }
     }
 
     /// The next token given `logits` and the ids seen so far (for the penalty).
@@ -78,7 +70,7 @@ impl Sampler {
             }
         }
         let total: f64 = weights[..keep].iter().sum();
-        let mut r = self.next_f64() * total;
+        let mut r = self.rng.next_f64() * total;
         for (n, w) in weights[..keep].iter().enumerate() {
             r -= w;
             if r <= 0.0 {

@@ -1,0 +1,78 @@
+//! Training on Burn's autodiff: the loss falls on synthetic shapes, and
+//! gradients reach the `<voco>` embedding through the VoCo layout.
+
+mod common;
+
+use burn::tensor::Device;
+use common::*;
+use vocollama_model::text::Tokenizer;
+use vocollama_model::train::batch::{Batch, TrainLayout, batch_loss, encode_example, record_pixels};
+use vocollama_model::train::data::load_records;
+use vocollama_model::train::synthetic::write_dataset;
+use vocollama_model::train::trainer::{TrainConfig, Trainer};
+use vocollama_model::{LlavaModel, LoadOptions};
+
+const VOCO: i64 = 511;
+
+fn setup(device: &Device) -> (LlavaModel, Tokenizer) {
+    let dir = fixture("llava-gqa-bf16");
+    let model = LlavaModel::load(&dir, &LoadOptions::default(), device).unwrap();
+    let tok = Tokenizer::for_model(&dir, model.config.layout).unwrap();
+    (model, tok)
+}
+
+#[test]
+fn gradients_reach_the_voco_embedding_only_through_voco() {
+    let data = tempfile::tempdir().unwrap();
+    write_dataset(data.path(), 4, 0, 48, 1).unwrap();
+    let records = load_records(&data.path().join("train.json")).unwrap();
+    let device = Device::autodiff(Device::flex());
+    let (model, tok) = setup(&device);
+    let template = vocollama_model::text::Template::VocoVicunaV1 { voco_tokens: 2 };
+    let examples: Vec<_> = records.iter().map(|r| encode_example(r, template, &tok, model.image_tokens()).unwrap()).collect();
+    // Only the answer and its </s> are labelled.
+    let e = &examples[0];
+    let labelled: Vec<i64> = e.labels.iter().copied().filter(|&l| l >= 0).collect();
+    assert_eq!(tok.decode(&labelled.iter().map(|&t| t as u32).collect::<Vec<_>>()).trim(), records[0].turns[0].1);
+    assert_eq!(*labelled.last().unwrap(), 2, "the answer's </s> is learned");
+    let batch = Batch {
+        examples: examples.iter().collect(),
+        pixels: records.iter().map(|r| record_pixels(&model, r, data.path()).unwrap()).collect(),
+    };
+    for layout in [TrainLayout::Voco, TrainLayout::Causal] {
+        let (loss, count) = batch_loss(&model, &batch, layout, VOCO).unwrap();
+        assert!(count >= 8, "{count} labelled tokens");
+        let grads = loss.backward();
+        let g = model.llm.embed_tokens.weight.val().grad(&grads).expect("embedding gradient");
+        let [v, d] = g.dims();
+        let rows = |r: usize| g.clone().slice([r..r + 1, 0..d]).abs().sum().into_scalar::<f32>();
+        assert_eq!(v, 512);
+        assert!(rows(VOCO as usize) > 0.0, "{layout:?}: no gradient on <voco>");
+        // A token the batch never uses gets none.
+        assert_eq!(rows(300), 0.0);
+    }
+}
+
+#[test]
+fn the_loss_falls() {
+    let data = tempfile::tempdir().unwrap();
+    write_dataset(data.path(), 32, 0, 48, 2).unwrap();
+    let records = load_records(&data.path().join("train.json")).unwrap();
+    let device = Device::autodiff(Device::flex());
+    let (mut model, tok) = setup(&device);
+    let config = TrainConfig { lr: 3e-3, epochs: 6, batch_size: 8, grad_accum: 2, voco_tokens: 2, ..Default::default() };
+    let mut trainer = Trainer::new(config, &tok).unwrap();
+    let mut losses = vec![];
+    trainer
+        .train(&mut model, &tok, &records, data.path(), &mut |r, _| {
+            assert!(r.grad_norm.is_finite() && r.lr > 0.0);
+            losses.push(r.loss);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(losses.len(), 12);
+    let first = losses[..3].iter().sum::<f64>() / 3.0;
+    let last = losses[losses.len() - 3..].iter().sum::<f64>() / 3.0;
+    eprintln!("loss {first:.3} -> {last:.3}: {losses:?}");
+    assert!(last < 0.6 * first, "loss {first} -> {last}");
+}

@@ -14,6 +14,14 @@ pub struct Projector {
 }
 
 impl Projector {
+    /// `linear` for one layer, `mlpNx_gelu` for N.
+    pub fn kind(&self) -> ProjectorType {
+        match self.layers.len() {
+            1 => ProjectorType::Linear,
+            n => ProjectorType::MlpGelu(n),
+        }
+    }
+
     pub fn init(kind: ProjectorType, vision_hidden: usize, text_hidden: usize, bias: bool, device: &Device) -> Self {
         let layers = (0..kind.num_linears())
             .map(|i| {

@@ -14,7 +14,7 @@ use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
     ChainAdapter, FloatCastAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 
@@ -176,17 +176,27 @@ impl KeyMap {
 /// The dtype modules hold after loading. Weights stored as f16/bf16 are converted.
 pub const COMPUTE_DTYPE: DType = DType::F32;
 
-/// The module's parameters named and shaped as PyTorch has them (Linear
-/// weights `[out, in]`, norm `weight`/`bias`), read without initialising any
-/// of them: a 7B model must not be allocated once as zeros before loading.
-fn expected_shapes<M: Module>(module: &M) -> HashMap<String, Vec<usize>> {
-    #[derive(Default)]
-    struct Shapes {
+/// One parameter as PyTorch names and lays it out.
+pub struct PytorchParam {
+    /// Dotted module path with PyTorch's leaf names (norm `weight`/`bias`).
+    pub name: String,
+    /// Shape in PyTorch's layout (Linear weights `[out, in]`).
+    pub shape: Vec<usize>,
+    /// The values in that layout, when asked for.
+    pub data: Option<TensorData>,
+}
+
+/// Every float parameter of `module` in PyTorch terms. With `read` false no
+/// parameter is initialised or read: a 7B model must not be allocated once
+/// as zeros before loading.
+pub fn pytorch_params<M: Module>(module: &M, read: bool) -> Vec<PytorchParam> {
+    struct Visit {
+        read: bool,
         path: Vec<String>,
         containers: Vec<String>,
-        out: HashMap<String, Vec<usize>>,
+        out: Vec<PytorchParam>,
     }
-    impl ModuleVisitor for Shapes {
+    impl ModuleVisitor for Visit {
         fn enter_module(&mut self, name: &str, container_type: &str) {
             self.path.push(name.to_string());
             self.containers.push(container_type.to_string());
@@ -200,18 +210,31 @@ fn expected_shapes<M: Module>(module: &M) -> HashMap<String, Vec<usize>> {
             let mut path = self.path.clone();
             let mut shape = param.lazy_shape().to_vec();
             let name = path.last_mut().expect("a parameter has a name");
+            let mut transpose = false;
             match (module, name.as_str()) {
-                (Some("Struct:Linear"), "weight") if shape.len() == 2 => shape.swap(0, 1),
+                (Some("Struct:Linear"), "weight") if shape.len() == 2 => {
+                    shape.swap(0, 1);
+                    transpose = true;
+                }
                 (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "gamma") => *name = "weight".into(),
                 (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "beta") => *name = "bias".into(),
                 _ => {}
             }
-            self.out.insert(path.join("."), shape);
+            let data = self.read.then(|| {
+                let t = param.val();
+                let t = if transpose { t.swap_dims(0, 1) } else { t };
+                t.into_data().convert::<f32>()
+            });
+            self.out.push(PytorchParam { name: path.join("."), shape, data });
         }
     }
-    let mut v = Shapes::default();
+    let mut v = Visit { read, path: vec![], containers: vec![], out: vec![] };
     module.visit(&mut v);
     v.out
+}
+
+fn expected_shapes<M: Module>(module: &M) -> HashMap<String, Vec<usize>> {
+    pytorch_params(module, false).into_iter().map(|p| (p.name, p.shape)).collect()
 }
 
 /// Load `module`'s parameters from `tensors` through `map`, all or nothing:

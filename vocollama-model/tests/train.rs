@@ -76,3 +76,49 @@ fn the_loss_falls() {
     eprintln!("loss {first:.3} -> {last:.3}: {losses:?}");
     assert!(last < 0.6 * first, "loss {first} -> {last}");
 }
+
+#[test]
+fn a_saved_model_loads_back_with_the_same_outputs() {
+    use vocollama_model::train::checkpoint::save_llava;
+    let device = Device::flex();
+    let (model, _) = setup(&device);
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("saved");
+    let mut updates = serde_json::Map::new();
+    updates.insert("voco_num".into(), 1.into());
+    save_llava(&model, &dir, &updates).unwrap();
+    let back = LlavaModel::load(&dir, &LoadOptions::default(), &device).unwrap();
+    assert_eq!(back.config.voco_num, Some(1));
+    assert!(dir.join("vision_tower/config.json").is_file() && dir.join("tokenizer.model").is_file());
+    let pixels = model.load_image(&assets().join("images/wide.png")).unwrap();
+    let ids = vec![1i64, -200, 453, 13, VOCO, VOCO, 100, 200];
+    let logits = |m: &LlavaModel| {
+        let img = m.encode_image(&pixels).unwrap();
+        let h = m.forward_masked(&ids, &[img], VOCO).unwrap();
+        m.llm.logits(h).into_data().try_into_vec::<f32>().unwrap()
+    };
+    assert_eq!(logits(&model), logits(&back), "f32 weights round trip exactly");
+    // Saving again replaces the directory whole.
+    save_llava(&back, &dir, &serde_json::Map::new()).unwrap();
+    assert!(LlavaModel::load(&dir, &LoadOptions::default(), &device).is_ok());
+}
+
+#[test]
+fn a_new_model_loads_and_its_weights_are_random() {
+    use vocollama_model::train::init::{init_model, preset};
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("tiny");
+    init_model(&dir, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, 5).unwrap();
+    let m = LlavaModel::load(&dir, &LoadOptions::default(), &Device::flex()).unwrap();
+    assert_eq!((m.image_tokens(), m.config.llm.hidden_size, m.config.voco_num), (64, 128, Some(1)));
+    let w = m.llm.embed_tokens.weight.val().into_data().try_into_vec::<f32>().unwrap();
+    let mean = w.iter().sum::<f32>() / w.len() as f32;
+    let std = (w.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / w.len() as f32).sqrt();
+    assert!(mean.abs() < 2e-3 && (std - 0.02).abs() < 2e-3, "mean {mean}, std {std}");
+    // The same seed gives the same model; another seed another.
+    let again = out.path().join("again");
+    init_model(&again, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, 5).unwrap();
+    assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), std::fs::read(again.join("model.safetensors")).unwrap());
+    assert!(init_model(&again, &preset("tiny").unwrap(), &fixture("llava-hf"), 1, 5).is_err(), "a tokenizer without <voco>");
+    assert!(preset("huge").unwrap_err().to_string().contains("tiny"));
+}

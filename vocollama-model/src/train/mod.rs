@@ -3,6 +3,8 @@
 //! checkpoints in the layout the loader reads.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod data;
+pub mod init;
 pub mod synthetic;
 pub mod trainer;

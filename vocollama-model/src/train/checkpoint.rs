@@ -1,0 +1,135 @@
+//! Trained models written in the original LLaVA layout that the loader reads
+//! (`config.json`, `model.safetensors`, the tokenizer files, the CLIP tower in
+//! `vision_tower/`), so every other command uses them as they are. A
+//! directory is written beside its target and renamed into place.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::llama::Llama;
+use crate::llava::LlavaModel;
+use crate::projector::Projector;
+use crate::weights::{KeyMap, pytorch_params};
+
+/// Files a model directory's tokenizer may consist of.
+pub const TOKENIZER_FILES: [&str; 5] =
+    ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"];
+
+/// A module's parameters as `(checkpoint key, PyTorch shape, f32 values)`.
+pub fn module_tensors<M: Module>(module: &M, map: &KeyMap) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    pytorch_params(module, true)
+        .into_iter()
+        .map(|p| {
+            let data = p.data.expect("read").try_into_vec::<f32>().expect("f32 parameters");
+            (map.to_checkpoint(&p.name), p.shape, data)
+        })
+        .collect()
+}
+
+/// A safetensors file of f32 tensors.
+pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    let mut header = Map::new();
+    let mut offset = 0usize;
+    let mut sorted: Vec<&(String, Vec<usize>, Vec<f32>)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, shape, data) in &sorted {
+        let end = offset + 4 * data.len();
+        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}));
+        offset = end;
+    }
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut head = serde_json::to_vec(&Value::Object(header)).expect("header serialises");
+    while head.len() % 8 != 0 {
+        head.push(b' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + head.len() + offset);
+    bytes.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&head);
+    for (_, _, data) in sorted {
+        for x in data {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    crate::atomic::write_atomic(path, &bytes)
+}
+
+/// The LLaMA and projector tensors under their original-LLaVA names.
+pub fn llava_tensors(llm: &Llama, projector: Option<&Projector>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out = module_tensors(llm, &Llama::key_map("model.", ""));
+    if let Some(p) = projector {
+        out.extend(module_tensors(p, &Projector::original_key_map(p.kind())));
+    }
+    out
+}
+
+fn copy_files(from: &Path, to: &Path, names: Option<&[&str]>) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let path = entry.map_err(|e| Error::io(from, e))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if path.is_file() && names.is_none_or(|n| n.contains(&name.as_str())) {
+            std::fs::copy(&path, to.join(&name)).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Build a model directory in a temporary sibling of `out` with `fill`, then move it into place.
+pub fn write_dir_atomic(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let old = parent.join(format!(".{name}.{}.old", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let result = fill(&tmp).and_then(|()| {
+        if out.exists() {
+            std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
+        }
+        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Write `model` to `out`: its config.json with `updates` applied, its
+/// weights in f32, its tokenizer files and its vision tower (copied).
+pub fn save_llava(model: &LlavaModel, out: &Path, updates: &Map<String, Value>) -> Result<()> {
+    if model.config.layout != crate::config::CheckpointLayout::LlavaOriginal {
+        return Err(Error::Invalid(format!(
+            "{}: training reads and writes the original LLaVA layout (llava_llama), not this one",
+            model.config.path.display()
+        )));
+    }
+    let source: PathBuf = model.config.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let text = std::fs::read_to_string(&model.config.path).map_err(|e| Error::io(&model.config.path, e))?;
+    let mut config: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::config(&model.config.path, format!("not JSON: {e}")))?;
+    let obj = config.as_object_mut().ok_or_else(|| Error::config(&model.config.path, "not a JSON object"))?;
+    for (k, v) in updates {
+        obj.insert(k.clone(), v.clone());
+    }
+    obj.insert("torch_dtype".into(), Value::from("float32"));
+    if model.vision.is_some() {
+        obj.insert("mm_vision_tower".into(), Value::from("vision_tower"));
+    }
+    let tensors = llava_tensors(&model.llm, model.vision.as_ref().map(|v| &v.projector));
+    write_dir_atomic(out, |dir| {
+        let cfg = serde_json::to_string_pretty(&config).expect("config serialises");
+        std::fs::write(dir.join("config.json"), cfg).map_err(|e| Error::io(&dir.join("config.json"), e))?;
+        write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+        copy_files(&source, dir, Some(&TOKENIZER_FILES))?;
+        if let Some(v) = &model.vision {
+            copy_files(&v.tower_dir, &dir.join("vision_tower"), None)?;
+        }
+        Ok(())
+    })
+}

@@ -221,6 +221,24 @@ impl<'m> Chat<'m> {
         Ok(Self::new(model, tokenizer, Template::LlavaV1, prefix, base, stats))
     }
 
+    /// The VoCo prompt run causally: text sees the image tokens as well as the
+    /// VoCo tokens (the paper's upper bound, evaluated as it was trained).
+    pub fn causal(model: &'m LlavaModel, tokenizer: &'m Tokenizer, image: Tensor<3>, n: usize) -> Result<Self> {
+        let template = Self::voco_template(n)?;
+        let (ids, end) = Self::first_prompt(template, tokenizer, "")?;
+        let prefix = ids[..end].to_vec();
+        let mut base = Session::empty(model);
+        let start = Instant::now();
+        base.feed(&prefix, &[image])?;
+        sync(model)?;
+        let stats = ImageStats {
+            compress: start.elapsed(),
+            cache_bytes: base.cached() * model.config.llm.kv_bytes_per_token(4),
+            ..Default::default()
+        };
+        Ok(Self::new(model, tokenizer, template, prefix, base, stats))
+    }
+
     /// Back to right after the image: the next question starts a new conversation.
     pub fn reset(&mut self) {
         self.session = self.base.clone();

@@ -122,3 +122,40 @@ fn a_new_model_loads_and_its_weights_are_random() {
     assert!(init_model(&again, &preset("tiny").unwrap(), &fixture("llava-hf"), 1, 5).is_err(), "a tokenizer without <voco>");
     assert!(preset("huge").unwrap_err().to_string().contains("tiny"));
 }
+
+#[test]
+fn a_resumed_run_continues_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    write_dataset(data.path(), 24, 0, 48, 4).unwrap();
+    let records = load_records(&data.path().join("train.json")).unwrap();
+    let device = Device::autodiff(Device::flex());
+    let config = TrainConfig { lr: 2e-3, epochs: 2, batch_size: 6, voco_tokens: 2, seed: 9, ..Default::default() };
+    let run = |trainer: &mut Trainer, model: &mut LlavaModel, tok: &Tokenizer| {
+        let mut losses = vec![];
+        trainer.train(model, tok, &records, data.path(), &mut |r, _| Ok(losses.push((r.step, r.loss)))).unwrap();
+        losses
+    };
+    let (mut model, tok) = setup(&device);
+    let straight = run(&mut Trainer::new(config.clone(), &tok).unwrap(), &mut model, &tok);
+    assert_eq!(straight.len(), 8);
+
+    let (mut model, tok) = setup(&device);
+    let mut first = Trainer::new(config.clone(), &tok).unwrap();
+    first.stop_at = Some(3);
+    let head = run(&mut first, &mut model, &tok);
+    let ckpt = data.path().join("checkpoint-3");
+    first.save_checkpoint(&model, &ckpt, &serde_json::Map::new()).unwrap();
+    let mut model = LlavaModel::load(&ckpt, &LoadOptions::default(), &device).unwrap();
+    let mut second = Trainer::new(config.clone(), &tok).unwrap();
+    second.resume(&mut model, &ckpt).unwrap();
+    let tail = run(&mut second, &mut model, &tok);
+    let resumed: Vec<(usize, f64)> = head.into_iter().chain(tail).collect();
+    assert_eq!(resumed.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+    for ((s, a), (_, b)) in straight.iter().zip(&resumed) {
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "step {s}: {a} straight, {b} resumed");
+    }
+    // A checkpoint of another layout is refused.
+    let other = TrainConfig { layout: TrainLayout::Causal, ..config };
+    let err = Trainer::new(other, &tok).unwrap().resume(&mut model, &ckpt).unwrap_err().to_string();
+    assert!(err.contains("layout"), "{err}");
+}

@@ -103,6 +103,16 @@ pub fn write_dir_atomic(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> R
 /// Write `model` to `out`: its config.json with `updates` applied, its
 /// weights in f32, its tokenizer files and its vision tower (copied).
 pub fn save_llava(model: &LlavaModel, out: &Path, updates: &Map<String, Value>) -> Result<()> {
+    save_llava_with(model, out, updates, &|_| Ok(()))
+}
+
+/// [`save_llava`], with `extra` writing more files into the directory before it is moved into place.
+pub fn save_llava_with(
+    model: &LlavaModel,
+    out: &Path,
+    updates: &Map<String, Value>,
+    extra: &dyn Fn(&Path) -> Result<()>,
+) -> Result<()> {
     if model.config.layout != crate::config::CheckpointLayout::LlavaOriginal {
         return Err(Error::Invalid(format!(
             "{}: training reads and writes the original LLaVA layout (llava_llama), not this one",
@@ -130,6 +140,6 @@ pub fn save_llava(model: &LlavaModel, out: &Path, updates: &Map<String, Value>) 
         if let Some(v) = &model.vision {
             copy_files(&v.tower_dir, &dir.join("vision_tower"), None)?;
         }
-        Ok(())
+        extra(dir)
     })
 }

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod data;
+pub mod eval;
 pub mod init;
 pub mod synthetic;
 pub mod trainer;

@@ -3,14 +3,16 @@
 //! vision tower is frozen; LLaMA (embeddings with `<voco>`, layers, norm,
 //! `lm_head`) and the projector learn.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 
 use super::batch::{Batch, Example, TrainLayout, batch_loss, encode_example, record_pixels};
+use super::checkpoint::save_llava_with;
 use super::data::Record;
 use crate::error::{Error, Result};
 use crate::llama::Llama;
@@ -111,12 +113,63 @@ impl ModuleVisitor for Scale<'_> {
     }
 }
 
+/// Every float parameter's id by its module path.
+fn param_ids<M: Module>(module: &M) -> Vec<(String, u64)> {
+    struct Ids {
+        path: Vec<String>,
+        out: Vec<(String, u64)>,
+    }
+    impl ModuleVisitor for Ids {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.out.push((self.path.join("."), param.id.val()));
+        }
+    }
+    let mut v = Ids { path: vec![], out: vec![] };
+    module.visit(&mut v);
+    v.out
+}
+
+/// `module` with its parameters' ids set from `ids` (by module path), so the
+/// optimizer state saved with a checkpoint finds them again.
+fn with_param_ids<M: Module>(module: M, ids: &HashMap<String, u64>) -> M {
+    struct SetIds<'a> {
+        path: Vec<String>,
+        ids: &'a HashMap<String, u64>,
+    }
+    impl ModuleMapper for SetIds<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, value, mapper) = param.consume();
+            let id = self.ids.get(&self.path.join(".")).map_or(id, |&v| ParamId::from(v));
+            Param::from_mapped_value(id, value, mapper)
+        }
+    }
+    module.map(&mut SetIds { path: vec![], ids })
+}
+
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+
 pub struct Trainer {
     pub config: TrainConfig,
     optimizer: ModuleOptimizer,
     template: Template,
     voco_id: i64,
+    /// Optimizer steps done.
     pub step: usize,
+    /// Stop after this step (the schedule still spans every epoch), e.g. to checkpoint and resume.
+    pub stop_at: Option<usize>,
 }
 
 impl Trainer {
@@ -129,7 +182,69 @@ impl Trainer {
         let voco_id = crate::chat::voco_id(tokenizer)?;
         let optimizer = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
         let template = Template::VocoVicunaV1 { voco_tokens: config.voco_tokens };
-        Ok(Self { config, optimizer, template, voco_id, step: 0 })
+        Ok(Self { config, optimizer, template, voco_id, step: 0, stop_at: None })
+    }
+
+    /// Write `model` as a loadable model directory with what resuming needs:
+    /// the optimizer state, the step and the parameters' ids.
+    pub fn save_checkpoint(
+        &self,
+        model: &LlavaModel,
+        out: &Path,
+        updates: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
+        let mut ids: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+        for (p, id) in param_ids(&model.llm) {
+            ids.insert(format!("llm.{p}"), id.to_string().into());
+        }
+        if let Some(v) = &model.vision {
+            for (p, id) in param_ids(&v.projector) {
+                ids.insert(format!("projector.{p}"), id.to_string().into());
+            }
+        }
+        let state = serde_json::json!({"step": self.step, "param_ids": ids, "layout": self.config.layout.name(),
+            "voco_tokens": self.config.voco_tokens, "seed": self.config.seed});
+        save_llava_with(model, out, updates, &|dir| {
+            let path = dir.join(STATE_FILE);
+            std::fs::write(&path, serde_json::to_string_pretty(&state).expect("json")).map_err(|e| Error::io(&path, e))?;
+            let path = dir.join(OPTIMIZER_FILE);
+            self.optimizer.save(&path).map_err(|e| Error::Invalid(format!("{}: {e:?}", path.display())))
+        })
+    }
+
+    /// Continue from a checkpoint `dir` written by [`Trainer::save_checkpoint`]
+    /// (`model` loaded from it): the step, the optimizer state, the parameter ids.
+    pub fn resume(&mut self, model: &mut LlavaModel, dir: &Path) -> Result<()> {
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let state: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: not JSON: {e}", path.display())))?;
+        let field = |k: &str| state.get(k).ok_or_else(|| Error::Invalid(format!("{}: no `{k}`", path.display())));
+        let step = field("step")?.as_u64().ok_or_else(|| Error::Invalid(format!("{}: `step` is not a number", path.display())))?;
+        for (k, want) in [("layout", self.config.layout.name().to_string()), ("voco_tokens", self.config.voco_tokens.to_string())] {
+            let got = field(k)?.as_str().map(str::to_string).unwrap_or_else(|| field(k).unwrap().to_string());
+            if got != want {
+                return Err(Error::Invalid(format!("{}: the checkpoint was trained with {k} {got}, this run asks for {want}", path.display())));
+            }
+        }
+        let ids = field("param_ids")?
+            .as_object()
+            .ok_or_else(|| Error::Invalid(format!("{}: `param_ids` is not an object", path.display())))?;
+        let pick = |prefix: &str| -> HashMap<String, u64> {
+            ids.iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.as_str()?.parse().ok()?)))
+                .collect()
+        };
+        model.llm = with_param_ids(model.llm.clone(), &pick("llm."));
+        if let Some(v) = model.vision.as_mut() {
+            v.projector = with_param_ids(v.projector.clone(), &pick("projector."));
+        }
+        let path = dir.join(OPTIMIZER_FILE);
+        let fresh = AdamWConfig::new().with_weight_decay(self.config.weight_decay).init();
+        let optimizer = std::mem::replace(&mut self.optimizer, fresh);
+        self.optimizer = optimizer.load(&path).map_err(|e| Error::Invalid(format!("{}: {e:?}", path.display())))?;
+        self.step = step as usize;
+        Ok(())
     }
 
     /// Token ids and labels of every record.
@@ -174,6 +289,9 @@ impl Trainer {
                 if step < self.step {
                     step += 1;
                     continue;
+                }
+                if self.stop_at.is_some_and(|s| step >= s) {
+                    return Ok(());
                 }
                 let start = Instant::now();
                 let mut acc_llm = GradientsAccumulator::<Llama>::new();

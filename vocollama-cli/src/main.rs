@@ -4,6 +4,7 @@
 mod npy;
 mod progress;
 mod run;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -236,6 +237,34 @@ enum Command {
         #[arg(required_unless_present = "out")]
         questions: Vec<String>,
     },
+    /// Train a model with the VoCo layout (or causally) on LLaVA-style records.
+    Train(train::TrainArgs),
+    /// Accuracy on LLaVA-style records, per question type.
+    Eval(train::EvalArgs),
+    /// Write a synthetic dataset.
+    Data {
+        #[command(subcommand)]
+        kind: DataKind,
+    },
+    /// Write a new model with random weights (to train from scratch).
+    Init {
+        /// Model shape: tiny or small.
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        /// A directory whose tokenizer (with `<voco>`) the model uses.
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// VoCo tokens per image recorded in config.json.
+        #[arg(long, default_value_t = 1)]
+        voco_tokens: usize,
+        /// `avg`: the image averaged into one token before a linear projector (the LLaMA-VID-style baseline).
+        #[arg(long, value_enum, default_value_t = PoolingArg::None)]
+        image_pooling: PoolingArg,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write the f32 next-token logits after the templated prompt to a .npy file.
     Logits {
         #[command(flatten)]
@@ -248,6 +277,33 @@ enum Command {
         /// The .npy file to write (shape [vocab]).
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PoolingArg {
+    None,
+    Avg,
+}
+
+#[derive(Subcommand)]
+enum DataKind {
+    /// Coloured shapes with colour, shape, count, position and size questions.
+    Shapes {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        train: usize,
+        #[arg(long, default_value_t = 200)]
+        test: usize,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Question types to ask, comma-separated (default: colour,shape,count,position,size).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
     },
 }
 
@@ -277,6 +333,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             run::video(&model, &clip, &sampling, json, &questions)?
         }
         Command::Logits { model, image, prompt, out } => run::logits(&model, &image, &prompt, &out)?,
+        Command::Train(args) => train::train(&args)?,
+        Command::Eval(args) => train::eval(&args)?,
+        Command::Data { kind: DataKind::Shapes { out, train, test, size, seed, kinds } } => {
+            train::data_shapes(&out, train, test, size, seed, &kinds)?
+        }
+        Command::Init { preset, tokenizer, voco_tokens, image_pooling, seed, out } => {
+            train::init(&out, &preset, &tokenizer, voco_tokens, image_pooling == PoolingArg::Avg, seed)?
+        }
     }
     Ok(())
 }

@@ -516,3 +516,54 @@ fn video_cache_files_frame_store_and_batches() {
     assert!(r.ok, "{}", r.stderr);
     assert!(r.stdout.contains("video       frames that fit in 512 positions"), "{}", r.stdout);
 }
+
+#[test]
+fn training_commands_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let ok = |args: &[&str]| {
+        let r = vocollama(args);
+        assert!(r.ok, "{args:?}: {}", r.stderr);
+        r
+    };
+    ok(&["data", "shapes", "--out", &p("data"), "--train", "48", "--test", "10", "--size", "48", "--kinds", "colour,size"]);
+    let tokenizer = fixture("tokenizer");
+    ok(&["init", "--preset", "tiny", "--tokenizer", tokenizer.to_str().unwrap(), "--out", &p("new"), "--seed", "3"]);
+    let train = p("data/train.json");
+    let args = |out: &str| {
+        vec!["train", "--lr", "2e-3", "--batch-size", "8", "--epochs", "1", "--data", &train[..], "--out", out]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let mut first = args(&p("trained"));
+    first.extend(["--model", &p("new"), "--save-every", "3"].map(String::from));
+    let r = ok(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(r.stderr.contains("trained 6 steps"), "{}", r.stderr);
+    assert!(dir.path().join("trained/checkpoint-3/optimizer.bpk").is_file());
+    // Resuming runs the remaining steps of the same schedule.
+    let mut resumed = args(&p("resumed"));
+    resumed.extend(["--model", &p("new"), "--resume", &p("trained/checkpoint-3")].map(String::from));
+    let r = ok(&resumed.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(r.stderr.contains("step 6/6"), "{}", r.stderr);
+    let r = ok(&["eval", "--model", &p("trained"), "--data", &p("data/test.json"), "--out", &p("eval.json")]);
+    assert!(r.stdout.contains("compression voco (N = 1)") && r.stdout.contains("colour") && r.stdout.contains("all"), "{}", r.stdout);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["total"], 10);
+    assert_eq!(report["predictions"].as_array().unwrap().len(), 10);
+    for mode in ["none", "lower"] {
+        ok(&["eval", "--model", &p("trained"), "--data", &p("data/test.json"), "--compression", mode, "--limit", "2"]);
+    }
+    // The trained model is an ordinary model for every other command.
+    ok(&["ask", "--model", &p("trained"), "--image", &p("data/images/test-000000.png"), "--max-new-tokens", "3", "What colour is the circle?"]);
+    // Bad input: one clear line each.
+    assert_fails(&vocollama(&["eval", "--model", &p("trained"), "--data", &p("nope.json")]), "nope.json");
+    assert_fails(
+        &vocollama(&["data", "shapes", "--out", &p("bad"), "--kinds", "weight"]),
+        "unknown question type `weight`",
+    );
+    let hf = fixture("llava-hf");
+    let mut bad = args(&p("hf-out"));
+    bad.extend(["--model", hf.to_str().unwrap()].map(String::from));
+    assert_fails(&vocollama(&bad.iter().map(String::as_str).collect::<Vec<_>>()), "<voco>");
+}

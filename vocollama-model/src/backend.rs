@@ -48,3 +48,8 @@ pub fn device(name: &str) -> Result<Device> {
         ))),
     }
 }
+
+/// The device for a backend name with Burn's automatic differentiation on top (for training).
+pub fn autodiff_device(name: &str) -> Result<Device> {
+    Ok(Device::autodiff(device(name)?))
+}

@@ -110,6 +110,9 @@ pub struct MultimodalConfig {
     pub vision_tower: Option<String>,
     /// The token id that stands for the image in llava-hf prompts.
     pub image_token_index: Option<i64>,
+    /// `mm_image_pooling: "avg"`: the tower's features averaged into one token
+    /// before the projector (the LLaMA-VID-style baseline of the paper's table 1).
+    pub avg_pool: bool,
 }
 
 /// A parsed model directory's config.json.
@@ -374,6 +377,16 @@ impl ModelConfig {
                 pad_to_square,
                 vision_tower: top.opt_str("mm_vision_tower")?.map(str::to_string),
                 image_token_index: None,
+                avg_pool: match top.opt_str("mm_image_pooling")? {
+                    None | Some("none") => false,
+                    Some("avg") => true,
+                    Some(other) => {
+                        return Err(Error::config(
+                            path,
+                            format!("field `mm_image_pooling`: expected \"avg\" or \"none\", found \"{other}\""),
+                        ));
+                    }
+                },
             };
             return Ok(Self {
                 path: path.to_path_buf(),
@@ -434,6 +447,7 @@ impl ModelConfig {
                 pad_to_square: top.opt_str("image_aspect_ratio")? == Some("pad"),
                 vision_tower: None,
                 image_token_index: Some(top.i64_or("image_token_index", top.i64_or("image_token_id", 32000)?)?),
+                avg_pool: false,
             };
             return Ok(Self {
                 path: path.to_path_buf(),

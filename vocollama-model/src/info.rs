@@ -24,11 +24,16 @@ pub struct VisionInfo {
     pub select_layer: i64,
     pub select_feature: SelectFeature,
     pub preprocessor: Preprocessor,
+    /// The features averaged into one token before the projector.
+    pub avg_pool: bool,
 }
 
 impl VisionInfo {
     /// Sequence positions one image takes.
     pub fn image_tokens(&self) -> usize {
+        if self.avg_pool {
+            return 1;
+        }
         self.config.num_patches() + usize::from(self.select_feature == SelectFeature::ClsPatch)
     }
 }
@@ -98,6 +103,7 @@ pub fn describe(dir: &Path, options: &LoadOptions) -> Result<Info> {
                 projector_type: mm.projector_type,
                 select_layer: mm.select_layer,
                 select_feature: mm.select_feature,
+                avg_pool: mm.avg_pool,
             })
         }
     };
@@ -203,10 +209,11 @@ impl fmt::Display for Info {
             };
             writeln!(
                 f,
-                "projector   {kind} {} -> {}, {} parameters",
+                "projector   {kind} {} -> {}, {} parameters{}",
                 vc.hidden_size,
                 l.hidden_size,
-                human(v.projector_params)
+                human(v.projector_params),
+                if v.avg_pool { "; the image averaged into one token first" } else { "" }
             )?;
             let p = &v.preprocessor;
             let mut steps = Vec::new();

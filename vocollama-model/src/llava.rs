@@ -95,6 +95,11 @@ impl LlavaModel {
         })
     }
 
+    /// Whether the image is averaged into one token before the projector.
+    pub fn avg_pool(&self) -> bool {
+        self.config.mm.as_ref().is_some_and(|m| m.avg_pool)
+    }
+
     /// Preprocess a decoded image (a video frame) for this model.
     pub fn preprocess(&self, image: &image::RgbImage) -> Result<Pixels> {
         Ok(self.vision()?.preprocessor.apply(image))
@@ -125,7 +130,9 @@ impl LlavaModel {
         }
         let data: Vec<f32> = pixels.iter().flat_map(|p| p.data.iter().copied()).collect();
         let t = Tensor::<4>::from_data(TensorData::new(data, [pixels.len(), 3, size, size]), &self.device);
-        Ok(v.projector.forward(v.tower.forward(t)))
+        let features = v.tower.forward(t);
+        let features = if self.avg_pool() { features.mean_dim(1) } else { features };
+        Ok(v.projector.forward(features))
     }
 
     /// Embeddings `[B, L, hidden]` for `ids`, with `images[i]` (`[B, P, hidden]`)

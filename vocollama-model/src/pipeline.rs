@@ -18,8 +18,11 @@ pub fn expand_ids(ids: &[i64], per_image: usize) -> Vec<i64> {
 impl LlavaModel {
     /// Sequence positions one image takes.
     pub fn image_tokens(&self) -> usize {
-        self.vision.as_ref().map_or(0, |v| {
-            v.config.num_patches() + usize::from(v.tower.select_feature() == crate::config::SelectFeature::ClsPatch)
+        self.vision.as_ref().map_or(0, |v| match self.avg_pool() {
+            true => 1,
+            false => {
+                v.config.num_patches() + usize::from(v.tower.select_feature() == crate::config::SelectFeature::ClsPatch)
+            }
         })
     }
 

@@ -24,7 +24,7 @@ fn setup(device: &Device) -> (LlavaModel, Tokenizer) {
 #[test]
 fn gradients_reach_the_voco_embedding_only_through_voco() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 4, 0, 48, 1).unwrap();
+    write_dataset(data.path(), 4, 0, 48, 1, &[]).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let device = Device::autodiff(Device::flex());
     let (model, tok) = setup(&device);
@@ -56,7 +56,7 @@ fn gradients_reach_the_voco_embedding_only_through_voco() {
 #[test]
 fn the_loss_falls() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 32, 0, 48, 2).unwrap();
+    write_dataset(data.path(), 32, 0, 48, 2, &[]).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let device = Device::autodiff(Device::flex());
     let (mut model, tok) = setup(&device);
@@ -108,7 +108,7 @@ fn a_new_model_loads_and_its_weights_are_random() {
     use vocollama_model::train::init::{init_model, preset};
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("tiny");
-    init_model(&dir, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, 5).unwrap();
+    init_model(&dir, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, false, 5).unwrap();
     let m = LlavaModel::load(&dir, &LoadOptions::default(), &Device::flex()).unwrap();
     assert_eq!((m.image_tokens(), m.config.llm.hidden_size, m.config.voco_num), (64, 128, Some(1)));
     let w = m.llm.embed_tokens.weight.val().into_data().try_into_vec::<f32>().unwrap();
@@ -117,16 +117,23 @@ fn a_new_model_loads_and_its_weights_are_random() {
     assert!(mean.abs() < 2e-3 && (std - 0.02).abs() < 2e-3, "mean {mean}, std {std}");
     // The same seed gives the same model; another seed another.
     let again = out.path().join("again");
-    init_model(&again, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, 5).unwrap();
+    init_model(&again, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, false, 5).unwrap();
     assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), std::fs::read(again.join("model.safetensors")).unwrap());
-    assert!(init_model(&again, &preset("tiny").unwrap(), &fixture("llava-hf"), 1, 5).is_err(), "a tokenizer without <voco>");
+    assert!(init_model(&again, &preset("tiny").unwrap(), &fixture("llava-hf"), 1, false, 5).is_err(), "a tokenizer without <voco>");
     assert!(preset("huge").unwrap_err().to_string().contains("tiny"));
+    // The average-pooling baseline: one image token through a linear projector.
+    let pooled = out.path().join("pooled");
+    init_model(&pooled, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, true, 5).unwrap();
+    let m = LlavaModel::load(&pooled, &LoadOptions::default(), &Device::flex()).unwrap();
+    assert_eq!(m.image_tokens(), 1);
+    let img = m.encode_image(&m.load_image(&assets().join("images/wide.png")).unwrap()).unwrap();
+    assert_eq!(img.dims(), [1, 1, 128]);
 }
 
 #[test]
 fn a_resumed_run_continues_exactly() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 24, 0, 48, 4).unwrap();
+    write_dataset(data.path(), 24, 0, 48, 4, &[]).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let device = Device::autodiff(Device::flex());
     let config = TrainConfig { lr: 2e-3, epochs: 2, batch_size: 6, voco_tokens: 2, seed: 9, ..Default::default() };

@@ -77,7 +77,8 @@ fn copy_files(from: &Path, to: &Path, names: Option<&[&str]>) -> Result<()> {
     Ok(())
 }
 
-/// Build a model directory in a temporary sibling of `out` with `fill`, then move it into place.
+/// Build a model directory in a temporary sibling of `out` with `fill`, then
+/// move it into place (keeping `checkpoint-*` directories already in `out`).
 pub fn write_dir_atomic(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -88,6 +89,13 @@ pub fn write_dir_atomic(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> R
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let result = fill(&tmp).and_then(|()| {
         if out.exists() {
+            // Checkpoints of the run that writes its final model here stay.
+            for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("checkpoint-") && entry.path().is_dir() {
+                    let to = tmp.join(entry.file_name());
+                    std::fs::rename(entry.path(), &to).map_err(|e| Error::io(&to, e))?;
+                }
+            }
             std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
         }
         std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;

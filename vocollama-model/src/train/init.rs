@@ -115,7 +115,16 @@ pub fn randomize<M: Module>(module: M, seed: u64, std: f64) -> M {
 /// Write a new original-layout LLaVA model of shape `p` to `out`: random
 /// weights from `seed`, `tokenizer_dir`'s tokenizer (which must hold `<voco>`),
 /// its CLIP tower in `vision_tower/`.
-pub fn init_model(out: &Path, p: &Preset, tokenizer_dir: &Path, voco_tokens: usize, seed: u64) -> Result<()> {
+/// With `avg_pool`, the tower's features are averaged into one token and a
+/// `linear` projector maps it (the LLaMA-VID-style baseline).
+pub fn init_model(
+    out: &Path,
+    p: &Preset,
+    tokenizer_dir: &Path,
+    voco_tokens: usize,
+    avg_pool: bool,
+    seed: u64,
+) -> Result<()> {
     let tokenizer = Tokenizer::for_model(tokenizer_dir, crate::config::CheckpointLayout::LlavaOriginal)?;
     crate::chat::voco_id(&tokenizer)?;
     let vocab = tokenizer.vocab_size();
@@ -158,7 +167,8 @@ pub fn init_model(out: &Path, p: &Preset, tokenizer_dir: &Path, voco_tokens: usi
         "torch_dtype": "float32",
         "mm_vision_tower": "vision_tower",
         "mm_hidden_size": p.vision_hidden,
-        "mm_projector_type": "mlp2x_gelu",
+        "mm_projector_type": if avg_pool { "linear" } else { "mlp2x_gelu" },
+        "mm_image_pooling": if avg_pool { "avg" } else { "none" },
         "mm_vision_select_layer": -2,
         "mm_vision_select_feature": "patch",
         "mm_use_im_start_end": false,

@@ -113,9 +113,14 @@ impl Scene {
     }
 }
 
-/// Write `train` + `test` records (one question per image, question types in
-/// turn) and their PNGs under `dir`: `train.json`, `test.json`, `images/`.
-pub fn write_dataset(dir: &Path, train: usize, test: usize, size: u32, seed: u64) -> Result<()> {
+/// Write `train` + `test` records (one question per image, the question
+/// types of `kinds` in turn; empty = all) and their PNGs under `dir`:
+/// `train.json`, `test.json`, `images/`.
+pub fn write_dataset(dir: &Path, train: usize, test: usize, size: u32, seed: u64, kinds: &[&str]) -> Result<()> {
+    let kinds: Vec<&str> = if kinds.is_empty() { KINDS.to_vec() } else { kinds.to_vec() };
+    if let Some(k) = kinds.iter().find(|k| !KINDS.contains(k)) {
+        return Err(Error::Invalid(format!("unknown question type `{k}` (expected some of {})", KINDS.join(", "))));
+    }
     let images = dir.join("images");
     std::fs::create_dir_all(&images).map_err(|e| Error::io(&images, e))?;
     // Test scenes come from their own stream, so the train split's size does not change them.
@@ -124,7 +129,7 @@ pub fn write_dataset(dir: &Path, train: usize, test: usize, size: u32, seed: u64
         let mut records = Vec::with_capacity(count);
         for i in 0..count {
             let scene = Scene::random(&mut rng, size);
-            let kind = KINDS[i % KINDS.len()];
+            let kind = kinds[i % kinds.len()];
             let (q, a) = scene.question(kind, &mut rng).expect("every kind has a question");
             let name = format!("images/{split}-{i:06}.png");
             let path = dir.join(&name);
@@ -177,17 +182,22 @@ mod tests {
     #[test]
     fn a_dataset_is_the_same_for_a_seed() {
         let d = tempfile::tempdir().unwrap();
-        write_dataset(d.path(), 6, 4, 48, 11).unwrap();
+        write_dataset(d.path(), 6, 4, 48, 11, &[]).unwrap();
         let a = std::fs::read(d.path().join("train.json")).unwrap();
         let first_test = std::fs::read(d.path().join("images/test-000000.png")).unwrap();
         let e = tempfile::tempdir().unwrap();
-        write_dataset(e.path(), 9, 4, 48, 11).unwrap();
+        write_dataset(e.path(), 9, 4, 48, 11, &[]).unwrap();
         assert_eq!(std::fs::read(e.path().join("images/test-000000.png")).unwrap(), first_test);
         let f = tempfile::tempdir().unwrap();
-        write_dataset(f.path(), 6, 4, 48, 11).unwrap();
+        write_dataset(f.path(), 6, 4, 48, 11, &[]).unwrap();
         assert_eq!(std::fs::read(f.path().join("train.json")).unwrap(), a);
         let records = super::super::data::load_records(&d.path().join("test.json")).unwrap();
         assert_eq!(records.len(), 4);
         assert_eq!(records[2].kind.as_deref(), Some("count"));
+        let g = tempfile::tempdir().unwrap();
+        write_dataset(g.path(), 3, 0, 48, 11, &["size"]).unwrap();
+        let records = super::super::data::load_records(&g.path().join("train.json")).unwrap();
+        assert!(records.iter().all(|r| r.kind.as_deref() == Some("size")));
+        assert!(write_dataset(g.path(), 3, 0, 48, 11, &["weight"]).unwrap_err().to_string().contains("weight"));
     }
 }

@@ -170,6 +170,15 @@ pub struct Trainer {
     pub step: usize,
     /// Stop after this step (the schedule still spans every epoch), e.g. to checkpoint and resume.
     pub stop_at: Option<usize>,
+    /// Write a resumable checkpoint every `every` steps as `dir/checkpoint-STEP`, with `updates` in its config.
+    pub checkpoints: Option<Checkpoints>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    pub dir: std::path::PathBuf,
+    pub every: usize,
+    pub updates: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Trainer {
@@ -182,7 +191,7 @@ impl Trainer {
         let voco_id = crate::chat::voco_id(tokenizer)?;
         let optimizer = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
         let template = Template::VocoVicunaV1 { voco_tokens: config.voco_tokens };
-        Ok(Self { config, optimizer, template, voco_id, step: 0, stop_at: None })
+        Ok(Self { config, optimizer, template, voco_id, step: 0, stop_at: None, checkpoints: None })
     }
 
     /// Write `model` as a loadable model directory with what resuming needs:
@@ -338,6 +347,9 @@ impl Trainer {
                     tokens_per_second: tokens as f64 / start.elapsed().as_secs_f64(),
                 };
                 on_step(&report, model)?;
+                if let Some(c) = self.checkpoints.as_ref().filter(|c| c.every > 0 && step % c.every == 0 && step < total) {
+                    self.save_checkpoint(model, &c.dir.join(format!("checkpoint-{step}")), &c.updates)?;
+                }
             }
         }
         Ok(())

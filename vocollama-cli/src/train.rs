@@ -1,0 +1,239 @@
+//! The training commands: synthetic data, new models, training, evaluation.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use vocollama_model::text::Tokenizer;
+use vocollama_model::train::batch::TrainLayout;
+use vocollama_model::train::data::load_records;
+use vocollama_model::train::eval::{EvalMode, EvalReport, evaluate};
+use vocollama_model::train::trainer::{Checkpoints, TrainConfig, Trainer};
+use vocollama_model::{LlavaModel, LoadOptions, backend};
+
+use crate::progress::steps;
+
+/// Arguments of `vocollama train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// The model to start from (original LLaVA layout; `vocollama init` makes new ones).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Training records (LLaVA JSON: `conversations` with `<image>`); images relative to the file.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where the trained model goes (checkpoints as `OUT/checkpoint-STEP`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// `voco`: text sees only the VoCo tokens; `causal`: plain attention (the upper bound).
+    #[arg(long, value_enum, default_value_t = LayoutArg::Voco)]
+    pub layout: LayoutArg,
+    /// VoCo tokens per image (default: `voco_num` of config.json, else 1).
+    #[arg(long)]
+    pub voco_tokens: Option<usize>,
+    /// Peak learning rate (the paper: 2e-5 for a pretrained 7B; tiny models from scratch want ~1e-3).
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Examples per forward.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Forwards per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Fraction of steps warming up.
+    #[arg(long, default_value_t = 0.03)]
+    pub warmup: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write a resumable checkpoint every this many steps (0 = only the final model).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: usize,
+    /// Continue from a checkpoint written by an earlier run with the same data and settings.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Backend to train on (wrapped in Burn's autodiff).
+    #[arg(long, default_value = backend::compiled_backends()[0])]
+    pub backend: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    Voco,
+    Causal,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalModeArg {
+    Voco,
+    None,
+    Lower,
+}
+
+pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
+    let device = backend::autodiff_device(&a.backend)?;
+    let start_dir = a.resume.as_deref().unwrap_or(&a.model);
+    let mut model = LlavaModel::load(start_dir, &LoadOptions::default(), &device)?;
+    let tokenizer = Tokenizer::for_model(start_dir, model.config.layout)?;
+    let records = load_records(&a.data)?;
+    let root = a.data.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let layout = match a.layout {
+        LayoutArg::Voco => TrainLayout::Voco,
+        LayoutArg::Causal => TrainLayout::Causal,
+    };
+    let config = TrainConfig {
+        layout,
+        voco_tokens: a.voco_tokens.or(model.config.voco_num).unwrap_or(1),
+        lr: a.lr,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        grad_accum: a.grad_accum,
+        warmup: a.warmup,
+        weight_decay: a.weight_decay,
+        max_grad_norm: a.max_grad_norm,
+        seed: a.seed,
+    };
+    let mut trainer = Trainer::new(config.clone(), &tokenizer)?;
+    if let Some(dir) = &a.resume {
+        trainer.resume(&mut model, dir).with_context(|| format!("resuming from {}", dir.display()))?;
+    }
+    let total = trainer.total_steps(records.len());
+    let mut updates = serde_json::Map::new();
+    updates.insert("voco_num".into(), config.voco_tokens.into());
+    updates.insert("voco_training_layout".into(), layout.name().into());
+    trainer.checkpoints =
+        Some(Checkpoints { dir: a.out.clone(), every: a.save_every, updates: updates.clone() });
+    let pb = steps(total as u64, "training");
+    pb.set_position(trainer.step as u64);
+    let mut last = None;
+    let started = std::time::Instant::now();
+    let result = trainer.train(&mut model, &tokenizer, &records, &root, &mut |r, _| {
+        pb.set_position(r.step as u64);
+        pb.set_message(format!("loss {:.4}, {:.0} tok/s", r.loss, r.tokens_per_second));
+        if r.step % 10 == 0 || r.step == r.total {
+            pb.suspend(|| {
+                eprintln!(
+                    "step {}/{} epoch {} loss {:.4} lr {:.3e} grad norm {:.3} {:.0} tok/s",
+                    r.step,
+                    r.total,
+                    r.epoch + 1,
+                    r.loss,
+                    r.lr,
+                    r.grad_norm,
+                    r.tokens_per_second
+                )
+            });
+        }
+        last = Some(*r);
+        Ok(())
+    });
+    pb.finish_and_clear();
+    result?;
+    trainer.save_checkpoint(&model, &a.out, &updates)?;
+    if let Some(r) = last {
+        eprintln!(
+            "trained {} steps in {:.1} s: final loss {:.4}; wrote {}",
+            r.step,
+            started.elapsed().as_secs_f64(),
+            r.loss,
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Arguments of `vocollama eval`.
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Records to answer (LLaVA JSON; `type` groups the accuracy).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// `voco`: from the VoCo tokens only; `none`: image tokens visible (causal);
+    /// `lower`: the VoCo restriction on a causally trained model (the paper's lower bound).
+    #[arg(long, value_enum, default_value_t = EvalModeArg::Voco)]
+    pub compression: EvalModeArg,
+    /// VoCo tokens per image (default: `voco_num` of config.json, else 1).
+    #[arg(long)]
+    pub voco_tokens: Option<usize>,
+    /// Answer at most the first this-many records.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub max_new_tokens: usize,
+    /// Also write every prediction and the accuracies as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value = backend::compiled_backends()[0])]
+    pub backend: String,
+}
+
+pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
+    let device = backend::device(&a.backend)?;
+    let model = LlavaModel::load(&a.model, &LoadOptions::default(), &device)?;
+    let tokenizer = Tokenizer::for_model(&a.model, model.config.layout)?;
+    let mut records = load_records(&a.data)?;
+    records.truncate(a.limit.unwrap_or(usize::MAX));
+    if records.is_empty() {
+        bail!("{}: no records to evaluate", a.data.display());
+    }
+    let root = a.data.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mode = match a.compression {
+        EvalModeArg::Voco => EvalMode::Voco,
+        EvalModeArg::None => EvalMode::None,
+        EvalModeArg::Lower => EvalMode::Lower,
+    };
+    let n = a.voco_tokens.or(model.config.voco_num).unwrap_or(1);
+    let pb = steps(records.len() as u64, &format!("answering ({})", mode.name()));
+    let report = evaluate(&model, &tokenizer, &records, &root, mode, n, a.max_new_tokens, &mut |_| pb.inc(1));
+    pb.finish_and_clear();
+    let report = report?;
+    print!("{}", accuracy_table(&report, mode, n));
+    std::io::stdout().flush()?;
+    if let Some(out) = &a.out {
+        let (kinds, (c, t)) = report.by_kind();
+        let json = serde_json::json!({
+            "model": a.model, "data": a.data, "compression": mode.name(), "voco_tokens": n,
+            "accuracy": c as f64 / t as f64, "correct": c, "total": t,
+            "by_type": kinds.iter().map(|(k, (c, t))| (k.clone(), serde_json::json!({"correct": c, "total": t, "accuracy": *c as f64 / *t as f64}))).collect::<serde_json::Map<_, _>>(),
+            "predictions": report.predictions.iter().map(|p| serde_json::json!({"id": p.id, "type": p.kind, "question": p.question, "answer": p.answer, "predicted": p.predicted, "correct": p.correct})).collect::<Vec<_>>(),
+        });
+        vocollama_model::atomic::write_atomic(out, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Accuracy per question type and overall, one line each.
+pub fn accuracy_table(report: &EvalReport, mode: EvalMode, n: usize) -> String {
+    let (kinds, (c, t)) = report.by_kind();
+    let mut s = format!("compression {} (N = {n})\n", mode.name());
+    for (k, (c, t)) in &kinds {
+        s.push_str(&format!("  {k:<10} {:6.1} %  ({c}/{t})\n", 100.0 * *c as f64 / *t as f64));
+    }
+    s.push_str(&format!("  {:<10} {:6.1} %  ({c}/{t})\n", "all", 100.0 * c as f64 / t as f64));
+    s
+}
+
+/// `vocollama data shapes`: the synthetic shapes dataset.
+pub fn data_shapes(out: &Path, train: usize, test: usize, size: u32, seed: u64, kinds: &[String]) -> anyhow::Result<()> {
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    vocollama_model::train::synthetic::write_dataset(out, train, test, size, seed, &kinds)?;
+    eprintln!("wrote {} ({train} train, {test} test records, {size} px images)", out.display());
+    Ok(())
+}
+
+/// `vocollama init`: a new model with random weights.
+pub fn init(out: &Path, preset: &str, tokenizer: &Path, voco_tokens: usize, avg_pool: bool, seed: u64) -> anyhow::Result<()> {
+    let p = vocollama_model::train::init::preset(preset)?;
+    vocollama_model::train::init::init_model(out, &p, tokenizer, voco_tokens, avg_pool, seed)?;
+    let tokens = if avg_pool { 1 } else { (p.image_size / p.patch_size).pow(2) };
+    eprintln!("wrote {} ({preset}: {} layers x {}, {tokens} image tokens)", out.display(), p.layers, p.hidden);
+    Ok(())
+}

@@ -57,7 +57,8 @@ def main():
     run("data", "shapes", "--out", data, "--train", a.train, "--test", a.test, "--seed", a.seed,
         done=os.path.exists(w("data", "test.json")))
     tokenizer = os.path.join(ROOT, "assets", "fixtures", "tokenizer")
-    seconds = {}
+    times = w("train-seconds.json")
+    seconds = json.load(open(times)) if os.path.exists(times) else {}
 
     def model(name, *init):
         run("init", "--preset", "tiny", "--tokenizer", tokenizer, "--seed", a.seed, "--out", w(name), *init,
@@ -71,6 +72,8 @@ def main():
             "--epochs", str(epochs), "--lr", a.lr, "--batch-size", a.batch_size, "--seed", a.seed, *extra, done=done)
         if not done:
             seconds[name] = time.time() - t
+            with open(times, "w") as f:
+                json.dump(seconds, f)
         return w(name)
 
     def evaluate(name, mode, *extra):
@@ -104,6 +107,37 @@ def pct(r):
     return 100.0 * r["accuracy"]
 
 
+def svg_chart(path, title, bars, series):
+    """A small SVG: accuracy bars (label, value) and/or a line (x labels, values), 0–100 %."""
+    w, h, left, bottom, top = 560, 300, 50, 40, 30
+    plot_w, plot_h = w - left - 20, h - bottom - top
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<text x="{w / 2}" y="18" text-anchor="middle" font-size="14">{title}</text>']
+    for pct in range(0, 101, 25):
+        y = top + plot_h * (1 - pct / 100)
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y}" y2="{y}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{pct}%</text>')
+    items = bars or series
+    step = plot_w / max(len(items), 1)
+    points = []
+    for i, (label, value) in enumerate(items):
+        x = left + step * (i + 0.5)
+        y = top + plot_h * (1 - value / 100)
+        if bars:
+            out.append(f'<rect x="{x - step * 0.3}" y="{y}" width="{step * 0.6}" height="{top + plot_h - y}" fill="#4a7bd0"/>')
+        else:
+            points.append(f"{x},{y}")
+            out.append(f'<circle cx="{x}" cy="{y}" r="4" fill="#4a7bd0"/>')
+        out.append(f'<text x="{x}" y="{y - 6}" text-anchor="middle">{value:.1f}</text>')
+        out.append(f'<text x="{x}" y="{h - bottom + 16}" text-anchor="middle">{label}</text>')
+    if points:
+        out.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="#4a7bd0" stroke-width="2"/>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
 def write_report(a, rows, sweep, commands, seconds):
     kinds = sorted(next(iter(rows.values() or sweep.values()))["by_type"].keys())
     out = ["# Results: miniatures of the paper's tables 1 and 2", "",
@@ -128,6 +162,10 @@ def write_report(a, rows, sweep, commands, seconds):
             ret = (pct(r) - lo) / (up - lo) * 100 if up != lo else float("nan")
             out.append(f"| {label} | {tokens} | " + " | ".join(cells) + f" | {pct(r):.1f} | {ret:.1f} % |")
         out += ["", "Retention = (method − lower) / (upper − lower), as in the paper (VoCo reached 83.7 % there).", ""]
+        svg_chart(os.path.join(os.path.dirname(a.report), "table1.svg"), "Table 1 miniature: accuracy (all questions)",
+                  [("upper", pct(rows["upper"])), ("VoCo N=1", pct(rows["voco"])),
+                   ("avg pool", pct(rows["avgpool"])), ("lower", pct(rows["lower"]))], None)
+        out += ["![table 1](table1.svg)", ""]
     if sweep:
         out += ["## Table 2: VoCo tokens N", "", "| N | " + " | ".join(kinds) + " | all |",
                 "| --- | " + " | ".join("---" for _ in kinds) + " | --- |"]
@@ -135,6 +173,9 @@ def write_report(a, rows, sweep, commands, seconds):
             cells = [f"{100 * r['by_type'][k]['accuracy']:.1f}" for k in kinds]
             out.append(f"| {n} | " + " | ".join(cells) + f" | {pct(r):.1f} |")
         out.append("")
+        svg_chart(os.path.join(os.path.dirname(a.report), "table2.svg"), "Table 2 miniature: accuracy by VoCo tokens N",
+                  None, [(f"N={n}", pct(r)) for n, r in sorted(sweep.items())])
+        out += ["![table 2](table2.svg)", ""]
     if seconds:
         out += ["Training times (this run): " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()), ""]
     out += ["## Commands", "", "Produced by `python3 tools/miniature.py` (work directory paths shortened):", "", "```"]

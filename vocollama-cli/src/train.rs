@@ -107,8 +107,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
     let mut updates = serde_json::Map::new();
     updates.insert("voco_num".into(), config.voco_tokens.into());
     updates.insert("voco_training_layout".into(), layout.name().into());
-    trainer.checkpoints =
-        Some(Checkpoints { dir: a.out.clone(), every: a.save_every, updates: updates.clone() });
+    trainer.checkpoints = Some(Checkpoints { dir: a.out.clone(), every: a.save_every, updates: updates.clone() });
     let pb = steps(total as u64, "training");
     pb.set_position(trainer.step as u64);
     let mut last = None;
@@ -222,7 +221,14 @@ pub fn accuracy_table(report: &EvalReport, mode: EvalMode, n: usize) -> String {
 }
 
 /// `vocollama data shapes`: the synthetic shapes dataset.
-pub fn data_shapes(out: &Path, train: usize, test: usize, size: u32, seed: u64, kinds: &[String]) -> anyhow::Result<()> {
+pub fn data_shapes(
+    out: &Path,
+    train: usize,
+    test: usize,
+    size: u32,
+    seed: u64,
+    kinds: &[String],
+) -> anyhow::Result<()> {
     let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
     vocollama_model::train::synthetic::write_dataset(out, train, test, size, seed, &kinds)?;
     eprintln!("wrote {} ({train} train, {test} test records, {size} px images)", out.display());
@@ -230,7 +236,14 @@ pub fn data_shapes(out: &Path, train: usize, test: usize, size: u32, seed: u64, 
 }
 
 /// `vocollama init`: a new model with random weights.
-pub fn init(out: &Path, preset: &str, tokenizer: &Path, voco_tokens: usize, avg_pool: bool, seed: u64) -> anyhow::Result<()> {
+pub fn init(
+    out: &Path,
+    preset: &str,
+    tokenizer: &Path,
+    voco_tokens: usize,
+    avg_pool: bool,
+    seed: u64,
+) -> anyhow::Result<()> {
     let p = vocollama_model::train::init::preset(preset)?;
     vocollama_model::train::init::init_model(out, &p, tokenizer, voco_tokens, avg_pool, seed)?;
     let tokens = if avg_pool { 1 } else { (p.image_size / p.patch_size).pow(2) };

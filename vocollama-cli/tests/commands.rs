@@ -526,7 +526,20 @@ fn training_commands_end_to_end() {
         assert!(r.ok, "{args:?}: {}", r.stderr);
         r
     };
-    ok(&["data", "shapes", "--out", &p("data"), "--train", "48", "--test", "10", "--size", "48", "--kinds", "colour,size"]);
+    ok(&[
+        "data",
+        "shapes",
+        "--out",
+        &p("data"),
+        "--train",
+        "48",
+        "--test",
+        "10",
+        "--size",
+        "48",
+        "--kinds",
+        "colour,size",
+    ]);
     let tokenizer = fixture("tokenizer");
     ok(&["init", "--preset", "tiny", "--tokenizer", tokenizer.to_str().unwrap(), "--out", &p("new"), "--seed", "3"]);
     let train = p("data/train.json");
@@ -547,7 +560,11 @@ fn training_commands_end_to_end() {
     let r = ok(&resumed.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(r.stderr.contains("step 6/6"), "{}", r.stderr);
     let r = ok(&["eval", "--model", &p("trained"), "--data", &p("data/test.json"), "--out", &p("eval.json")]);
-    assert!(r.stdout.contains("compression voco (N = 1)") && r.stdout.contains("colour") && r.stdout.contains("all"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("compression voco (N = 1)") && r.stdout.contains("colour") && r.stdout.contains("all"),
+        "{}",
+        r.stdout
+    );
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("eval.json")).unwrap()).unwrap();
     assert_eq!(report["total"], 10);
     assert_eq!(report["predictions"].as_array().unwrap().len(), 10);
@@ -555,7 +572,16 @@ fn training_commands_end_to_end() {
         ok(&["eval", "--model", &p("trained"), "--data", &p("data/test.json"), "--compression", mode, "--limit", "2"]);
     }
     // The trained model is an ordinary model for every other command.
-    ok(&["ask", "--model", &p("trained"), "--image", &p("data/images/test-000000.png"), "--max-new-tokens", "3", "What colour is the circle?"]);
+    ok(&[
+        "ask",
+        "--model",
+        &p("trained"),
+        "--image",
+        &p("data/images/test-000000.png"),
+        "--max-new-tokens",
+        "3",
+        "What colour is the circle?",
+    ]);
     // Bad input: one clear line each.
     assert_fails(&vocollama(&["eval", "--model", &p("trained"), "--data", &p("nope.json")]), "nope.json");
     assert_fails(

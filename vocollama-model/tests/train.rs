@@ -45,7 +45,8 @@ fn gradients_reach_the_voco_embedding_on_every_backend() {
 fn gradients_on(device: &Device, records: &[vocollama_model::train::data::Record], root: &std::path::Path) -> Vec<f32> {
     let (model, tok) = setup(device);
     let template = vocollama_model::text::Template::VocoVicunaV1 { voco_tokens: 2 };
-    let examples: Vec<_> = records.iter().map(|r| encode_example(r, template, &tok, model.image_tokens()).unwrap()).collect();
+    let examples: Vec<_> =
+        records.iter().map(|r| encode_example(r, template, &tok, model.image_tokens()).unwrap()).collect();
     // Only the answer and its </s> are labelled.
     let e = &examples[0];
     let labelled: Vec<i64> = e.labels.iter().copied().filter(|&l| l >= 0).collect();
@@ -79,7 +80,8 @@ fn the_loss_falls() {
     let records = load_records(&data.path().join("train.json")).unwrap();
     let device = Device::autodiff(Device::flex());
     let (mut model, tok) = setup(&device);
-    let config = TrainConfig { lr: 3e-3, epochs: 6, batch_size: 8, grad_accum: 2, voco_tokens: 2, ..Default::default() };
+    let config =
+        TrainConfig { lr: 3e-3, epochs: 6, batch_size: 8, grad_accum: 2, voco_tokens: 2, ..Default::default() };
     let mut trainer = Trainer::new(config, &tok).unwrap();
     let mut losses = vec![];
     trainer
@@ -137,8 +139,14 @@ fn a_new_model_loads_and_its_weights_are_random() {
     // The same seed gives the same model; another seed another.
     let again = out.path().join("again");
     init_model(&again, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, false, 5).unwrap();
-    assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), std::fs::read(again.join("model.safetensors")).unwrap());
-    assert!(init_model(&again, &preset("tiny").unwrap(), &fixture("llava-hf"), 1, false, 5).is_err(), "a tokenizer without <voco>");
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        std::fs::read(again.join("model.safetensors")).unwrap()
+    );
+    assert!(
+        init_model(&again, &preset("tiny").unwrap(), &fixture("llava-hf"), 1, false, 5).is_err(),
+        "a tokenizer without <voco>"
+    );
     assert!(preset("huge").unwrap_err().to_string().contains("tiny"));
     // The average-pooling baseline: one image token through a linear projector.
     let pooled = out.path().join("pooled");
@@ -206,8 +214,7 @@ fn voco_beats_the_lower_bound_on_held_out_data() {
     let tuned = |from: &std::path::Path, layout: TrainLayout, out: &str| {
         let mut model = LlavaModel::load(from, &LoadOptions::default(), &device).unwrap();
         let tok = Tokenizer::for_model(from, model.config.layout).unwrap();
-        let config =
-            TrainConfig { layout, lr: 2e-3, epochs: 3, batch_size: 16, voco_tokens: 1, ..Default::default() };
+        let config = TrainConfig { layout, lr: 2e-3, epochs: 3, batch_size: 16, voco_tokens: 1, ..Default::default() };
         let mut trainer = Trainer::new(config, &tok).unwrap();
         trainer.train(&mut model, &tok, &train, &data, &mut |_, _| Ok(())).unwrap();
         let dir = work.path().join(out);

@@ -48,7 +48,12 @@ pub struct Example {
 
 /// Tokenize `record` with `template`; only the assistant's answers (with the
 /// `</s>` closing each) are labelled, as LLaVA's `preprocess_v1` does.
-pub fn encode_example(record: &Record, template: Template, tokenizer: &Tokenizer, image_tokens: usize) -> Result<Example> {
+pub fn encode_example(
+    record: &Record,
+    template: Template,
+    tokenizer: &Tokenizer,
+    image_tokens: usize,
+) -> Result<Example> {
     let questions: Vec<String> = (0..record.turns.len()).map(|t| record.question(t)).collect();
     let turns: Vec<(&str, Option<&str>)> =
         questions.iter().zip(&record.turns).map(|(q, (_, a))| (q.as_str(), Some(a.as_str()))).collect();

@@ -129,8 +129,8 @@ pub fn save_llava_with(
     }
     let source: PathBuf = model.config.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let text = std::fs::read_to_string(&model.config.path).map_err(|e| Error::io(&model.config.path, e))?;
-    let mut config: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::config(&model.config.path, format!("not JSON: {e}")))?;
+    let mut config: Value =
+        serde_json::from_str(&text).map_err(|e| Error::config(&model.config.path, format!("not JSON: {e}")))?;
     let obj = config.as_object_mut().ok_or_else(|| Error::config(&model.config.path, "not a JSON object"))?;
     for (k, v) in updates {
         obj.insert(k.clone(), v.clone());

@@ -38,14 +38,12 @@ pub struct Preset {
 
 pub const PRESETS: [Preset; 2] = [
     // 64 image tokens from a 64 px image; about 1 M language-model parameters.
-    // The features are taken before the tower's one (random) layer, which
-    // would only mix the patches.
     Preset {
         name: "tiny",
         image_size: 64,
         patch_size: 8,
         vision_hidden: 64,
-        vision_layers: 1,
+        vision_layers: 2,
         vision_heads: 4,
         hidden: 128,
         layers: 4,
@@ -77,37 +75,30 @@ pub fn preset(name: &str) -> Result<Preset> {
     })
 }
 
-/// HF's initialisation: weights N(0, std), biases 0, norm scales 1, norm
-/// shifts 0; modules named in `stds` get their own std.
-struct Randomize<'a> {
+/// HF's initialisation: weights N(0, std), biases 0, norm scales 1, norm shifts 0.
+struct Randomize {
     rng: SplitMix64,
     std: f64,
-    stds: &'a [(&'a str, f64)],
-    path: Vec<String>,
+    name: String,
 }
 
-impl ModuleMapper for Randomize<'_> {
+impl ModuleMapper for Randomize {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.name = name.to_string();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, value, mapper) = param.consume();
         let shape = value.shape();
         let n = shape.num_elements();
-        let std = self.stds.iter().find(|(m, _)| self.path.iter().any(|p| p == m)).map_or(self.std, |s| s.1);
-        let data: Vec<f32> = match self.path.last().map(String::as_str).unwrap_or("") {
+        let data: Vec<f32> = match self.name.as_str() {
             "gamma" => vec![1.0; n],
             "beta" | "bias" => vec![0.0; n],
             _ => (0..n)
                 .map(|_| {
                     // Box–Muller.
                     let (u, v) = (self.rng.next_f64().max(1e-300), self.rng.next_f64());
-                    ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos() * std) as f32
+                    ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos() * self.std) as f32
                 })
                 .collect(),
         };
@@ -116,10 +107,9 @@ impl ModuleMapper for Randomize<'_> {
     }
 }
 
-/// `module` with fresh N(0, `std`) weights drawn from `seed` (`stds`: other
-/// stds for the parameters under the named submodules).
-pub fn randomize<M: Module>(module: M, seed: u64, std: f64, stds: &[(&str, f64)]) -> M {
-    module.map(&mut Randomize { rng: SplitMix64::new(seed), std, stds, path: vec![] })
+/// `module` with fresh N(0, `std`) weights drawn from `seed`.
+pub fn randomize<M: Module>(module: M, seed: u64, std: f64) -> M {
+    module.map(&mut Randomize { rng: SplitMix64::new(seed), std, name: String::new() })
 }
 
 /// Write a new original-layout LLaVA model of shape `p` to `out`: random
@@ -206,17 +196,16 @@ pub fn init_model(
         let c = ModelConfig::from_dir(dir)?;
         let mm = c.mm.as_ref().expect("a multimodal config");
         let vc = clip_vision_config_from_dir(&tdir)?;
-        // A frozen random tower: patch projections and positions of comparable
-        // size, so its features carry both what and where.
-        let tower = ClipVision::init(&vc, mm.select_layer, mm.select_feature, &device)?;
-        let clip = randomize(tower, seed ^ 1, 0.02, &[("position_embedding", 0.3), ("class_embedding", 0.3)]);
-        write_safetensors(&tdir.join("model.safetensors"), &module_tensors(&clip, &KeyMap::new([("vision_model.", "")])))?;
-        let llm = randomize(Llama::init(&c.llm, &device), seed ^ 2, 0.02, &[]);
+        let clip = randomize(ClipVision::init(&vc, mm.select_layer, mm.select_feature, &device)?, seed ^ 1, 0.02);
+        write_safetensors(
+            &tdir.join("model.safetensors"),
+            &module_tensors(&clip, &KeyMap::new([("vision_model.", "")])),
+        )?;
+        let llm = randomize(Llama::init(&c.llm, &device), seed ^ 2, 0.02);
         let projector = randomize(
             Projector::init(mm.projector_type, mm.mm_hidden_size, c.llm.hidden_size, mm.projector_bias, &device),
             seed ^ 3,
             0.02,
-            &[],
         );
         write_safetensors(&dir.join("model.safetensors"), &llava_tensors(&llm, Some(&projector)))
     })

@@ -164,7 +164,10 @@ mod tests {
                 for y in 0..64 {
                     for x in 0..64 {
                         if *img.get_pixel(x, y) == c {
-                            assert!((x0..x0 + 32).contains(&x) && (y0..y0 + 32).contains(&y), "colour outside its quadrant");
+                            assert!(
+                                (x0..x0 + 32).contains(&x) && (y0..y0 + 32).contains(&y),
+                                "colour outside its quadrant"
+                            );
                             here += 1;
                         }
                     }

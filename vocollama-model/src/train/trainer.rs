@@ -215,7 +215,8 @@ impl Trainer {
             "voco_tokens": self.config.voco_tokens, "seed": self.config.seed});
         save_llava_with(model, out, updates, &|dir| {
             let path = dir.join(STATE_FILE);
-            std::fs::write(&path, serde_json::to_string_pretty(&state).expect("json")).map_err(|e| Error::io(&path, e))?;
+            std::fs::write(&path, serde_json::to_string_pretty(&state).expect("json"))
+                .map_err(|e| Error::io(&path, e))?;
             let path = dir.join(OPTIMIZER_FILE);
             self.optimizer.save(&path).map_err(|e| Error::Invalid(format!("{}: {e:?}", path.display())))
         })
@@ -229,11 +230,18 @@ impl Trainer {
         let state: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: not JSON: {e}", path.display())))?;
         let field = |k: &str| state.get(k).ok_or_else(|| Error::Invalid(format!("{}: no `{k}`", path.display())));
-        let step = field("step")?.as_u64().ok_or_else(|| Error::Invalid(format!("{}: `step` is not a number", path.display())))?;
-        for (k, want) in [("layout", self.config.layout.name().to_string()), ("voco_tokens", self.config.voco_tokens.to_string())] {
+        let step = field("step")?
+            .as_u64()
+            .ok_or_else(|| Error::Invalid(format!("{}: `step` is not a number", path.display())))?;
+        for (k, want) in
+            [("layout", self.config.layout.name().to_string()), ("voco_tokens", self.config.voco_tokens.to_string())]
+        {
             let got = field(k)?.as_str().map(str::to_string).unwrap_or_else(|| field(k).unwrap().to_string());
             if got != want {
-                return Err(Error::Invalid(format!("{}: the checkpoint was trained with {k} {got}, this run asks for {want}", path.display())));
+                return Err(Error::Invalid(format!(
+                    "{}: the checkpoint was trained with {k} {got}, this run asks for {want}",
+                    path.display()
+                )));
             }
         }
         let ids = field("param_ids")?
@@ -347,7 +355,9 @@ impl Trainer {
                     tokens_per_second: tokens as f64 / start.elapsed().as_secs_f64(),
                 };
                 on_step(&report, model)?;
-                if let Some(c) = self.checkpoints.as_ref().filter(|c| c.every > 0 && step % c.every == 0 && step < total) {
+                if let Some(c) =
+                    self.checkpoints.as_ref().filter(|c| c.every > 0 && step % c.every == 0 && step < total)
+                {
                     self.save_checkpoint(model, &c.dir.join(format!("checkpoint-{step}")), &c.updates)?;
                 }
             }

@@ -89,8 +89,9 @@ impl Scene {
         img
     }
 
-    /// A question of `kind` with its one-word answer, if the scene allows one
-    /// (colour, position and size need a shape that names one object).
+    /// A question of `kind` with its one-word answer about one of the objects
+    /// (shapes and colours are unique in a scene, so either names an object:
+    /// the colour question names the shape, the others name the colour).
     pub fn question(&self, kind: &str, rng: &mut SplitMix64) -> Option<(String, String)> {
         let o = *rng.pick(&self.objects);
         let shape = SHAPES[o.shape];
@@ -100,14 +101,16 @@ impl Scene {
             "shape" => (format!("What shape is the {colour} object?"), shape.to_string()),
             "count" => ("How many shapes are there?".to_string(), COUNTS[self.objects.len()].to_string()),
             "position" if rng.below(2) == 0 => (
-                format!("Is the {shape} on the left or the right?"),
+                format!("Is the {colour} shape on the left or the right?"),
                 (if o.quadrant % 2 == 0 { "left" } else { "right" }).to_string(),
             ),
             "position" => (
-                format!("Is the {shape} at the top or the bottom?"),
+                format!("Is the {colour} shape at the top or the bottom?"),
                 (if o.quadrant < 2 { "top" } else { "bottom" }).to_string(),
             ),
-            "size" => (format!("Is the {shape} big or small?"), (if o.big { "big" } else { "small" }).to_string()),
+            "size" => {
+                (format!("Is the {colour} shape big or small?"), (if o.big { "big" } else { "small" }).to_string())
+            }
             _ => return None,
         })
     }

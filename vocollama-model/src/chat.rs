@@ -207,24 +207,22 @@ impl<'m> Chat<'m> {
 
     /// Plain LLaVA (`llava_v1`): the prompt through `<image>` is run once with every image token.
     pub fn uncompressed(model: &'m LlavaModel, tokenizer: &'m Tokenizer, image: Tensor<3>) -> Result<Self> {
-        let (ids, end) = Self::first_prompt(Template::LlavaV1, tokenizer, "")?;
-        let prefix = ids[..end].to_vec();
-        let mut base = Session::empty(model);
-        let start = Instant::now();
-        base.feed(&prefix, &[image])?;
-        sync(model)?;
-        let stats = ImageStats {
-            compress: start.elapsed(),
-            cache_bytes: base.cached() * model.config.llm.kv_bytes_per_token(4),
-            ..Default::default()
-        };
-        Ok(Self::new(model, tokenizer, Template::LlavaV1, prefix, base, stats))
+        Self::causal_prefix(model, tokenizer, Template::LlavaV1, image)
     }
 
     /// The VoCo prompt run causally: text sees the image tokens as well as the
     /// VoCo tokens (the paper's upper bound, evaluated as it was trained).
     pub fn causal(model: &'m LlavaModel, tokenizer: &'m Tokenizer, image: Tensor<3>, n: usize) -> Result<Self> {
-        let template = Self::voco_template(n)?;
+        Self::causal_prefix(model, tokenizer, Self::voco_template(n)?, image)
+    }
+
+    /// `template`'s image part run once, causally, with every image token cached.
+    fn causal_prefix(
+        model: &'m LlavaModel,
+        tokenizer: &'m Tokenizer,
+        template: Template,
+        image: Tensor<3>,
+    ) -> Result<Self> {
         let (ids, end) = Self::first_prompt(template, tokenizer, "")?;
         let prefix = ids[..end].to_vec();
         let mut base = Session::empty(model);

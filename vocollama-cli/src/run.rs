@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use vocollama_model::chat::{Chat, ImageStats, compress_images, encode_image, encode_images};
 use vocollama_model::frames::{self, Clip, FrameSampling};
-use vocollama_model::generate::{GenerateOptions, Generation};
+use vocollama_model::generate::{GenerateOptions, Generation, stop_ids};
 use vocollama_model::preprocess::Pixels;
 use vocollama_model::sampling::Sampler;
 use vocollama_model::text::Tokenizer;
@@ -87,8 +87,7 @@ impl Loaded {
     }
 
     fn options(&self, sampling: &SamplingArgs) -> GenerateOptions {
-        let mut stop: Vec<u32> = self.tokenizer.eos_id().into_iter().collect();
-        stop.extend(self.model.config.llm.eos_token_id.filter(|id| !stop.contains(id)));
+        let stop = stop_ids(&self.tokenizer, &self.model);
         GenerateOptions { sampling: sampling.config(), max_new_tokens: sampling.max_new_tokens, stop }
     }
 }

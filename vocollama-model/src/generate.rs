@@ -9,6 +9,13 @@ use crate::pipeline::Session;
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::text::{StreamDecoder, Tokenizer};
 
+/// Ids that end an answer: the tokenizer's EOS and the model config's, once each.
+pub fn stop_ids(tokenizer: &Tokenizer, model: &crate::llava::LlavaModel) -> Vec<u32> {
+    let mut stop: Vec<u32> = tokenizer.eos_id().into_iter().collect();
+    stop.extend(model.config.llm.eos_token_id.filter(|id| !stop.contains(id)));
+    stop
+}
+
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
     pub sampling: SamplingConfig,

@@ -65,7 +65,8 @@ pub fn llava_tensors(llm: &Llama, projector: Option<&Projector>) -> Vec<(String,
     out
 }
 
-fn copy_files(from: &Path, to: &Path, names: Option<&[&str]>) -> Result<()> {
+/// The regular files of `from` (those named in `names`, if given) copied into `to`.
+pub fn copy_files(from: &Path, to: &Path, names: Option<&[&str]>) -> Result<()> {
     std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
     for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
         let path = entry.map_err(|e| Error::io(from, e))?.path();

@@ -8,7 +8,7 @@ use super::batch::record_pixels;
 use super::data::{Record, normalize_answer};
 use crate::chat::Chat;
 use crate::error::{Error, Result};
-use crate::generate::GenerateOptions;
+use crate::generate::{GenerateOptions, stop_ids};
 use crate::llava::LlavaModel;
 use crate::sampling::{Sampler, SamplingConfig};
 use crate::text::Tokenizer;
@@ -80,9 +80,8 @@ pub fn evaluate(
     max_new_tokens: usize,
     on_record: &mut dyn FnMut(&Prediction),
 ) -> Result<EvalReport> {
-    let mut stop: Vec<u32> = tokenizer.eos_id().into_iter().collect();
-    stop.extend(model.config.llm.eos_token_id.filter(|id| !stop.contains(id)));
-    let options = GenerateOptions { sampling: SamplingConfig::default(), max_new_tokens, stop };
+    let options =
+        GenerateOptions { sampling: SamplingConfig::default(), max_new_tokens, stop: stop_ids(tokenizer, model) };
     let mut report = EvalReport::default();
     for r in records {
         let pixels = record_pixels(model, r, root)?

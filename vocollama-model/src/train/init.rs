@@ -9,7 +9,9 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::{Value, json};
 
-use super::checkpoint::{TOKENIZER_FILES, llava_tensors, module_tensors, write_dir_atomic, write_safetensors};
+use super::checkpoint::{
+    TOKENIZER_FILES, copy_files, llava_tensors, module_tensors, write_dir_atomic, write_safetensors,
+};
 use crate::config::{ModelConfig, clip_vision_config_from_dir};
 use crate::error::{Error, Result};
 use crate::llama::Llama;
@@ -186,12 +188,7 @@ pub fn init_model(
         write(&tdir.join("config.json"), &tower)?;
         write(&tdir.join("preprocessor_config.json"), &preprocessor)?;
         write(&dir.join("config.json"), &config)?;
-        for name in TOKENIZER_FILES {
-            let from = tokenizer_dir.join(name);
-            if from.is_file() {
-                std::fs::copy(&from, dir.join(name)).map_err(|e| Error::io(&from, e))?;
-            }
-        }
+        copy_files(tokenizer_dir, dir, Some(&TOKENIZER_FILES))?;
         // Modules built from the files just written: one source of truth for the shapes.
         let c = ModelConfig::from_dir(dir)?;
         let mm = c.mm.as_ref().expect("a multimodal config");

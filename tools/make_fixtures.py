@@ -9,6 +9,7 @@ repository root:
     python3 tools/make_fixtures.py           # everything (then tools/make_tokenizer.py, then `prompts`)
     python3 tools/make_fixtures.py prompts   # only the real-prompt references
     python3 tools/make_fixtures.py gif       # only images/clip64.gif
+    python3 tools/make_fixtures.py flops     # only flop-counts.json
 
 Fixtures (each LLaVA one has its own reference.safetensors):
   clip-full/           CLIPModel (text + vision), f32 safetensors, preprocessor_config.json
@@ -23,6 +24,7 @@ Fixtures (each LLaVA one has its own reference.safetensors):
   llama-tied/          plain LlamaForCausalLM with tied embeddings
   projector-linear.safetensors   a `linear` projector: weight, bias, input, output
   preprocess-336.safetensors     CLIPImageProcessor pixels at 336 px for images/photo.png
+  flop-counts.json               PyTorch's FlopCounterMode for a vision stage and LLaMA tokens
   ../images/clip64.gif           a 64-frame animated GIF (a ball crossing the frame) for video
 """
 import json
@@ -514,6 +516,42 @@ def make_preprocess_336():
     save_file(out, os.path.join(FIX, "preprocess.safetensors"))
 
 
+def make_flop_counts():
+    """PyTorch's FlopCounterMode on the cases where it and vocollama's analytic
+    count must agree exactly: CLIP's vision stage (full attention) and one
+    LLaMA token after K cached positions (one query row sees every key)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    import inspect
+    from transformers import CLIPVisionConfig, CLIPVisionModel, DynamicCache, LlamaForCausalLM
+    cache_kw = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+    def counted(fn):
+        with FlopCounterMode(display=False) as fc:
+            fn()
+        return int(fc.get_total_flops())
+
+    cases = []
+    vision = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+                  image_size=64, patch_size=8)
+    tower = CLIPVisionModel(CLIPVisionConfig(**clip_vision_config(**vision))).eval()
+    body = getattr(tower, "vision_model", tower)
+    body.encoder.layers = body.encoder.layers[:-1]  # layer -2, as LLaVA selects
+    projector = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 128))
+    pix = torch.randn(1, 3, 64, 64)
+    flops = counted(lambda: projector(tower(pixel_values=pix, output_hidden_states=True).hidden_states[-1][:, 1:]))
+    cases.append({"kind": "vision", **vision, "layers_run": 2, "text_hidden": 128, "flops": flops})
+    for kv_heads, cached in [(2, 0), (2, 40), (4, 100)]:
+        llm_shape = dict(vocab_size=300, hidden_size=128, intermediate_size=352, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=kv_heads)
+        llm = LlamaForCausalLM(llama_config(**llm_shape)).eval()
+        cache = DynamicCache()
+        if cached:
+            llm(input_ids=torch.randint(0, 300, (1, cached)), use_cache=True, **{cache_kw: cache})
+        flops = counted(lambda: llm(input_ids=torch.tensor([[5]]), use_cache=True, logits_to_keep=1, **{cache_kw: cache}))
+        cases.append({"kind": "llm_token", **llm_shape, "cached": cached, "flops": flops})
+    write_json(os.path.join(FIX, "flop-counts.json"), cases)
+
+
 def main():
     torch.manual_seed(0)
     os.makedirs(FIX, exist_ok=True)
@@ -542,6 +580,7 @@ def main():
         make_projector_linear()
         make_preprocess_336()
         make_prompt_references()
+        make_flop_counts()
     print("fixtures written to", FIX)
 
 
@@ -552,5 +591,8 @@ if __name__ == "__main__":
             make_prompt_references()
     elif sys.argv[1:] == ["gif"]:
         make_clip_gif()
+    elif sys.argv[1:] == ["flops"]:
+        with torch.no_grad():
+            make_flop_counts()
     else:
         main()

@@ -40,6 +40,8 @@ def main():
     ap.add_argument("--test", default="200")
     ap.add_argument("--seed", default="1")
     ap.add_argument("--report", default=os.path.join(ROOT, "docs", "results.md"))
+    ap.add_argument("--demo", default=os.path.join(ROOT, "assets", "demo"),
+                    help="where the best VoCo model of the N sweep goes, with sample images (table 2 runs only)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     commands = []
@@ -101,6 +103,41 @@ def main():
             train(name, base, a.epochs, "--layout", "voco", "--voco-tokens", str(n))
             sweep[n] = evaluate(name, "voco")
     write_report(a, rows, sweep, commands, seconds)
+    if sweep:
+        write_demo(a, sweep, data)
+
+
+def write_demo(a, sweep, data):
+    """The best VoCo model of the sweep, without its optimizer state, and for
+    every question type two held-out images it answers correctly."""
+    import shutil
+    n, best = max(sweep.items(), key=lambda kv: (kv[1]["accuracy"], -kv[0]))
+    src = os.path.join(a.work, f"voco-{n}")
+    tmp = a.demo + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "images"))
+    shutil.copytree(src, os.path.join(tmp, "model"),
+                    ignore=shutil.ignore_patterns("optimizer.bpk", "trainer_state.json", "checkpoint-*"))
+    records = {r["id"]: r for r in json.load(open(os.path.join(data, "test.json")))}
+    picked, per_type = [], {}
+    for p in best["predictions"]:
+        if p["correct"] and per_type.get(p["type"], 0) < 2:
+            per_type[p["type"]] = per_type.get(p["type"], 0) + 1
+            r = records[p["id"]]
+            name = f"{p['type']}-{per_type[p['type']]}.png"
+            shutil.copy(os.path.join(data, r["image"]), os.path.join(tmp, "images", name))
+            question = r["conversations"][0]["value"].replace("<image>", "").strip()
+            picked.append({"image": f"images/{name}", "question": question, "answer": r["conversations"][1]["value"]})
+    meta = {"model": f"voco-{n}", "voco_tokens": n, "accuracy": best["accuracy"],
+            "by_type": {k: v["accuracy"] for k, v in best["by_type"].items()},
+            "note": "held-out images this model answers correctly, two per question type; "
+                    "its accuracy over all held-out questions is `accuracy`",
+            "questions": sorted(picked, key=lambda q: q["image"])}
+    with open(os.path.join(tmp, "questions.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    shutil.rmtree(a.demo, ignore_errors=True)
+    os.rename(tmp, a.demo)
+    print("wrote", a.demo)
 
 
 def pct(r):

@@ -1,1 +1,109 @@
-//! Benchmarks live in `benches/`; this library is empty on purpose.
+//! vocollama's benchmarks: the paper's table 7 (baseline, full caching, VoCo)
+//! per backend, the backend comparison with each backend's GEMM ceiling, and
+//! PyTorch side by side — all measured in one run on models built from
+//! random weights (no files). Run as `vocollama bench` or
+//! `cargo bench -p vocollama-benches --bench table7 -- [FLAGS]`.
+
+pub mod flops;
+pub mod report;
+pub mod shapes;
+pub mod stages;
+pub mod torch;
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use vocollama_model::{Error, Result, backend};
+
+pub use report::Report;
+pub use shapes::Shape;
+pub use stages::Workload;
+
+/// The benchmark's flags (shared by `vocollama bench` and the cargo bench target).
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Model shape: `tiny`, `small`, or `slice7b` (CLIP ViT-L/14-336 + Vicuna-7B-wide layers).
+    #[arg(long, default_value = "slice7b")]
+    pub shape: String,
+    /// LLaMA layers (slice7b: 4 of Vicuna-7B's 32 unless given).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Backends to run, comma-separated (default: every compiled-in backend).
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Vec<String>,
+    /// Text tokens of the question.
+    #[arg(long, default_value_t = 64)]
+    pub text: usize,
+    /// Tokens decoded after the question.
+    #[arg(long, default_value_t = 16)]
+    pub decode: usize,
+    /// VoCo tokens N.
+    #[arg(long, default_value_t = 1)]
+    pub voco_tokens: usize,
+    /// Timed runs per stage (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Side of the square f32 GEMM that measures each backend's matmul ceiling.
+    #[arg(long, default_value_t = 2048)]
+    pub gemm: usize,
+    /// Also run the same shapes and stages in PyTorch (`tools/bench_torch.py`) and report the ratios.
+    #[arg(long)]
+    pub torch: bool,
+    /// Python with torch and transformers, for --torch.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// The PyTorch benchmark script.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/bench_torch.py"))]
+    pub torch_script: PathBuf,
+    /// Write the report as markdown to this file and as JSON beside it (`.json`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Run every stage on every chosen backend (then PyTorch), reporting progress through `log`.
+pub fn run(a: &BenchArgs, command: String, log: &mut dyn FnMut(&str)) -> Result<Report> {
+    if a.text == 0 || a.decode == 0 || a.voco_tokens == 0 || a.reps == 0 || a.gemm == 0 {
+        return Err(Error::Invalid("--text, --decode, --voco-tokens, --reps and --gemm must be at least 1".into()));
+    }
+    if let Some(dir) = a.out.as_ref().and_then(|o| o.parent()).filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        return Err(Error::Invalid(format!("--out: the directory {} does not exist", dir.display())));
+    }
+    let shape = Shape::named(&a.shape, a.layers)?;
+    let positions = 1 + shape.image_tokens() + 2 + a.text + a.decode;
+    if positions > shape.llm.max_position_embeddings {
+        return Err(Error::Invalid(format!(
+            "the benchmark needs {positions} positions but the `{}` shape's context is {}",
+            shape.name, shape.llm.max_position_embeddings
+        )));
+    }
+    let names: Vec<String> = if a.backends.is_empty() {
+        backend::compiled_backends().into_iter().map(String::from).collect()
+    } else {
+        a.backends.clone()
+    };
+    // Every device first, so a missing backend fails before any measuring.
+    let devices = names.iter().map(|n| backend::device(n)).collect::<Result<Vec<_>>>()?;
+    let w = Workload { text: a.text, decode: a.decode, voco: a.voco_tokens, reps: a.reps };
+    let mut runs = Vec::new();
+    for (name, device) in names.iter().zip(&devices) {
+        runs.push(stages::measure(name, device, &shape, &w, a.gemm, log)?);
+    }
+    let (torch, compared) = if a.torch {
+        // PyTorch on the GPU when CUDA is benchmarked, else on the CPU next to flex.
+        let (device, ours) = if names.iter().any(|n| n == "cuda") { ("cuda", "cuda") } else { ("cpu", "flex") };
+        log(&format!("PyTorch ({device})"));
+        let t = torch::run(&a.python, &a.torch_script, &shape, &w, device, a.gemm)?;
+        (Some(t), names.iter().find(|n| *n == ours).cloned())
+    } else {
+        (None, None)
+    };
+    Ok(Report { command, shape: shape.describe(), workload: w, runs, torch, torch_compared_with: compared })
+}
+
+/// The report as markdown at `out` and JSON beside it, each written whole or not at all.
+pub fn write(report: &Report, out: &Path) -> Result<()> {
+    use vocollama_model::atomic::write_atomic;
+    write_atomic(out, report.markdown().as_bytes())?;
+    let json = serde_json::to_string_pretty(report).expect("the report serializes");
+    write_atomic(&out.with_extension("json"), json.as_bytes())
+}

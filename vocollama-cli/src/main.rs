@@ -25,7 +25,8 @@ struct Cli {
 #[derive(Args)]
 pub struct ModelArgs {
     /// Model directory (config.json + weights + tokenizer): LLaVA, llava-hf or plain LLaMA layout.
-    #[arg(long)]
+    /// Without it, the tiny demo VoCo model kept in the repository's `assets/demo/model`.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo/model"))]
     pub model: PathBuf,
     /// CLIP vision tower directory, overriding `mm_vision_tower` of config.json.
     #[arg(long)]
@@ -265,6 +266,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Benchmarks: the paper's table 7 per backend, backend comparison, PyTorch side by side.
+    Bench(vocollama_benches::BenchArgs),
     /// Write the f32 next-token logits after the templated prompt to a .npy file.
     Logits {
         #[command(flatten)]
@@ -331,6 +334,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat { model, image, sampling } => run::chat(&model, &image, &sampling)?,
         Command::Video { model, clip, sampling, json, questions } => {
             run::video(&model, &clip, &sampling, json, &questions)?
+        }
+        Command::Bench(args) => {
+            let command = std::iter::once("vocollama".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>();
+            let report = vocollama_benches::run(&args, command.join(" "), &mut |m| eprintln!("{m}"))?;
+            if let Some(out) = &args.out {
+                vocollama_benches::write(&report, out)?;
+            }
+            print!("{}", report.markdown());
         }
         Command::Logits { model, image, prompt, out } => run::logits(&model, &image, &prompt, &out)?,
         Command::Train(args) => train::train(&args)?,

@@ -53,17 +53,9 @@ impl Timing {
             self.decode_tokens,
             rate(self.decode_tokens, self.decode),
             self.image.cache_bytes,
-            peak_memory()
+            vocollama_model::memory::peak_resident()
                 .map(|b| format!(" | peak memory {:.1} MiB", b as f64 / (1u64 << 20) as f64))
                 .unwrap_or_default()
         )
     }
-}
-
-/// The process's peak resident memory (host side; Linux's VmHWM), where the OS tells it.
-pub fn peak_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

@@ -16,6 +16,7 @@ pub mod generate;
 pub mod info;
 pub mod llama;
 pub mod llava;
+pub mod memory;
 pub mod pipeline;
 pub mod preprocess;
 pub mod projector;

@@ -207,3 +207,62 @@ pub fn init_model(
         write_safetensors(&dir.join("model.safetensors"), &llava_tensors(&llm, Some(&projector)))
     })
 }
+
+impl crate::llava::LlavaModel {
+    /// A LLaVA of the given shapes with random N(0, 0.02) weights, built in
+    /// memory on `device` (benchmarks: no files). CLIP features from layer −2,
+    /// patches only, an `mlp2x_gelu` projector, CLIP's default preprocessing.
+    pub fn random(
+        llm: &crate::config::LlamaConfig,
+        vision: &crate::config::ClipVisionConfig,
+        voco_tokens: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        use crate::config::{CheckpointLayout, MultimodalConfig, ProjectorType, SelectFeature};
+        use crate::llava::VisionStack;
+        use crate::weights::{Checkpoint, Format};
+        let mm = MultimodalConfig {
+            projector_type: ProjectorType::MlpGelu(2),
+            projector_bias: true,
+            mm_hidden_size: vision.hidden_size,
+            select_layer: -2,
+            select_feature: SelectFeature::Patch,
+            pad_to_square: false,
+            vision_tower: None,
+            image_token_index: None,
+            avg_pool: false,
+        };
+        let tower = randomize(ClipVision::init(vision, mm.select_layer, mm.select_feature, device)?, seed ^ 1, 0.02);
+        let projector = randomize(
+            Projector::init(mm.projector_type, vision.hidden_size, llm.hidden_size, true, device),
+            seed ^ 3,
+            0.02,
+        );
+        let model = randomize(Llama::init(llm, device), seed ^ 2, 0.02);
+        let nowhere = Checkpoint { dir: Default::default(), format: Format::Safetensors, files: vec![] };
+        let stack = VisionStack {
+            tower,
+            projector,
+            preprocessor: crate::preprocess::Preprocessor::clip_default(vision.image_size, false),
+            config: vision.clone(),
+            tower_dir: Default::default(),
+            tower_checkpoint: nowhere.clone(),
+        };
+        let config = ModelConfig {
+            path: "(random weights)".into(),
+            layout: CheckpointLayout::LlavaOriginal,
+            model_type: "llava_llama".into(),
+            llm: llm.clone(),
+            mm: Some(mm),
+            vision: None,
+            voco_num: Some(voco_tokens),
+            declared_dtype: None,
+        };
+        let fingerprint = {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(format!("random {seed} {llm:?} {vision:?}").as_bytes()).into()
+        };
+        Ok(Self { config, checkpoint: nowhere, llm: model, vision: Some(stack), device: device.clone(), fingerprint })
+    }
+}

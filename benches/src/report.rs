@@ -1,0 +1,190 @@
+//! The benchmark report: markdown (the paper's table-7 layout per backend,
+//! the backend comparison, the PyTorch ratios) and the same data as JSON.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::stages::{BackendRun, Question, Workload};
+use crate::torch::TorchRun;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub shape: String,
+    pub workload: Workload,
+    pub runs: Vec<BackendRun>,
+    pub torch: Option<TorchRun>,
+    /// The backend the PyTorch run is compared with (same device kind).
+    pub torch_compared_with: Option<String>,
+}
+
+/// "−64.8 %" for a reduction from `base` to `x`, as the paper prints deltas.
+fn delta(base: f64, x: f64) -> String {
+    if base <= 0.0 {
+        return "—".into();
+    }
+    let d = (x - base) / base * 100.0;
+    if d <= 0.0 { format!("−{:.1} %", -d) } else { format!("+{d:.1} %") }
+}
+
+fn mib(bytes: u64) -> String {
+    let m = bytes as f64 / (1u64 << 20) as f64;
+    if m < 10.0 { format!("{m:.3} MiB") } else { format!("{m:.1} MiB") }
+}
+
+fn gflop(f: f64) -> String {
+    let g = f / 1e9;
+    if g < 10.0 { format!("{g:.3}") } else { format!("{g:.1}") }
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let w = &self.workload;
+        let mut s = String::new();
+        let _ = writeln!(s, "# vocollama bench\n");
+        let _ = writeln!(s, "`{}`\n", self.command);
+        let _ = writeln!(s, "Shape {}.\n", self.shape);
+        let _ = writeln!(
+            s,
+            "One question of {} text tokens about one image, then {} greedily decoded tokens; VoCo with N = {}. \
+             Times are medians of {} runs after a warm-up run, in ms; f32 weights and activations. \
+             FLOPs are counted analytically (matrix products and attention over the keys a row may see). \
+             KV cache sizes are for the cache kept between questions, in f16 as `.voco` files store it.\n",
+            w.text, w.decode, w.voco, w.reps
+        );
+        for r in &self.runs {
+            table7(&mut s, r);
+        }
+        backends(&mut s, &self.runs);
+        if let (Some(t), Some(name)) = (&self.torch, &self.torch_compared_with) {
+            if let Some(r) = self.runs.iter().find(|r| &r.backend == name) {
+                torch(&mut s, r, t);
+            }
+        }
+        s
+    }
+}
+
+fn table7(s: &mut String, r: &BackendRun) {
+    let b = &r.baseline;
+    let _ = writeln!(s, "## Table 7 analog: {}\n", r.backend);
+    let _ = writeln!(
+        s,
+        "| method | KV cache length | KV cache (f16) | Δ | question prefill ms | Δ | question FLOPs (G) | Δ | decode ms/token |"
+    );
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let fc = r.full_caching.kv_bytes_f16;
+    let row = |s: &mut String, name: &str, q: &Question| {
+        let (len, bytes, dkv) = match q.kv_positions {
+            0 => ("— (recomputed)".to_string(), "—".to_string(), "—".to_string()),
+            _ if q.kv_bytes_f16 == fc => (q.kv_positions.to_string(), mib(q.kv_bytes_f16), "—".to_string()),
+            _ => (q.kv_positions.to_string(), mib(q.kv_bytes_f16), delta(fc as f64, q.kv_bytes_f16 as f64)),
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {len} | {bytes} | {dkv} | {:.1} | {} | {} | {} | {:.1} |",
+            q.prefill_ms,
+            if q.kv_positions == 0 { "—".into() } else { delta(b.prefill_ms, q.prefill_ms) },
+            gflop(q.prefill_flops),
+            if q.kv_positions == 0 { "—".into() } else { delta(b.prefill_flops, q.prefill_flops) },
+            q.decode_ms
+        );
+    };
+    row(s, "Baseline", b);
+    row(s, "Full caching", &r.full_caching);
+    row(s, "**VoCo-LLaMA**", &r.voco);
+    let _ = writeln!(
+        s,
+        "\nOnce per image: vision encode {:.1} ms ({} GFLOP), stage 1 (compress) {:.1} ms ({} GFLOP). \
+         KV-cache Δ is against full caching, time and FLOPs Δ against the baseline, as in the paper.\n",
+        r.vision_ms,
+        gflop(r.vision_flops),
+        r.stage1_ms,
+        gflop(r.stage1_flops)
+    );
+}
+
+fn backends(s: &mut String, runs: &[BackendRun]) {
+    let Some(first) = runs.first() else { return };
+    let _ = writeln!(s, "## Backends\n");
+    let _ = writeln!(
+        s,
+        "| backend | vision ms | stage 1 ms | baseline ms | full caching ms | VoCo ms | VoCo decode ms/token | \
+         peak host MiB | GEMM GFLOP/s | baseline prefill GFLOP/s | share of GEMM | speed vs {} (baseline) |",
+        first.backend
+    );
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in runs {
+        let achieved = r.baseline.prefill_flops / (r.baseline.prefill_ms * 1e-3) / 1e9;
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.0} % | {:.2}x |",
+            r.backend,
+            r.vision_ms,
+            r.stage1_ms,
+            r.baseline.prefill_ms,
+            r.full_caching.prefill_ms,
+            r.voco.prefill_ms,
+            r.voco.decode_ms,
+            r.peak_mib.map_or("—".into(), |m| format!("{m:.0}")),
+            r.gemm_gflops,
+            achieved,
+            100.0 * r.gemm_fraction(),
+            first.baseline.prefill_ms / r.baseline.prefill_ms
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nGEMM: one {n}×{n}×{n} f32 matmul on the backend. Peak host memory is the process's resident peak \
+         while that backend ran (device memory of a discrete GPU is not in it).\n",
+        n = first.gemm_size
+    );
+}
+
+fn torch(s: &mut String, r: &BackendRun, t: &TorchRun) {
+    let _ = writeln!(s, "## Side by side with PyTorch\n");
+    let _ = writeln!(
+        s,
+        "transformers {} on torch {} ({}, {}, {} threads), the same shapes, random weights and stages, \
+         run by `tools/bench_torch.py` in this same run; vocollama on `{}`.\n",
+        t.transformers, t.torch, t.device, t.dtype, t.threads, r.backend
+    );
+    let _ = writeln!(s, "| stage | vocollama ms | PyTorch ms | vocollama / PyTorch | |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- |");
+    let rows = [
+        ("vision encode", r.vision_ms, t.vision_ms),
+        ("stage 1 (compress)", r.stage1_ms, t.stage1_ms),
+        ("baseline prefill", r.baseline.prefill_ms, t.baseline.prefill_ms),
+        ("full caching prefill", r.full_caching.prefill_ms, t.full_caching.prefill_ms),
+        ("VoCo prefill", r.voco.prefill_ms, t.voco.prefill_ms),
+        ("decode per token (baseline cache)", r.baseline.decode_ms, t.baseline.decode_ms),
+        ("decode per token (VoCo cache)", r.voco.decode_ms, t.voco.decode_ms),
+    ];
+    for (name, ours, theirs) in rows {
+        let ratio = ours / theirs;
+        let note = if ratio > 1.05 {
+            "vocollama slower"
+        } else if ratio < 0.95 {
+            "vocollama faster"
+        } else {
+            "even"
+        };
+        let _ = writeln!(s, "| {name} | {ours:.1} | {theirs:.1} | {ratio:.2} | {note} |");
+    }
+    let _ = writeln!(
+        s,
+        "\nGEMM ceiling: vocollama {:.1} GFLOP/s, PyTorch {:.1} GFLOP/s. PyTorch's `FlopCounterMode` counts \
+         {} / {} / {} / {} GFLOP for vision / baseline / full caching / VoCo prefill (ours, analytic: {} / {} / {} / {}).\n",
+        r.gemm_gflops,
+        t.gemm_gflops,
+        gflop(t.counted_flops.vision),
+        gflop(t.counted_flops.baseline_prefill),
+        gflop(t.counted_flops.full_caching_prefill),
+        gflop(t.counted_flops.voco_prefill),
+        gflop(r.vision_flops),
+        gflop(r.baseline.prefill_flops),
+        gflop(r.full_caching.prefill_flops),
+        gflop(r.voco.prefill_flops),
+    );
+}

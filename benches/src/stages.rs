@@ -1,0 +1,245 @@
+//! The table-7 stages on one backend, through the same pipeline the CLI
+//! answers with: the vision stage, stage 1 (compress), and one question of
+//! T text tokens answered three ways — *baseline* (the whole sequence, image
+//! included, run again for the question), *full caching* (the image's KV
+//! cached, the question run against it), *VoCo* (the question run against an
+//! N-token VoCo cache) — each followed by greedy decoding.
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::Serialize;
+use vocollama_model::pipeline::Session;
+use vocollama_model::preprocess::Pixels;
+use vocollama_model::vision::layers_to_run;
+use vocollama_model::{IMAGE_TOKEN_INDEX, LlavaModel, Result, memory};
+
+use crate::flops;
+use crate::shapes::{Shape, VOCAB};
+
+/// What is measured: one question of `text` tokens, `decode` tokens after it,
+/// `voco` VoCo tokens, each timing the median of `reps` runs after a warm-up.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Workload {
+    pub text: usize,
+    pub decode: usize,
+    pub voco: usize,
+    pub reps: usize,
+}
+
+/// One way of answering the question.
+#[derive(Debug, Clone, Serialize)]
+pub struct Question {
+    /// Key/value positions kept for the image between questions (0: none kept, recomputed).
+    pub kv_positions: usize,
+    /// Bytes of that cache in f16, the `.voco` default.
+    pub kv_bytes_f16: u64,
+    /// The question's prefill, to the first token's logits (median ms).
+    pub prefill_ms: f64,
+    pub prefill_flops: f64,
+    /// One decoded token against this cache (median ms per token).
+    pub decode_ms: f64,
+    pub decode_flops: f64,
+}
+
+/// Everything measured on one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendRun {
+    pub backend: String,
+    pub vision_ms: f64,
+    pub vision_flops: f64,
+    pub stage1_ms: f64,
+    pub stage1_flops: f64,
+    pub baseline: Question,
+    pub full_caching: Question,
+    pub voco: Question,
+    /// Peak resident host memory during this backend's run (MiB).
+    pub peak_mib: Option<f64>,
+    /// The backend's measured f32 matmul rate on a large GEMM.
+    pub gemm_gflops: f64,
+    pub gemm_size: usize,
+}
+
+impl BackendRun {
+    /// The question prefills' achieved share of the GEMM rate (baseline, the largest).
+    pub fn gemm_fraction(&self) -> f64 {
+        self.baseline.prefill_flops / (self.baseline.prefill_ms * 1e-3) / (self.gemm_gflops * 1e9)
+    }
+}
+
+// Token ids of Vicuna's tokenizer: `<s>`, `▁`, `\n`; `<voco>` is the last id.
+const BOS: i64 = 1;
+const SPACE: i64 = 29871;
+const NEWLINE: i64 = 13;
+
+fn text_ids(n: usize) -> Vec<i64> {
+    // Any ids: the cost does not depend on them.
+    (0..n as i64).map(|i| 300 + (i * 37) % 20000).collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `f` once to warm up (kernels compiled, autotuning settled), then `reps` timed runs: the median ms.
+fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+    f()?;
+    let mut ms = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(ms))
+}
+
+/// Wait for a tensor's computation (lazy backends) by reading one element.
+fn sync<const D: usize>(t: &Tensor<D>) {
+    let ranges: [std::ops::Range<usize>; D] = std::array::from_fn(|_| 0..1);
+    let _ = t.clone().slice(ranges).into_data();
+}
+
+fn argmax(v: &[f32]) -> i64 {
+    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as i64)
+}
+
+/// A random image already preprocessed (the cost does not depend on the pixels).
+fn pixels(size: usize) -> Pixels {
+    let data = (0..3 * size * size).map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0).collect();
+    Pixels { data, height: size, width: size }
+}
+
+/// The question on a session: its prefill's median time, then decoding's.
+fn question(session: &Session, w: &Workload, text: &[i64]) -> Result<(f64, f64)> {
+    let prefill = time(w.reps, || session.clone().next_logits(text, &[]))?;
+    let mut after = session.clone();
+    after.feed(text, &[])?;
+    Ok((prefill, decode(&after, w)?))
+}
+
+/// Greedy decoding after `after`: median ms per token over `reps` runs of `decode` tokens.
+fn decode(after: &Session, w: &Workload) -> Result<f64> {
+    let mut per_token = Vec::new();
+    for _ in 0..=w.reps {
+        let mut s = after.clone();
+        let mut next = BOS;
+        let t = Instant::now();
+        for _ in 0..w.decode {
+            next = argmax(&s.next_logits(&[next], &[])?);
+        }
+        per_token.push(t.elapsed().as_secs_f64() * 1e3 / w.decode.max(1) as f64);
+    }
+    // The first run warms up.
+    Ok(median(per_token.split_off(1)))
+}
+
+/// Build `shape` with random weights on `device` and measure every stage.
+pub fn measure(
+    backend: &str,
+    device: &Device,
+    shape: &Shape,
+    w: &Workload,
+    gemm_size: usize,
+    log: &mut dyn FnMut(&str),
+) -> Result<BackendRun> {
+    memory::reset_peak();
+    log(&format!("{backend}: building `{}` with random weights", shape.name));
+    let model = LlavaModel::random(&shape.llm, &shape.vision, w.voco, 0x5eed, device)?;
+    let c = &shape.llm;
+    let p = shape.image_tokens();
+    let voco_id = (VOCAB - 1) as i64;
+    let text = text_ids(w.text);
+
+    log(&format!("{backend}: vision encode"));
+    let px = pixels(shape.vision.image_size);
+    let vision_ms = time(w.reps, || model.encode_image(&px).map(|t| sync(&t)))?;
+    let image = model.encode_image(&px)?;
+
+    log(&format!("{backend}: stage 1 (compress into {} VoCo tokens)", w.voco));
+    let mut stage1: Vec<i64> = vec![BOS, IMAGE_TOKEN_INDEX, SPACE, NEWLINE];
+    stage1.extend(std::iter::repeat_n(voco_id, w.voco));
+    let compress = || {
+        let cache = model.compress(&stage1, std::slice::from_ref(&image), voco_id)?;
+        sync(&cache.layers.last().expect("layers").1);
+        Ok(cache)
+    };
+    let stage1_ms = time(w.reps, compress)?;
+    let cache = compress()?;
+
+    let prefix = 1 + p + 2;
+    let decode_flops = |cached: usize| flops::llm(c, cached + w.text, 1, 1);
+    log(&format!("{backend}: baseline (whole sequence per question)"));
+    let mut whole = vec![BOS, IMAGE_TOKEN_INDEX, SPACE, NEWLINE];
+    whole.extend(&text);
+    let baseline_ms = time(w.reps, || Session::empty(&model).next_logits(&whole, std::slice::from_ref(&image)))?;
+    let mut s = Session::empty(&model);
+    s.feed(&whole, std::slice::from_ref(&image))?;
+    let baseline_decode = decode(&s, w)?;
+    let baseline = Question {
+        kv_positions: 0,
+        kv_bytes_f16: 0,
+        prefill_ms: baseline_ms,
+        prefill_flops: flops::llm(c, 0, prefix + w.text, 1),
+        decode_ms: baseline_decode,
+        decode_flops: decode_flops(prefix),
+    };
+
+    log(&format!("{backend}: full caching (the image's {prefix} positions cached)"));
+    let mut cached = Session::empty(&model);
+    cached.feed(&[BOS, IMAGE_TOKEN_INDEX, SPACE, NEWLINE], std::slice::from_ref(&image))?;
+    let (prefill_ms, decode_ms) = question(&cached, w, &text)?;
+    let full_caching = Question {
+        kv_positions: prefix,
+        kv_bytes_f16: flops::kv_bytes(c, prefix, 2),
+        prefill_ms,
+        prefill_flops: flops::llm(c, prefix, w.text, 1),
+        decode_ms,
+        decode_flops: decode_flops(prefix),
+    };
+
+    log(&format!("{backend}: VoCo ({} cached positions)", w.voco));
+    let (prefill_ms, decode_ms) = question(&Session::from_voco(&model, &cache)?, w, &text)?;
+    let voco = Question {
+        kv_positions: w.voco,
+        kv_bytes_f16: flops::kv_bytes(c, w.voco, 2),
+        prefill_ms,
+        prefill_flops: flops::llm(c, w.voco, w.text, 1),
+        decode_ms,
+        decode_flops: decode_flops(w.voco),
+    };
+    drop((cache, image, cached, s));
+    let peak_mib = memory::peak_resident().map(|b| b as f64 / (1u64 << 20) as f64);
+    drop(model);
+
+    log(&format!("{backend}: GEMM ceiling ({gemm_size}³)"));
+    let gemm_ms = gemm(device, gemm_size, w.reps)?;
+    let gemm_gflops = 2.0 * (gemm_size as f64).powi(3) / (gemm_ms * 1e-3) / 1e9;
+    let layers = layers_to_run(shape.vision.num_hidden_layers, -2)?;
+    Ok(BackendRun {
+        backend: backend.into(),
+        vision_ms,
+        vision_flops: flops::vision(&shape.vision, layers, c.hidden_size),
+        stage1_ms,
+        stage1_flops: flops::llm(c, 0, prefix + w.voco, 0),
+        baseline,
+        full_caching,
+        voco,
+        peak_mib,
+        gemm_gflops,
+        gemm_size,
+    })
+}
+
+/// Median ms of one `n × n × n` f32 matmul.
+fn gemm(device: &Device, n: usize, reps: usize) -> Result<f64> {
+    let values = |seed: usize| -> Vec<f32> { (0..n * n).map(|i| ((i * 31 + seed) % 97) as f32 / 97.0 - 0.5).collect() };
+    let a = Tensor::<2>::from_data(TensorData::new(values(1), [n, n]), device);
+    let b = Tensor::<2>::from_data(TensorData::new(values(2), [n, n]), device);
+    sync(&a);
+    sync(&b);
+    time(reps.max(3), || {
+        sync(&a.clone().matmul(b.clone()));
+        Ok(())
+    })
+}

@@ -1,0 +1,66 @@
+//! `vocollama bench` end to end on the tiny shape, on flex and wgpu: every
+//! table-7 stage measured on both backends, the KV sizes and FLOPs consistent
+//! with the shape, the report written as markdown and JSON.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn vocollama(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vocollama")).args(args).output().expect("run vocollama");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"))
+}
+
+#[test]
+fn bench_measures_every_stage_on_every_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.md");
+    let args = ["bench", "--shape", "tiny", "--backends", "flex,wgpu", "--reps", "1", "--decode", "2", "--gemm", "128"];
+    let (ok, stdout, stderr) = vocollama(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+    assert!(ok, "{stderr}");
+    let md = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(md, stdout, "the report printed is the report written");
+    for section in ["## Table 7 analog: flex", "## Table 7 analog: wgpu", "## Backends", "| **VoCo-LLaMA** | 1 |"] {
+        assert!(md.contains(section), "missing {section:?} in\n{md}");
+    }
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.iter().map(|r| r["backend"].as_str().unwrap()).collect::<Vec<_>>(), ["flex", "wgpu"]);
+    // tiny: 4 layers × (K, V) × 2 KV heads × 32 dims × 2 bytes per position; the image is BOS + 64 + `▁\n`.
+    let per_position = 4.0 * 2.0 * 2.0 * 32.0 * 2.0;
+    for r in runs {
+        let (base, full, voco) = (&r["baseline"], &r["full_caching"], &r["voco"]);
+        assert_eq!(f(&full["kv_positions"]), 67.0);
+        assert_eq!(f(&voco["kv_positions"]), 1.0);
+        assert_eq!(f(&full["kv_bytes_f16"]), 67.0 * per_position);
+        assert_eq!(f(&voco["kv_bytes_f16"]), per_position);
+        assert!(f(&voco["prefill_flops"]) < f(&full["prefill_flops"]));
+        assert!(f(&full["prefill_flops"]) < f(&base["prefill_flops"]));
+        for t in [&r["vision_ms"], &r["stage1_ms"], &base["prefill_ms"], &full["prefill_ms"], &voco["prefill_ms"]] {
+            assert!(f(t) > 0.0, "{r}");
+        }
+        assert!(f(&voco["decode_ms"]) > 0.0 && f(&r["gemm_gflops"]) > 0.0, "{r}");
+    }
+}
+
+#[test]
+fn bad_bench_inputs_are_one_clear_error_each() {
+    for (args, want) in [
+        (vec!["--shape", "huge"], "unknown benchmark shape `huge`"),
+        (vec!["--shape", "tiny", "--backends", "nope"], "backend `nope` is not compiled into this build"),
+        (vec!["--shape", "tiny", "--layers", "0"], "--layers must be at least 1"),
+        (vec!["--shape", "tiny", "--reps", "0"], "must be at least 1"),
+        (vec!["--shape", "tiny", "--out", "/nonexistent/dir/report.md"], "--out: the directory /nonexistent/dir does not exist"),
+        (vec!["--shape", "tiny", "--text", "5000"], "positions but the `tiny` shape's context is 1024"),
+    ] {
+        let (ok, stdout, stderr) = vocollama(&[&["bench"][..], &args].concat());
+        assert!(!ok && stdout.is_empty(), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+        assert!(lines[0].starts_with("error: ") && lines[0].contains(want), "{args:?}: {stderr}");
+    }
+}

@@ -12,7 +12,7 @@ use serde::Serialize;
 use vocollama_model::pipeline::Session;
 use vocollama_model::preprocess::Pixels;
 use vocollama_model::vision::layers_to_run;
-use vocollama_model::{IMAGE_TOKEN_INDEX, LlavaModel, Result, memory};
+use vocollama_model::{Error, IMAGE_TOKEN_INDEX, LlavaModel, Result, memory};
 
 use crate::flops;
 use crate::shapes::{Shape, VOCAB};
@@ -94,10 +94,12 @@ fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
     Ok(median(ms))
 }
 
-/// Wait for a tensor's computation (lazy backends) by reading one element.
-fn sync<const D: usize>(t: &Tensor<D>) {
+/// Wait until a tensor is computed: lazy backends return from `into_data`
+/// before the work is done, so the device is synchronised as well.
+fn sync<const D: usize>(t: &Tensor<D>) -> Result<()> {
     let ranges: [std::ops::Range<usize>; D] = std::array::from_fn(|_| 0..1);
     let _ = t.clone().slice(ranges).into_data();
+    t.device().sync().map_err(|e| Error::Invalid(format!("the device failed while benchmarking: {e:?}")))
 }
 
 fn argmax(v: &[f32]) -> i64 {
@@ -153,7 +155,7 @@ pub fn measure(
 
     log(&format!("{backend}: vision encode"));
     let px = pixels(shape.vision.image_size);
-    let vision_ms = time(w.reps, || model.encode_image(&px).map(|t| sync(&t)))?;
+    let vision_ms = time(w.reps, || model.encode_image(&px).and_then(|t| sync(&t)))?;
     let image = model.encode_image(&px)?;
 
     log(&format!("{backend}: stage 1 (compress into {} VoCo tokens)", w.voco));
@@ -161,7 +163,7 @@ pub fn measure(
     stage1.extend(std::iter::repeat_n(voco_id, w.voco));
     let compress = || {
         let cache = model.compress(&stage1, std::slice::from_ref(&image), voco_id)?;
-        sync(&cache.layers.last().expect("layers").1);
+        sync(&cache.layers.last().expect("layers").1)?;
         Ok(cache)
     };
     let stage1_ms = time(w.reps, compress)?;
@@ -236,10 +238,7 @@ fn gemm(device: &Device, n: usize, reps: usize) -> Result<f64> {
     let values = |seed: usize| -> Vec<f32> { (0..n * n).map(|i| ((i * 31 + seed) % 97) as f32 / 97.0 - 0.5).collect() };
     let a = Tensor::<2>::from_data(TensorData::new(values(1), [n, n]), device);
     let b = Tensor::<2>::from_data(TensorData::new(values(2), [n, n]), device);
-    sync(&a);
-    sync(&b);
-    time(reps.max(3), || {
-        sync(&a.clone().matmul(b.clone()));
-        Ok(())
-    })
+    sync(&a)?;
+    sync(&b)?;
+    time(reps.max(3), || sync(&a.clone().matmul(b.clone())))
 }

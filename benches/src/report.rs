@@ -116,7 +116,6 @@ fn backends(s: &mut String, runs: &[BackendRun]) {
     );
     let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in runs {
-        let achieved = r.baseline.prefill_flops / (r.baseline.prefill_ms * 1e-3) / 1e9;
         let _ = writeln!(
             s,
             "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.0} % | {:.2}x |",
@@ -129,7 +128,7 @@ fn backends(s: &mut String, runs: &[BackendRun]) {
             r.voco.decode_ms,
             r.peak_mib.map_or("—".into(), |m| format!("{m:.0}")),
             r.gemm_gflops,
-            achieved,
+            r.prefill_gflops(),
             100.0 * r.gemm_fraction(),
             first.baseline.prefill_ms / r.baseline.prefill_ms
         );

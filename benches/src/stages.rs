@@ -61,9 +61,14 @@ pub struct BackendRun {
 }
 
 impl BackendRun {
-    /// The question prefills' achieved share of the GEMM rate (baseline, the largest).
+    /// The baseline prefill's (the largest) achieved rate, GFLOP/s.
+    pub fn prefill_gflops(&self) -> f64 {
+        self.baseline.prefill_flops / (self.baseline.prefill_ms * 1e-3) / 1e9
+    }
+
+    /// That rate's share of the backend's GEMM rate.
     pub fn gemm_fraction(&self) -> f64 {
-        self.baseline.prefill_flops / (self.baseline.prefill_ms * 1e-3) / (self.gemm_gflops * 1e9)
+        self.prefill_gflops() / self.gemm_gflops
     }
 }
 

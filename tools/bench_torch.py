@@ -113,12 +113,16 @@ def main():
         voco_cache = stage1()
         prefix_cache = getattr(llm(inputs_embeds=sequence(img, img[:, :0]), use_cache=True), CACHE)
 
+        def question(c, cached, start):
+            """Run the question on `c` in place (`cached` entries, next position `start`); logits on the host."""
+            return llm(input_ids=text, **{CACHE: c}, position_ids=torch.arange(start, start + a.text, device=dev)[None],
+                       cache_position=torch.arange(cached, cached + a.text, device=dev), use_cache=True,
+                       logits_to_keep=1).logits.cpu()
+
         def ask(cache, cached, start):
-            """The question after a copy of `cache` (`cached` entries, next position `start`): output and cache."""
+            """The question after a copy of `cache`: the copy, grown by the question."""
             c = copy.deepcopy(cache)
-            o = llm(input_ids=text, **{CACHE: c}, position_ids=torch.arange(start, start + a.text, device=dev)[None],
-                    cache_position=torch.arange(cached, cached + a.text, device=dev), use_cache=True, logits_to_keep=1)
-            o.logits.cpu()
+            question(c, cached, start)
             return c
 
         def prefilled(cache, cached, start):
@@ -127,10 +131,7 @@ def main():
                 c = copy.deepcopy(cache)
                 sync()
                 t = time.perf_counter()
-                llm(input_ids=text, **{CACHE: c},
-                    position_ids=torch.arange(start, start + a.text, device=dev)[None],
-                    cache_position=torch.arange(cached, cached + a.text, device=dev),
-                    use_cache=True, logits_to_keep=1).logits.cpu()
+                question(c, cached, start)
                 sync()
                 return (time.perf_counter() - t) * 1e3
             run()
@@ -152,10 +153,7 @@ def main():
 
         def count_question(cache, cached, start):
             c = copy.deepcopy(cache)
-            return counted(lambda: llm(input_ids=text, **{CACHE: c},
-                                       position_ids=torch.arange(start, start + a.text, device=dev)[None],
-                                       cache_position=torch.arange(cached, cached + a.text, device=dev),
-                                       use_cache=True, logits_to_keep=1))
+            return counted(lambda: question(c, cached, start))
 
         out["counted_flops"] = {"vision": counted(encode), "baseline_prefill": counted(baseline),
                                 "full_caching_prefill": count_question(prefix_cache, prefix, prefix),

@@ -76,6 +76,8 @@ impl BackendRun {
 const BOS: i64 = 1;
 const SPACE: i64 = 29871;
 const NEWLINE: i64 = 13;
+/// What precedes the VoCo tokens or the question: `[BOS, image, ▁, \n]`.
+const IMAGE_PREFIX: [i64; 4] = [BOS, IMAGE_TOKEN_INDEX, SPACE, NEWLINE];
 
 fn text_ids(n: usize) -> Vec<i64> {
     // Any ids: the cost does not depend on them.
@@ -164,7 +166,7 @@ pub fn measure(
     let image = model.encode_image(&px)?;
 
     log(&format!("{backend}: stage 1 (compress into {} VoCo tokens)", w.voco));
-    let mut stage1: Vec<i64> = vec![BOS, IMAGE_TOKEN_INDEX, SPACE, NEWLINE];
+    let mut stage1 = IMAGE_PREFIX.to_vec();
     stage1.extend(std::iter::repeat_n(voco_id, w.voco));
     let compress = || {
         let cache = model.compress(&stage1, std::slice::from_ref(&image), voco_id)?;
@@ -174,10 +176,11 @@ pub fn measure(
     let stage1_ms = time(w.reps, compress)?;
     let cache = compress()?;
 
-    let prefix = 1 + p + 2;
+    // Positions of the image prefix once the image is spliced in.
+    let prefix = IMAGE_PREFIX.len() - 1 + p;
     let decode_flops = |cached: usize| flops::llm(c, cached + w.text, 1, 1);
     log(&format!("{backend}: baseline (whole sequence per question)"));
-    let mut whole = vec![BOS, IMAGE_TOKEN_INDEX, SPACE, NEWLINE];
+    let mut whole = IMAGE_PREFIX.to_vec();
     whole.extend(&text);
     let baseline_ms = time(w.reps, || Session::empty(&model).next_logits(&whole, std::slice::from_ref(&image)))?;
     let mut s = Session::empty(&model);
@@ -194,7 +197,7 @@ pub fn measure(
 
     log(&format!("{backend}: full caching (the image's {prefix} positions cached)"));
     let mut cached = Session::empty(&model);
-    cached.feed(&[BOS, IMAGE_TOKEN_INDEX, SPACE, NEWLINE], std::slice::from_ref(&image))?;
+    cached.feed(&IMAGE_PREFIX, std::slice::from_ref(&image))?;
     let (prefill_ms, decode_ms) = question(&cached, w, &text)?;
     let full_caching = Question {
         kv_positions: prefix,

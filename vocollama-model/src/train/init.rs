@@ -193,19 +193,31 @@ pub fn init_model(
         let c = ModelConfig::from_dir(dir)?;
         let mm = c.mm.as_ref().expect("a multimodal config");
         let vc = clip_vision_config_from_dir(&tdir)?;
-        let clip = randomize(ClipVision::init(&vc, mm.select_layer, mm.select_feature, &device)?, seed ^ 1, 0.02);
+        let (clip, projector, llm) = random_modules(&vc, mm, &c.llm, seed, &device)?;
         write_safetensors(
             &tdir.join("model.safetensors"),
             &module_tensors(&clip, &KeyMap::new([("vision_model.", "")])),
         )?;
-        let llm = randomize(Llama::init(&c.llm, &device), seed ^ 2, 0.02);
-        let projector = randomize(
-            Projector::init(mm.projector_type, mm.mm_hidden_size, c.llm.hidden_size, mm.projector_bias, &device),
-            seed ^ 3,
-            0.02,
-        );
         write_safetensors(&dir.join("model.safetensors"), &llava_tensors(&llm, Some(&projector)))
     })
+}
+
+/// The tower, projector and language model of a shape with N(0, 0.02)
+/// weights drawn from `seed` (one stream per module).
+fn random_modules(
+    vision: &crate::config::ClipVisionConfig,
+    mm: &crate::config::MultimodalConfig,
+    llm: &crate::config::LlamaConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(ClipVision, Projector, Llama)> {
+    let tower = randomize(ClipVision::init(vision, mm.select_layer, mm.select_feature, device)?, seed ^ 1, 0.02);
+    let projector = randomize(
+        Projector::init(mm.projector_type, mm.mm_hidden_size, llm.hidden_size, mm.projector_bias, device),
+        seed ^ 3,
+        0.02,
+    );
+    Ok((tower, projector, randomize(Llama::init(llm, device), seed ^ 2, 0.02)))
 }
 
 impl crate::llava::LlavaModel {
@@ -233,13 +245,7 @@ impl crate::llava::LlavaModel {
             image_token_index: None,
             avg_pool: false,
         };
-        let tower = randomize(ClipVision::init(vision, mm.select_layer, mm.select_feature, device)?, seed ^ 1, 0.02);
-        let projector = randomize(
-            Projector::init(mm.projector_type, vision.hidden_size, llm.hidden_size, true, device),
-            seed ^ 3,
-            0.02,
-        );
-        let model = randomize(Llama::init(llm, device), seed ^ 2, 0.02);
+        let (tower, projector, model) = random_modules(vision, &mm, llm, seed, device)?;
         let nowhere = Checkpoint { dir: Default::default(), format: Format::Safetensors, files: vec![] };
         let stack = VisionStack {
             tower,

@@ -328,7 +328,7 @@ def make_llava_original(name, vision, clip_dir, llm_cfg, mm, extra, dtype, write
 # ---------------------------------------------------------------- VoCo references
 
 def voco_mask(ids_expanded, voco_id):
-    """voco-spec.md section 3 as an additive 4D mask: causal, and rows after the
+    """The VoCo attention layout (docs/design.md §4) as an additive 4D mask: causal, and rows after the
     last VoCo token see no key before the first one."""
     L = len(ids_expanded)
     pos = [i for i, t in enumerate(ids_expanded) if t == voco_id]
@@ -351,7 +351,7 @@ def masked_logits(llm, embeds_img, ids, voco_id):
 
 def make_voco_references(d, llm, embeds, voco_id, seed):
     """A VoCo prompt [BOS, <image>, ▁, \n, <voco>*N, ▁, \n, question...] for N = 1, 2, 8:
-    logits of the masked single pass (LlamaForCausalLM with the spec's 4D mask)
+    logits of the masked single pass (LlamaForCausalLM with the VoCo layout as a 4D mask, docs/design.md §4)
     and 8 greedy tokens, each step a fresh masked pass over the grown sequence."""
     g = torch.Generator().manual_seed(seed)
     vocab = llm.config.vocab_size

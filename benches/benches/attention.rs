@@ -47,11 +47,8 @@ fn time(reps: usize, device: &Device, mut f: impl FnMut() -> Tensor<4>) -> Durat
 fn measure(device: &Device, image: usize, reps: usize) -> (Duration, Duration, f64) {
     let first = 1 + image + 2;
     let lk = first + VOCO + TEXT;
-    let rule = KeyRule {
-        causal: true,
-        samples: vec![SampleRule { left_padding: 0, voco: Some((first, first + VOCO - 1)) }],
-        mask: None,
-    };
+    let rule =
+        KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((first, first + VOCO - 1)) }] };
     let q = Tensor::<4>::random([1, HEADS, TEXT, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);
     let k = Tensor::<4>::random([1, HEADS, lk, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);
     let v = Tensor::<4>::random([1, HEADS, lk, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);

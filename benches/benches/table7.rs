@@ -20,11 +20,11 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1)
     });
-    if let Some(out) = &cli.bench.out {
-        if let Err(e) = vocollama_benches::write(&report, out) {
-            eprintln!("error: {e}");
-            std::process::exit(1)
-        }
+    if let Some(out) = &cli.bench.out
+        && let Err(e) = vocollama_benches::write(&report, out)
+    {
+        eprintln!("error: {e}");
+        std::process::exit(1)
     }
     print!("{}", report.markdown());
 }

@@ -3,7 +3,7 @@
 //! left out, as the usual transformer counts do. Attention counts only the
 //! keys a row may see.
 
-use vocollama_model::config::{ClipVisionConfig, LlamaConfig};
+use vocollama_model::checkpoint::config::{ClipVisionConfig, LlamaConfig};
 
 /// The vision stage: patch embedding, the tower's layers up to the selected
 /// one (`layers_run`), and the `mlp2x_gelu` projector.
@@ -66,7 +66,7 @@ mod tests {
 
     #[test]
     fn the_paper_s_kv_cache_sizes() {
-        // voco-spec §5: 0.5 MiB per VoCo token in f16; 576 image tokens = 288 MiB.
+        // `docs/design.md` §6: 0.5 MiB per VoCo token in f16; 576 image tokens = 288 MiB.
         assert_eq!(kv_bytes(&vicuna7b(), 1, 2), 512 << 10);
         assert_eq!(kv_bytes(&vicuna7b(), 576, 2), 288 << 20);
     }
@@ -75,7 +75,7 @@ mod tests {
     /// where both counts must agree exactly: full attention, one query row.
     #[test]
     fn counts_equal_pytorch_s_flop_counter() {
-        use vocollama_model::config::VisionActivation;
+        use vocollama_model::checkpoint::config::VisionActivation;
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/fixtures/flop-counts.json");
         let cases: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let n = |c: &serde_json::Value, k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k}")) as usize;

@@ -102,7 +102,7 @@ pub fn run(a: &BenchArgs, command: String, log: &mut dyn FnMut(&str)) -> Result<
 
 /// The report as markdown at `out` and JSON beside it, each written whole or not at all.
 pub fn write(report: &Report, out: &Path) -> Result<()> {
-    use vocollama_model::atomic::write_atomic;
+    use vocollama_model::io::atomic_write::write_atomic;
     write_atomic(out, report.markdown().as_bytes())?;
     let json = serde_json::to_string_pretty(report).expect("the report serializes");
     write_atomic(&out.with_extension("json"), json.as_bytes())

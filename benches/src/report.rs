@@ -57,10 +57,10 @@ impl Report {
             table7(&mut s, r);
         }
         backends(&mut s, &self.runs);
-        if let (Some(t), Some(name)) = (&self.torch, &self.torch_compared_with) {
-            if let Some(r) = self.runs.iter().find(|r| &r.backend == name) {
-                torch(&mut s, r, t);
-            }
+        if let (Some(t), Some(name)) = (&self.torch, &self.torch_compared_with)
+            && let Some(r) = self.runs.iter().find(|r| &r.backend == name)
+        {
+            torch(&mut s, r, t);
         }
         s
     }
@@ -111,14 +111,14 @@ fn backends(s: &mut String, runs: &[BackendRun]) {
     let _ = writeln!(
         s,
         "| backend | vision ms | stage 1 ms | baseline ms | full caching ms | VoCo ms | VoCo decode ms/token | \
-         peak host MiB | GEMM GFLOP/s | baseline prefill GFLOP/s | share of GEMM | speed vs {} (baseline) |",
+         peak host MiB | CPU threads | GEMM GFLOP/s | baseline prefill GFLOP/s | share of GEMM | speed vs {} (baseline) |",
         first.backend
     );
-    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in runs {
         let _ = writeln!(
             s,
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.0} % | {:.2}x |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.1} | {:.1} | {:.0} % | {:.2}x |",
             r.backend,
             r.vision_ms,
             r.stage1_ms,
@@ -127,6 +127,7 @@ fn backends(s: &mut String, runs: &[BackendRun]) {
             r.voco.prefill_ms,
             r.voco.decode_ms,
             r.peak_mib.map_or("—".into(), |m| format!("{m:.0}")),
+            r.cpu_threads.map_or("—".into(), |n| n.to_string()),
             r.gemm_gflops,
             r.prefill_gflops(),
             100.0 * r.gemm_fraction(),
@@ -146,8 +147,14 @@ fn torch(s: &mut String, r: &BackendRun, t: &TorchRun) {
     let _ = writeln!(
         s,
         "transformers {} on torch {} ({}, {}, {} threads), the same shapes, random weights and stages, \
-         run by `tools/bench_torch.py` in this same run; vocollama on `{}`.\n",
-        t.transformers, t.torch, t.device, t.dtype, t.threads, r.backend
+         run by `tools/bench_torch.py` in this same run; vocollama on `{}`{}.\n",
+        t.transformers,
+        t.torch,
+        t.device,
+        t.dtype,
+        t.threads,
+        r.backend,
+        r.cpu_threads.map_or(String::new(), |n| format!(" ({n} threads)"))
     );
     let _ = writeln!(s, "| stage | vocollama ms | PyTorch ms | vocollama / PyTorch | |");
     let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- |");

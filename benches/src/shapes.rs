@@ -3,8 +3,8 @@
 //! full with a Vicuna-7B-wide LLaMA of a chosen depth, so every per-layer cost
 //! is the real 7B one.
 
-use vocollama_model::config::{ClipVisionConfig, LlamaConfig, VisionActivation};
-use vocollama_model::train::init::{PRESETS, Preset};
+use vocollama_model::checkpoint::config::{ClipVisionConfig, LlamaConfig, MultimodalConfig, VisionActivation};
+use vocollama_model::model::random::PRESETS;
 use vocollama_model::{Error, Result};
 
 /// LLaMA-1/Vicuna's vocabulary plus `<voco>`.
@@ -41,7 +41,7 @@ impl Shape {
                 let p = PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
                     Error::Invalid(format!("unknown benchmark shape `{name}` (expected tiny, small or slice7b)"))
                 })?;
-                from_preset(p)
+                Self { name: name.into(), vision: p.vision_config(), llm: p.llama_config(VOCAB) }
             }
         };
         if let Some(l) = layers {
@@ -53,9 +53,9 @@ impl Shape {
         Ok(shape)
     }
 
-    /// Image tokens after the tower (CLIP's patches; the CLS token is dropped).
+    /// Image tokens after the tower, as `LlavaModel::random` builds the model (LLaVA-1.5's choices).
     pub fn image_tokens(&self) -> usize {
-        self.vision.num_patches()
+        MultimodalConfig::llava15(self.vision.hidden_size).image_tokens(&self.vision)
     }
 
     /// One line: what this shape is.
@@ -96,23 +96,5 @@ fn llama(hidden: usize, ffn: usize, layers: usize, heads: usize, kv_heads: usize
         tie_word_embeddings: false,
         bos_token_id: Some(1),
         eos_token_id: Some(2),
-    }
-}
-
-fn from_preset(p: &Preset) -> Shape {
-    Shape {
-        name: p.name.into(),
-        vision: ClipVisionConfig {
-            hidden_size: p.vision_hidden,
-            intermediate_size: 4 * p.vision_hidden,
-            num_hidden_layers: p.vision_layers,
-            num_attention_heads: p.vision_heads,
-            num_channels: 3,
-            image_size: p.image_size,
-            patch_size: p.patch_size,
-            hidden_act: VisionActivation::QuickGelu,
-            layer_norm_eps: 1e-5,
-        },
-        llm: llama(p.hidden, p.intermediate, p.layers, p.heads, p.kv_heads, p.context),
     }
 }

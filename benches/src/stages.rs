@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
-use vocollama_model::pipeline::Session;
-use vocollama_model::preprocess::Pixels;
-use vocollama_model::vision::layers_to_run;
-use vocollama_model::{Error, IMAGE_TOKEN_INDEX, LlavaModel, Result, memory};
+use vocollama_model::backend::{self, timed};
+use vocollama_model::infer::sampling::argmax;
+use vocollama_model::model::clip::layers_to_run;
+use vocollama_model::voco::{ImageStats, compress};
+use vocollama_model::{IMAGE_TOKEN_INDEX, LlavaModel, Pixels, Result, Session, Stage1Prompt, memory};
 
 use crate::flops;
 use crate::shapes::{Shape, VOCAB};
@@ -55,6 +56,8 @@ pub struct BackendRun {
     pub voco: Question,
     /// Peak resident host memory during this backend's run (MiB).
     pub peak_mib: Option<f64>,
+    /// Threads the backend computes on, for the CPU backend (its thread pool's size).
+    pub cpu_threads: Option<usize>,
     /// The backend's measured f32 matmul rate on a large GEMM.
     pub gemm_gflops: f64,
     pub gemm_size: usize,
@@ -89,28 +92,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// `f` once to warm up (kernels compiled, autotuning settled), then `reps` timed runs: the median ms.
-fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+/// `f` once to warm up (kernels compiled, autotuning settled), then `reps`
+/// runs, each timed to completion on `device`: the median ms.
+fn time<T>(device: &Device, reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
     f()?;
     let mut ms = Vec::with_capacity(reps);
     for _ in 0..reps {
-        let t = Instant::now();
-        f()?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        ms.push(timed(device, &mut f)?.1.as_secs_f64() * 1e3);
     }
     Ok(median(ms))
-}
-
-/// Wait until a tensor is computed: lazy backends return from `into_data`
-/// before the work is done, so the device is synchronised as well.
-fn sync<const D: usize>(t: &Tensor<D>) -> Result<()> {
-    let ranges: [std::ops::Range<usize>; D] = std::array::from_fn(|_| 0..1);
-    let _ = t.clone().slice(ranges).into_data();
-    t.device().sync().map_err(|e| Error::Invalid(format!("the device failed while benchmarking: {e:?}")))
-}
-
-fn argmax(v: &[f32]) -> i64 {
-    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as i64)
 }
 
 /// A random image already preprocessed (the cost does not depend on the pixels).
@@ -120,8 +110,8 @@ fn pixels(size: usize) -> Pixels {
 }
 
 /// The question on a session: its prefill's median time, then decoding's.
-fn question(session: &Session, w: &Workload, text: &[i64]) -> Result<(f64, f64)> {
-    let prefill = time(w.reps, || session.clone().next_logits(text, &[]))?;
+fn question(device: &Device, session: &Session, w: &Workload, text: &[i64]) -> Result<(f64, f64)> {
+    let prefill = time(device, w.reps, || session.clone().next_logits(text, &[]))?;
     let mut after = session.clone();
     after.feed(text, &[])?;
     Ok((prefill, decode(&after, w)?))
@@ -135,7 +125,7 @@ fn decode(after: &Session, w: &Workload) -> Result<f64> {
         let mut next = BOS;
         let t = Instant::now();
         for _ in 0..w.decode {
-            next = argmax(&s.next_logits(&[next], &[])?);
+            next = argmax(&s.next_logits(&[next], &[])?) as i64;
         }
         per_token.push(t.elapsed().as_secs_f64() * 1e3 / w.decode.max(1) as f64);
     }
@@ -145,7 +135,7 @@ fn decode(after: &Session, w: &Workload) -> Result<f64> {
 
 /// Build `shape` with random weights on `device` and measure every stage.
 pub fn measure(
-    backend: &str,
+    name: &str,
     device: &Device,
     shape: &Shape,
     w: &Workload,
@@ -153,36 +143,39 @@ pub fn measure(
     log: &mut dyn FnMut(&str),
 ) -> Result<BackendRun> {
     memory::reset_peak();
-    log(&format!("{backend}: building `{}` with random weights", shape.name));
+    log(&format!("{name}: building `{}` with random weights", shape.name));
     let model = LlavaModel::random(&shape.llm, &shape.vision, w.voco, 0x5eed, device)?;
     let c = &shape.llm;
-    let p = shape.image_tokens();
+    let p = model.image_tokens();
     let voco_id = (VOCAB - 1) as i64;
     let text = text_ids(w.text);
 
-    log(&format!("{backend}: vision encode"));
+    log(&format!("{name}: vision encode and stage 1 (compress into {} VoCo tokens)", w.voco));
     let px = pixels(shape.vision.image_size);
-    let vision_ms = time(w.reps, || model.encode_image(&px).and_then(|t| sync(&t)))?;
-    let image = model.encode_image(&px)?;
-
-    log(&format!("{backend}: stage 1 (compress into {} VoCo tokens)", w.voco));
-    let mut stage1 = IMAGE_PREFIX.to_vec();
-    stage1.extend(std::iter::repeat_n(voco_id, w.voco));
-    let compress = || {
-        let cache = model.compress(&stage1, std::slice::from_ref(&image), voco_id)?;
-        sync(&cache.layers.last().expect("layers").1)?;
-        Ok(cache)
+    let prompt = Stage1Prompt::from_ids([&IMAGE_PREFIX[..], &vec![voco_id; w.voco]].concat(), voco_id)?;
+    // One warm-up, then `reps` runs, each timed stage by stage to completion on the device.
+    let mut runs: Vec<ImageStats> = Vec::with_capacity(w.reps);
+    for rep in 0..=w.reps {
+        let (_, stats) = compress(&model, &prompt, std::slice::from_ref(&px))?;
+        if rep > 0 {
+            runs.push(stats);
+        }
+    }
+    let ms = |pick: fn(&ImageStats) -> std::time::Duration| {
+        median(runs.iter().map(|s| pick(s).as_secs_f64() * 1e3).collect())
     };
-    let stage1_ms = time(w.reps, compress)?;
-    let cache = compress()?;
+    let (vision_ms, stage1_ms) = (ms(|s| s.vision_encode), ms(|s| s.compress));
+    let image = model.encode_image(&px)?;
+    let cache = compress(&model, &prompt, std::slice::from_ref(&px))?.0.remove(0);
 
     // Positions of the image prefix once the image is spliced in.
     let prefix = IMAGE_PREFIX.len() - 1 + p;
     let decode_flops = |cached: usize| flops::llm(c, cached + w.text, 1, 1);
-    log(&format!("{backend}: baseline (whole sequence per question)"));
+    log(&format!("{name}: baseline (whole sequence per question)"));
     let mut whole = IMAGE_PREFIX.to_vec();
     whole.extend(&text);
-    let baseline_ms = time(w.reps, || Session::empty(&model).next_logits(&whole, std::slice::from_ref(&image)))?;
+    let baseline_ms =
+        time(device, w.reps, || Session::empty(&model).next_logits(&whole, std::slice::from_ref(&image)))?;
     let mut s = Session::empty(&model);
     s.feed(&whole, std::slice::from_ref(&image))?;
     let baseline_decode = decode(&s, w)?;
@@ -195,10 +188,10 @@ pub fn measure(
         decode_flops: decode_flops(prefix),
     };
 
-    log(&format!("{backend}: full caching (the image's {prefix} positions cached)"));
+    log(&format!("{name}: full caching (the image's {prefix} positions cached)"));
     let mut cached = Session::empty(&model);
     cached.feed(&IMAGE_PREFIX, std::slice::from_ref(&image))?;
-    let (prefill_ms, decode_ms) = question(&cached, w, &text)?;
+    let (prefill_ms, decode_ms) = question(device, &cached, w, &text)?;
     let full_caching = Question {
         kv_positions: prefix,
         kv_bytes_f16: flops::kv_bytes(c, prefix, 2),
@@ -208,8 +201,8 @@ pub fn measure(
         decode_flops: decode_flops(prefix),
     };
 
-    log(&format!("{backend}: VoCo ({} cached positions)", w.voco));
-    let (prefill_ms, decode_ms) = question(&Session::from_voco(&model, &cache)?, w, &text)?;
+    log(&format!("{name}: VoCo ({} cached positions)", w.voco));
+    let (prefill_ms, decode_ms) = question(device, &Session::from_voco(&model, &cache)?, w, &text)?;
     let voco = Question {
         kv_positions: w.voco,
         kv_bytes_f16: flops::kv_bytes(c, w.voco, 2),
@@ -222,12 +215,12 @@ pub fn measure(
     let peak_mib = memory::peak_resident().map(|b| b as f64 / (1u64 << 20) as f64);
     drop(model);
 
-    log(&format!("{backend}: GEMM ceiling ({gemm_size}³)"));
+    log(&format!("{name}: GEMM ceiling ({gemm_size}³)"));
     let gemm_ms = gemm(device, gemm_size, w.reps)?;
     let gemm_gflops = 2.0 * (gemm_size as f64).powi(3) / (gemm_ms * 1e-3) / 1e9;
     let layers = layers_to_run(shape.vision.num_hidden_layers, -2)?;
     Ok(BackendRun {
-        backend: backend.into(),
+        backend: name.into(),
         vision_ms,
         vision_flops: flops::vision(&shape.vision, layers, c.hidden_size),
         stage1_ms,
@@ -236,6 +229,7 @@ pub fn measure(
         full_caching,
         voco,
         peak_mib,
+        cpu_threads: (name == "flex").then(backend::cpu_threads),
         gemm_gflops,
         gemm_size,
     })
@@ -246,7 +240,6 @@ fn gemm(device: &Device, n: usize, reps: usize) -> Result<f64> {
     let values = |seed: usize| -> Vec<f32> { (0..n * n).map(|i| ((i * 31 + seed) % 97) as f32 / 97.0 - 0.5).collect() };
     let a = Tensor::<2>::from_data(TensorData::new(values(1), [n, n]), device);
     let b = Tensor::<2>::from_data(TensorData::new(values(2), [n, n]), device);
-    sync(&a)?;
-    sync(&b)?;
-    time(reps.max(3), || sync(&a.clone().matmul(b.clone())))
+    backend::sync(device)?;
+    time(device, reps.max(3), || Ok(a.clone().matmul(b.clone())))
 }

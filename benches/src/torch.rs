@@ -52,8 +52,19 @@ pub fn run(python: &str, script: &Path, shape: &Shape, w: &Workload, device: &st
     let (v, l) = (&shape.vision, &shape.llm);
     let args: Vec<String> = vec![
         script.display().to_string(),
-        format!("--vision={},{},{},{},{},{}", v.image_size, v.patch_size, v.hidden_size, v.intermediate_size, v.num_hidden_layers, v.num_attention_heads),
-        format!("--llm={},{},{},{},{},{}", l.hidden_size, l.intermediate_size, l.num_hidden_layers, l.num_attention_heads, l.num_key_value_heads, l.vocab_size),
+        format!(
+            "--vision={},{},{},{},{},{}",
+            v.image_size, v.patch_size, v.hidden_size, v.intermediate_size, v.num_hidden_layers, v.num_attention_heads
+        ),
+        format!(
+            "--llm={},{},{},{},{},{}",
+            l.hidden_size,
+            l.intermediate_size,
+            l.num_hidden_layers,
+            l.num_attention_heads,
+            l.num_key_value_heads,
+            l.vocab_size
+        ),
         format!("--text={}", w.text),
         format!("--decode={}", w.decode),
         format!("--voco={}", w.voco),

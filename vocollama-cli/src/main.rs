@@ -9,11 +9,10 @@ mod train;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use vocollama_model::sampling::SamplingConfig;
-use vocollama_model::voco::FramePositions;
-use vocollama_model::voco::cache::CacheDType;
-use vocollama_model::{LoadOptions, backend, info};
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use vocollama_model::checkpoint::config::ImagePooling;
+use vocollama_model::checkpoint::info;
+use vocollama_model::{CacheDType, Compression, FramePositions, LoadOptions, SamplingConfig, backend};
 
 #[derive(Parser)]
 #[command(name = "vocollama", version, about = "VoCo-LLaMA: vision compression with LLaVA-1.5 models, on Burn")]
@@ -32,7 +31,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub vision_tower: Option<PathBuf>,
     /// Backend to run on (see `vocollama backends`).
-    #[arg(long, default_value = backend::compiled_backends()[0])]
+    #[arg(long, default_value = backend::DEFAULT)]
     pub backend: String,
 }
 
@@ -56,14 +55,8 @@ pub struct ImageArgs {
     #[arg(long)]
     pub voco_tokens: Option<usize>,
     /// `voco`: answer from the VoCo cache; `none`: plain LLaVA with every image token (`llava_v1`).
-    #[arg(long, value_enum, default_value_t = CompressionArg::Voco)]
-    pub compression: CompressionArg,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CompressionArg {
-    Voco,
-    None,
+    #[arg(long, value_enum, default_value_t = Compression::Voco)]
+    pub compression: Compression,
 }
 
 /// A clip: its frames, which of them, and how they are compressed and joined.
@@ -89,8 +82,8 @@ pub struct VideoArgs {
     #[arg(long)]
     pub voco_tokens: Option<usize>,
     /// `sequential`: each frame's tokens after the previous frame's (keys re-rotated); `shared`: all at stage-1 positions.
-    #[arg(long, value_enum, default_value_t = FramePositionsArg::Sequential)]
-    pub frame_positions: FramePositionsArg,
+    #[arg(long, value_enum, default_value_t = FramePositions::Sequential)]
+    pub frame_positions: FramePositions,
     /// Frames run through the vision tower and stage 1 together (memory grows with it, not with the clip).
     #[arg(long, default_value_t = 4)]
     pub frame_batch: usize,
@@ -101,23 +94,8 @@ pub struct VideoArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Storage type of the keys and values in --out.
-    #[arg(long, value_enum, default_value_t = DTypeArg::F16)]
-    pub dtype: DTypeArg,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum FramePositionsArg {
-    Sequential,
-    Shared,
-}
-
-impl From<FramePositionsArg> for FramePositions {
-    fn from(p: FramePositionsArg) -> Self {
-        match p {
-            FramePositionsArg::Sequential => FramePositions::Sequential,
-            FramePositionsArg::Shared => FramePositions::Shared,
-        }
-    }
+    #[arg(long, value_enum, default_value_t = CacheDType::F16)]
+    pub dtype: CacheDType,
 }
 
 /// The paper's answer length.
@@ -156,23 +134,6 @@ impl SamplingArgs {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum DTypeArg {
-    F16,
-    Bf16,
-    F32,
-}
-
-impl From<DTypeArg> for CacheDType {
-    fn from(d: DTypeArg) -> Self {
-        match d {
-            DTypeArg::F16 => CacheDType::F16,
-            DTypeArg::Bf16 => CacheDType::BF16,
-            DTypeArg::F32 => CacheDType::F32,
-        }
-    }
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Print a model's architecture, parameter counts, dtypes and KV-cache size per token.
@@ -196,8 +157,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Storage type of the cached keys and values.
-        #[arg(long, value_enum, default_value_t = DTypeArg::F16)]
-        dtype: DTypeArg,
+        #[arg(long, value_enum, default_value_t = CacheDType::F16)]
+        dtype: CacheDType,
     },
     /// Answer questions about an image; each question is answered from the same compression.
     Ask {
@@ -259,8 +220,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         voco_tokens: usize,
         /// `avg`: the image averaged into one token before a linear projector (the LLaMA-VID-style baseline).
-        #[arg(long, value_enum, default_value_t = PoolingArg::None)]
-        image_pooling: PoolingArg,
+        #[arg(long, value_enum, default_value_t = ImagePooling::None)]
+        image_pooling: ImagePooling,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long)]
@@ -281,12 +242,6 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum PoolingArg {
-    None,
-    Avg,
 }
 
 #[derive(Subcommand)]
@@ -314,7 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info { model } => {
             backend::device(&model.backend)?;
-            let info = info::describe(&model.model, &model.options())?;
+            let info = info::describe(&model.model, model.vision_tower.as_deref())?;
             println!("{info}");
             if let Some(line) = run::video_context(&model.model, &info)? {
                 println!("{line}");
@@ -326,7 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Compress { model, image, voco_tokens, out, dtype } => {
-            run::compress(&model, &image, voco_tokens, &out, dtype.into())?
+            run::compress(&model, &image, voco_tokens, &out, dtype)?
         }
         Command::Ask { model, image, sampling, json, questions } => {
             run::ask(&model, &image, &sampling, json, &questions)?
@@ -350,7 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             train::data_shapes(&out, train, test, size, seed, &kinds)?
         }
         Command::Init { preset, tokenizer, voco_tokens, image_pooling, seed, out } => {
-            train::init(&out, &preset, &tokenizer, voco_tokens, image_pooling == PoolingArg::Avg, seed)?
+            train::init(&out, &preset, &tokenizer, voco_tokens, image_pooling, seed)?
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use vocollama_model::atomic::write_atomic;
+use vocollama_model::io::atomic_write::write_atomic;
 
 pub fn encode_f32(values: &[f32]) -> Vec<u8> {
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}", values.len());

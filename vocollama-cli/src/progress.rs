@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use vocollama_model::chat::ImageStats;
-use vocollama_model::generate::Generation;
+use vocollama_model::Generation;
+use vocollama_model::voco::ImageStats;
 
 /// A spinner for one step whose length is unknown (loading weights).
 pub fn spinner(message: String) -> ProgressBar {

@@ -1,21 +1,18 @@
-//! The commands that load a model: compress, ask, chat, logits.
+//! The commands that load a model: compress, ask, chat, logits, video.
 
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, bail};
-use vocollama_model::chat::{Chat, ImageStats, compress_images, encode_image, encode_images};
-use vocollama_model::frames::{self, Clip, FrameSampling};
-use vocollama_model::generate::{GenerateOptions, Generation, stop_ids};
-use vocollama_model::preprocess::Pixels;
-use vocollama_model::sampling::Sampler;
-use vocollama_model::text::Tokenizer;
-use vocollama_model::voco::cache::CacheDType;
-use vocollama_model::voco::{FrameBudget, FramePositions, FrameStore};
-use vocollama_model::{LlavaModel, VocoCache, backend};
+use vocollama_model::checkpoint::info::Info;
+use vocollama_model::media::frames::{self, Clip, FrameSampling};
+use vocollama_model::voco::{FrameBudget, FrameStore, VideoOptions, compress_video};
+use vocollama_model::{
+    CacheDType, Chat, Compression, GenerateOptions, Generation, LlavaModel, Sampler, Tokenizer, VocoCache, backend,
+};
 
 use crate::progress::{Timing, spinner, steps};
-use crate::{CompressionArg, DEFAULT_MAX_NEW_TOKENS, ImageArgs, ModelArgs, SamplingArgs, VideoArgs, npy};
+use crate::{DEFAULT_MAX_NEW_TOKENS, ImageArgs, ModelArgs, SamplingArgs, VideoArgs, npy};
 
 struct Loaded {
     model: LlavaModel,
@@ -38,40 +35,30 @@ impl Loaded {
         arg.or(self.model.config.voco_num).unwrap_or(2)
     }
 
-    /// Compress `image` (stage 1) with a progress bar; the chat over it and the cache.
+    /// Compress `image` (stage 1); the chat over it and the cache.
     fn compress(&self, image: &Path, n: usize) -> anyhow::Result<(Chat<'_>, VocoCache)> {
-        let pb = steps(2, "encoding image");
         let pixels = self.model.load_image(image)?;
-        let (embeds, vision_encode) = encode_image(&self.model, &pixels)?;
-        pb.inc(1);
-        pb.set_message(format!("compressing into {n} VoCo tokens"));
-        let compressed = Chat::compress(&self.model, &self.tokenizer, embeds, n);
+        let pb = spinner(format!("compressing the image into {n} VoCo tokens"));
+        let compressed = Chat::compress(&self.model, &self.tokenizer, &pixels, n);
         pb.finish_and_clear();
-        let (mut chat, cache) = compressed?;
-        chat.stats.vision_encode = vision_encode;
-        Ok((chat, cache))
+        Ok(compressed?)
     }
 
     /// The conversation `args` ask for: from an image (compressed or not) or from a `.voco` file.
     fn open(&self, args: &ImageArgs) -> anyhow::Result<Chat<'_>> {
         match (&args.image, &args.cache, args.compression) {
-            (Some(image), _, CompressionArg::Voco) => Ok(self.compress(image, self.voco_tokens(args.voco_tokens))?.0),
-            (Some(image), _, CompressionArg::None) => {
-                let pb = steps(2, "encoding image");
+            (Some(image), _, Compression::Voco) => Ok(self.compress(image, self.voco_tokens(args.voco_tokens))?.0),
+            (Some(image), _, Compression::None) => {
                 let pixels = self.model.load_image(image)?;
-                let (embeds, vision_encode) = encode_image(&self.model, &pixels)?;
-                pb.inc(1);
-                pb.set_message("running the image tokens");
-                let chat = Chat::uncompressed(&self.model, &self.tokenizer, embeds);
+                let pb = spinner("running the image tokens".into());
+                let chat = Chat::uncompressed(&self.model, &self.tokenizer, &pixels);
                 pb.finish_and_clear();
-                let mut chat = chat?;
-                chat.stats.vision_encode = vision_encode;
-                Ok(chat)
+                Ok(chat?)
             }
-            (None, Some(_), CompressionArg::None) => {
+            (None, Some(_), Compression::None) => {
                 bail!("--compression none needs --image: a VoCo cache holds no image tokens")
             }
-            (None, Some(path), CompressionArg::Voco) => {
+            (None, Some(path), Compression::Voco) => {
                 let cache = VocoCache::load(path, &self.model.fingerprint, &self.model.device)?;
                 if let Some(n) = args.voco_tokens.filter(|&n| n != cache.tokens_per_frame()) {
                     bail!(
@@ -87,8 +74,7 @@ impl Loaded {
     }
 
     fn options(&self, sampling: &SamplingArgs) -> GenerateOptions {
-        let stop = stop_ids(&self.tokenizer, &self.model);
-        GenerateOptions { sampling: sampling.config(), max_new_tokens: sampling.max_new_tokens, stop }
+        GenerateOptions::new(&self.tokenizer, &self.model, sampling.config(), sampling.max_new_tokens)
     }
 }
 
@@ -198,10 +184,8 @@ pub fn logits(args: &ModelArgs, image: &ImageArgs, prompt: &str, out: &Path) -> 
     Ok(())
 }
 
-/// Frames from the chosen source, sampled, compressed a batch at a time (only
-/// that batch's image tokens alive; frames found in `--frame-cache` are read
-/// back), joined in time order, then the questions — or the video cache
-/// written to `--out`.
+/// Frames from the chosen source, sampled, compressed into one video cache
+/// (see `compress_video`), then the questions — or the cache written to `--out`.
 pub fn video(
     args: &ModelArgs,
     source: &VideoArgs,
@@ -224,106 +208,50 @@ pub fn video(
     };
     let picked = frames::sample(&clip.times, frame_sampling)?;
     let n = loaded.voco_tokens(source.voco_tokens);
-    if n == 0 {
-        bail!("--voco-tokens must be at least 1");
-    }
-    if source.frame_batch == 0 {
-        bail!("--frame-batch must be at least 1");
-    }
-    let budget =
-        FrameBudget::new(&loaded.tokenizer, model.config.llm.max_position_embeddings, model.image_tokens(), n)?;
-    // Frame after frame, positions grow with the clip: refuse before any work what cannot be answered.
     let mut longest = 0;
     for q in questions {
         longest = longest.max(loaded.tokenizer.encode(q)?.len());
     }
-    let reserve = longest + sampling.max_new_tokens;
-    let fit = budget.voco_frames(reserve);
-    if FramePositions::from(source.frame_positions) == FramePositions::Sequential && picked.len() > fit {
-        bail!(
-            "{} frames at {n} VoCo tokens each need {} positions with the question and a {}-token answer, but the context is {}: \
-             at most {fit} frames fit (--num-frames {fit}, or --frame-positions shared)",
-            picked.len(),
-            budget.voco_positions(picked.len()) + budget.text_after + reserve,
-            sampling.max_new_tokens,
-            budget.context
-        );
-    }
     let store = source.frame_cache.as_deref().map(|d| FrameStore::open(d, model.fingerprint)).transpose()?;
-    let pb = steps(picked.len() as u64, &format!("compressing {} frames into {n} VoCo tokens each", picked.len()));
-    let mut caches: Vec<Option<VocoCache>> = vec![None; picked.len()];
-    let mut stats = ImageStats::default();
-    let mut computed = 0usize;
-    // Frames waiting for the tower: (slot, pixels, store path).
-    let mut pending: Vec<(usize, Pixels, Option<PathBuf>)> = Vec::new();
-    let mut flush = |pending: &mut Vec<(usize, Pixels, Option<PathBuf>)>,
-                     caches: &mut Vec<Option<VocoCache>>|
-     -> anyhow::Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let (slots, pixels): (Vec<_>, Vec<Pixels>) =
-            std::mem::take(pending).into_iter().map(|(slot, pixels, path)| ((slot, path), pixels)).unzip();
-        let (embeds, vision_encode) = encode_images(model, &pixels)?;
-        drop(pixels);
-        let (batch, compress) = compress_images(model, &loaded.tokenizer, embeds, n)?;
-        stats.vision_encode += vision_encode;
-        stats.compress += compress;
-        for ((slot, path), cache) in slots.into_iter().zip(batch) {
-            if let (Some(store), Some(path)) = (&store, &path) {
-                store.put(path, &cache)?;
-            }
-            caches[slot] = Some(cache);
-            computed += 1;
-            pb.inc(1);
-        }
-        Ok(())
+    let options = VideoOptions {
+        voco_tokens: n,
+        positions: source.frame_positions,
+        frame_batch: source.frame_batch,
+        store: store.as_ref(),
+        reserve: longest + sampling.max_new_tokens,
     };
-    for (slot, frame) in clip.frames(&picked).enumerate() {
-        let frame = frame?;
-        let path = store.as_ref().map(|s| s.path(&frame, n));
-        if let (Some(store), Some(path)) = (&store, &path) {
-            if let Some(cache) = store.get(path, &model.device) {
-                caches[slot] = Some(cache);
-                pb.inc(1);
-                continue;
-            }
-        }
-        pending.push((slot, model.preprocess(&frame)?, path));
-        if pending.len() == source.frame_batch {
-            flush(&mut pending, &mut caches)?;
-        }
-    }
-    flush(&mut pending, &mut caches)?;
+    let pb = steps(picked.len() as u64, &format!("compressing {} frames into {n} VoCo tokens each", picked.len()));
+    let video =
+        compress_video(model, &loaded.tokenizer, clip.frames(&picked), picked.len(), &options, &mut || pb.inc(1));
     pb.finish_and_clear();
-    let caches: Vec<VocoCache> = caches.into_iter().map(|c| c.expect("every frame compressed or read")).collect();
-    let joined = VocoCache::join(&caches, source.frame_positions.into(), model.llm.inv_freq())?;
-    let mut chat = Chat::from_cache(model, &loaded.tokenizer, &joined)?;
-    stats.cache_bytes = chat.stats.cache_bytes;
-    chat.stats = stats;
+    let video = video?;
+    let mut chat = Chat::from_cache(model, &loaded.tokenizer, &video.cache)?;
+    chat.stats = video.stats;
     if let Some(out) = &source.out {
-        joined.save(out, &model.fingerprint, source.dtype.into())?;
+        video.cache.save(out, &model.fingerprint, source.dtype)?;
         let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-        eprintln!("wrote {}: {} frames x {n} VoCo tokens, {bytes} bytes", out.display(), joined.frames);
+        eprintln!("wrote {}: {} frames x {n} VoCo tokens, {bytes} bytes", out.display(), video.cache.frames);
     }
     let mut c = Conversation::new(&loaded, chat, sampling);
     c.answer_each(questions, json)?;
+    let computed = video.computed;
     let per = |d: std::time::Duration| if computed == 0 { 0.0 } else { d.as_secs_f64() * 1e3 / computed as f64 };
     eprintln!(
         "frames: {} of {} ({computed} computed, {} from the frame cache) | per frame: vision encode {:.1} ms, compress {:.1} ms | {} VoCo tokens in context",
         picked.len(),
         clip.len(),
         picked.len() - computed,
-        per(stats.vision_encode),
-        per(stats.compress),
-        joined.len()
+        per(video.stats.vision_encode),
+        per(video.stats.compress),
+        video.cache.len()
     );
+    let b = &video.budget;
     eprintln!(
         "context: {} positions; frames that fit: {} at {n} VoCo tokens each, {} at {} image tokens each",
-        budget.context,
-        fit,
-        budget.image_frames(reserve),
-        budget.image_tokens
+        b.context,
+        b.voco_frames(options.reserve),
+        b.image_frames(options.reserve),
+        b.image_tokens
     );
     eprintln!("{}", c.timing.line());
     Ok(())
@@ -331,7 +259,7 @@ pub fn video(
 
 /// `info`'s video line: frames that fit in the context at the model's N VoCo
 /// tokens per frame and uncompressed, with room for a default-length answer.
-pub fn video_context(dir: &Path, info: &vocollama_model::info::Info) -> anyhow::Result<Option<String>> {
+pub fn video_context(dir: &Path, info: &Info) -> anyhow::Result<Option<String>> {
     let Some(vision) = &info.vision else { return Ok(None) };
     let Ok(tokenizer) = Tokenizer::for_model(dir, info.config.layout) else {
         return Ok(Some("video       (no tokenizer: frames that fit in the context not counted)".into()));

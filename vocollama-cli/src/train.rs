@@ -4,12 +4,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use vocollama_model::text::Tokenizer;
-use vocollama_model::train::batch::TrainLayout;
-use vocollama_model::train::data::load_records;
-use vocollama_model::train::eval::{EvalMode, EvalReport, evaluate};
-use vocollama_model::train::trainer::{Checkpoints, TrainConfig, Trainer};
-use vocollama_model::{LlavaModel, LoadOptions, backend};
+use vocollama_model::checkpoint::config::ImagePooling;
+use vocollama_model::io::atomic_write::write_atomic;
+use vocollama_model::model::random::preset;
+use vocollama_model::{LlavaModel, LoadOptions, Tokenizer, backend};
+use vocollama_train::batch::TrainLayout;
+use vocollama_train::data::load_records;
+use vocollama_train::eval::{EvalMode, EvalReport, evaluate};
+use vocollama_train::init::init_model;
+use vocollama_train::model_dir::check_out;
+use vocollama_train::synthetic::write_dataset;
+use vocollama_train::trainer::{Checkpoints, TrainConfig, Trainer};
 
 use crate::progress::steps;
 
@@ -26,8 +31,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// `voco`: text sees only the VoCo tokens; `causal`: plain attention (the upper bound).
-    #[arg(long, value_enum, default_value_t = LayoutArg::Voco)]
-    pub layout: LayoutArg,
+    #[arg(long, value_enum, default_value_t = TrainLayout::Voco)]
+    pub layout: TrainLayout,
     /// VoCo tokens per image (default: `voco_num` of config.json, else 1).
     #[arg(long)]
     pub voco_tokens: Option<usize>,
@@ -59,34 +64,20 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Backend to train on (wrapped in Burn's autodiff).
-    #[arg(long, default_value = backend::compiled_backends()[0])]
+    #[arg(long, default_value = backend::DEFAULT)]
     pub backend: String,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LayoutArg {
-    Voco,
-    Causal,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EvalModeArg {
-    Voco,
-    None,
-    Lower,
-}
-
 pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
+    // Refused before any work: an --out that holds what is not a vocollama model.
+    check_out(&a.out)?;
     let device = backend::autodiff_device(&a.backend)?;
     let start_dir = a.resume.as_deref().unwrap_or(&a.model);
     let mut model = LlavaModel::load(start_dir, &LoadOptions::default(), &device)?;
     let tokenizer = Tokenizer::for_model(start_dir, model.config.layout)?;
     let records = load_records(&a.data)?;
     let root = a.data.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let layout = match a.layout {
-        LayoutArg::Voco => TrainLayout::Voco,
-        LayoutArg::Causal => TrainLayout::Causal,
-    };
+    let layout = a.layout;
     let config = TrainConfig {
         layout,
         voco_tokens: a.voco_tokens.or(model.config.voco_num).unwrap_or(1),
@@ -157,8 +148,8 @@ pub struct EvalArgs {
     pub data: PathBuf,
     /// `voco`: from the VoCo tokens only; `none`: image tokens visible (causal);
     /// `lower`: the VoCo restriction on a causally trained model (the paper's lower bound).
-    #[arg(long, value_enum, default_value_t = EvalModeArg::Voco)]
-    pub compression: EvalModeArg,
+    #[arg(long, value_enum, default_value_t = EvalMode::Voco)]
+    pub compression: EvalMode,
     /// VoCo tokens per image (default: `voco_num` of config.json, else 1).
     #[arg(long)]
     pub voco_tokens: Option<usize>,
@@ -170,7 +161,7 @@ pub struct EvalArgs {
     /// Also write every prediction and the accuracies as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, default_value = backend::compiled_backends()[0])]
+    #[arg(long, default_value = backend::DEFAULT)]
     pub backend: String,
 }
 
@@ -184,11 +175,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         bail!("{}: no records to evaluate", a.data.display());
     }
     let root = a.data.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let mode = match a.compression {
-        EvalModeArg::Voco => EvalMode::Voco,
-        EvalModeArg::None => EvalMode::None,
-        EvalModeArg::Lower => EvalMode::Lower,
-    };
+    let mode = a.compression;
     let n = a.voco_tokens.or(model.config.voco_num).unwrap_or(1);
     let pb = steps(records.len() as u64, &format!("answering ({})", mode.name()));
     let report = evaluate(&model, &tokenizer, &records, &root, mode, n, a.max_new_tokens, &mut |_| pb.inc(1));
@@ -204,7 +191,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
             "by_type": kinds.iter().map(|(k, (c, t))| (k.clone(), serde_json::json!({"correct": c, "total": t, "accuracy": *c as f64 / *t as f64}))).collect::<serde_json::Map<_, _>>(),
             "predictions": report.predictions.iter().map(|p| serde_json::json!({"id": p.id, "type": p.kind, "question": p.question, "answer": p.answer, "predicted": p.predicted, "correct": p.correct})).collect::<Vec<_>>(),
         });
-        vocollama_model::atomic::write_atomic(out, serde_json::to_string_pretty(&json)?.as_bytes())?;
+        write_atomic(out, serde_json::to_string_pretty(&json)?.as_bytes())?;
     }
     Ok(())
 }
@@ -230,7 +217,7 @@ pub fn data_shapes(
     kinds: &[String],
 ) -> anyhow::Result<()> {
     let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
-    vocollama_model::train::synthetic::write_dataset(out, train, test, size, seed, &kinds)?;
+    write_dataset(out, train, test, size, seed, &kinds)?;
     eprintln!("wrote {} ({train} train, {test} test records, {size} px images)", out.display());
     Ok(())
 }
@@ -238,15 +225,14 @@ pub fn data_shapes(
 /// `vocollama init`: a new model with random weights.
 pub fn init(
     out: &Path,
-    preset: &str,
+    name: &str,
     tokenizer: &Path,
     voco_tokens: usize,
-    avg_pool: bool,
+    pooling: ImagePooling,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let p = vocollama_model::train::init::preset(preset)?;
-    vocollama_model::train::init::init_model(out, &p, tokenizer, voco_tokens, avg_pool, seed)?;
-    let tokens = if avg_pool { 1 } else { (p.image_size / p.patch_size).pow(2) };
-    eprintln!("wrote {} ({preset}: {} layers x {}, {tokens} image tokens)", out.display(), p.layers, p.hidden);
+    let p = preset(name)?;
+    let tokens = init_model(out, &p, tokenizer, voco_tokens, pooling, seed)?;
+    eprintln!("wrote {} ({name}: {} layers x {}, {tokens} image tokens)", out.display(), p.layers, p.hidden);
     Ok(())
 }

@@ -2,14 +2,10 @@
 //! table-7 stage measured on both backends, the KV sizes and FLOPs consistent
 //! with the shape, the report written as markdown and JSON.
 
-use std::process::Command;
+mod common;
 
+use common::{Out, vocollama};
 use serde_json::Value;
-
-fn vocollama(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vocollama")).args(args).output().expect("run vocollama");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
 
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"))
@@ -20,7 +16,7 @@ fn bench_measures_every_stage_on_every_backend() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report.md");
     let args = ["bench", "--shape", "tiny", "--backends", "flex,wgpu", "--reps", "1", "--decode", "2", "--gemm", "128"];
-    let (ok, stdout, stderr) = vocollama(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+    let Out { ok, stdout, stderr } = vocollama(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
     assert!(ok, "{stderr}");
     let md = std::fs::read_to_string(&out).unwrap();
     assert_eq!(md, stdout, "the report printed is the report written");
@@ -32,6 +28,10 @@ fn bench_measures_every_stage_on_every_backend() {
     assert_eq!(runs.iter().map(|r| r["backend"].as_str().unwrap()).collect::<Vec<_>>(), ["flex", "wgpu"]);
     // tiny: 4 layers × (K, V) × 2 KV heads × 32 dims × 2 bytes per position; the image is BOS + 64 + `▁\n`.
     let per_position = 4.0 * 2.0 * 2.0 * 32.0 * 2.0;
+    // The CPU backend says how many threads it ran on: every core.
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    assert_eq!(f(&runs[0]["cpu_threads"]), cores, "{}", runs[0]);
+    assert!(runs[1]["cpu_threads"].is_null(), "{}", runs[1]);
     for r in runs {
         let (base, full, voco) = (&r["baseline"], &r["full_caching"], &r["voco"]);
         assert_eq!(f(&full["kv_positions"]), 67.0);
@@ -54,10 +54,13 @@ fn bad_bench_inputs_are_one_clear_error_each() {
         (vec!["--shape", "tiny", "--backends", "nope"], "backend `nope` is not compiled into this build"),
         (vec!["--shape", "tiny", "--layers", "0"], "--layers must be at least 1"),
         (vec!["--shape", "tiny", "--reps", "0"], "must be at least 1"),
-        (vec!["--shape", "tiny", "--out", "/nonexistent/dir/report.md"], "--out: the directory /nonexistent/dir does not exist"),
+        (
+            vec!["--shape", "tiny", "--out", "/nonexistent/dir/report.md"],
+            "--out: the directory /nonexistent/dir does not exist",
+        ),
         (vec!["--shape", "tiny", "--text", "5000"], "positions but the `tiny` shape's context is 1024"),
     ] {
-        let (ok, stdout, stderr) = vocollama(&[&["bench"][..], &args].concat());
+        let Out { ok, stdout, stderr } = vocollama(&[&["bench"][..], &args].concat());
         assert!(!ok && stdout.is_empty(), "{args:?}: {stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: {stderr}");

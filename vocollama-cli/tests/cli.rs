@@ -1,21 +1,13 @@
 //! The `vocollama` binary end to end.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/fixtures").join(name)
-}
-
-fn vocollama(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vocollama")).args(args).output().expect("run vocollama");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
+use common::{Out, fixture, vocollama};
 
 #[test]
 fn info_describes_an_original_llava_checkpoint() {
     let dir = fixture("llava-gqa-bf16");
-    let (ok, out, err) = vocollama(&["info", "--model", dir.to_str().unwrap()]);
+    let Out { ok, stdout: out, stderr: err } = vocollama(&["info", "--model", dir.to_str().unwrap()]);
     assert!(ok, "{err}");
     for want in [
         "LLaVA original layout",
@@ -34,7 +26,7 @@ fn info_describes_an_original_llava_checkpoint() {
 
 #[test]
 fn info_takes_a_vision_tower_override() {
-    let (ok, out, err) = vocollama(&[
+    let Out { ok, stdout: out, stderr: err } = vocollama(&[
         "info",
         "--model",
         fixture("llava-mha-f16-bin").to_str().unwrap(),
@@ -47,7 +39,7 @@ fn info_takes_a_vision_tower_override() {
 
 #[test]
 fn bad_model_dir_is_one_line_and_a_failure() {
-    let (ok, out, err) = vocollama(&["info", "--model", "/nonexistent/model"]);
+    let Out { ok, stdout: out, stderr: err } = vocollama(&["info", "--model", "/nonexistent/model"]);
     assert!(!ok);
     assert!(out.is_empty());
     assert_eq!(err.lines().count(), 1, "{err}");

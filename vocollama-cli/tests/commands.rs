@@ -1,50 +1,13 @@
 //! `compress`, `ask`, `chat` and `logits` end to end on the VoCo fixture, against
 //! transformers references for real templated prompts (`tools/make_fixtures.py prompts`).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/fixtures").join(name)
-}
+use std::path::Path;
 
-fn image(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/images").join(name).to_str().unwrap().into()
-}
-
-fn model() -> String {
-    fixture("llava-gqa-bf16").to_str().unwrap().into()
-}
+use common::*;
 
 const QUESTION: &str = "What colour is the\ncircle?";
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn vocollama(args: &[&str]) -> Out {
-    vocollama_stdin(args, "")
-}
-
-fn vocollama_stdin(args: &[&str], input: &str) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vocollama"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run vocollama");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
-}
 
 /// A tensor of `prompt-reference.safetensors` as f32 or i64 values.
 fn reference_f32(name: &str) -> Vec<f32> {
@@ -66,16 +29,6 @@ fn read_npy(path: &Path) -> Vec<f32> {
     assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
     let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
     b[10 + hlen..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
-}
-
-fn assert_close(label: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{label}: length");
-    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let diff = got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(scale > 0.0 && got.iter().all(|x| x.is_finite()), "{label}");
-    let rel = diff / scale;
-    eprintln!("{label}: max|Δ|/max|ref| = {rel:.3e}");
-    assert!(rel <= tol, "{label}: {rel:e} > {tol:e}");
 }
 
 fn backends() -> Vec<(&'static str, f32)> {
@@ -133,10 +86,6 @@ fn a_saved_cache_answers_like_the_image() {
 
 fn greedy_reference(name: &str) -> Vec<i64> {
     reference_ids(name).into_iter().filter(|&t| t >= 0).collect()
-}
-
-fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
 }
 
 #[test]
@@ -259,14 +208,6 @@ fn chat_keeps_the_conversation_across_turns() {
     // After /reset the same first question gets the same answer.
     assert_eq!(answers[0], answers[2]);
     assert!(r.stderr.contains("timing:"), "{}", r.stderr);
-}
-
-/// A failure: non-zero exit, nothing on stdout, one `error:` line naming `want`.
-fn assert_fails(r: &Out, want: &str) {
-    assert!(!r.ok, "expected a failure, got {}", r.stdout);
-    assert!(r.stdout.is_empty(), "{}", r.stdout);
-    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-    assert!(r.stderr.starts_with("error: ") && r.stderr.contains(want), "missing {want:?} in {}", r.stderr);
 }
 
 #[test]
@@ -592,4 +533,28 @@ fn training_commands_end_to_end() {
     let mut bad = args(&p("hf-out"));
     bad.extend(["--model", hf.to_str().unwrap()].map(String::from));
     assert_fails(&vocollama(&bad.iter().map(String::as_str).collect::<Vec<_>>()), "<voco>");
+}
+
+#[test]
+fn init_and_train_refuse_an_out_that_is_not_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = dir.path().join("mine");
+    std::fs::create_dir(&user).unwrap();
+    std::fs::write(user.join("thesis.tex"), "years of work").unwrap();
+    let tokenizer = fixture("tokenizer");
+    let out = user.to_str().unwrap();
+    assert_fails(
+        &vocollama(&["init", "--preset", "tiny", "--tokenizer", tokenizer.to_str().unwrap(), "--out", out]),
+        "not a model directory written by vocollama",
+    );
+    let data = dir.path().join("data");
+    assert!(vocollama(&["data", "shapes", "--out", data.to_str().unwrap(), "--train", "4", "--test", "0"]).ok);
+    let train = data.join("train.json");
+    let r = vocollama(&["train", "--model", &model(), "--data", train.to_str().unwrap(), "--out", out]);
+    assert_fails(&r, "refusing to replace it");
+    assert_eq!(std::fs::read_to_string(user.join("thesis.tex")).unwrap(), "years of work");
+    assert_eq!(std::fs::read_dir(&user).unwrap().count(), 1, "nothing added");
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "no temporary directory left: {names:?}");
 }

@@ -1,8 +1,11 @@
 //! The README's first command: the embedded demo model (the default `--model`)
 //! answers the demo questions of `assets/demo/questions.json` correctly.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
+
+use common::vocollama;
 
 #[test]
 fn the_demo_model_answers_its_questions() {
@@ -14,12 +17,9 @@ fn the_demo_model_answers_its_questions() {
     for q in questions {
         let image = demo.join(q["image"].as_str().unwrap());
         let question = q["question"].as_str().unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_vocollama"))
-            .args(["ask", "--json", "--image", image.to_str().unwrap(), question])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = vocollama(&["ask", "--json", "--image", image.to_str().unwrap(), question]);
+        assert!(out.ok, "{}", out.stderr);
+        let line: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         let answer = line["answer"].as_str().unwrap().trim().trim_end_matches('.').to_lowercase();
         assert_eq!(answer, q["answer"].as_str().unwrap(), "{question} ({})", image.display());
     }

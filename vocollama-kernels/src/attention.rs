@@ -1,8 +1,10 @@
 //! Scaled dot-product attention with grouped-query heads and a structural key rule.
 
+use std::cell::Cell;
+
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// Which keys one batch sample hides, in key indices of the full key sequence.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,21 +25,17 @@ pub struct KeyRule {
     pub causal: bool,
     /// One rule per batch sample; empty means "no padding, no VoCo" for all.
     pub samples: Vec<SampleRule>,
-    /// An explicit `[batch, lq, lk]` mask (`true` = hidden) that replaces the
-    /// rest: for layouts no structure describes (the slow-way references of
-    /// tests). Only the tensor-op reference takes it.
-    pub mask: Option<Vec<bool>>,
 }
 
 impl KeyRule {
     /// Plain causal attention.
     pub fn causal() -> Self {
-        Self { causal: true, samples: Vec::new(), mask: None }
+        Self { causal: true, samples: Vec::new() }
     }
 
     /// Every query sees every key (the CLIP encoder).
     pub fn full() -> Self {
-        Self { causal: false, samples: Vec::new(), mask: None }
+        Self { causal: false, samples: Vec::new() }
     }
 
     fn sample(&self, b: usize) -> SampleRule {
@@ -46,14 +44,11 @@ impl KeyRule {
 
     /// Whether the rule is nothing but (optionally causal) attention.
     pub fn is_plain(&self) -> bool {
-        self.mask.is_none() && self.samples.iter().all(|s| *s == SampleRule::default())
+        self.samples.iter().all(|s| *s == SampleRule::default())
     }
 
     /// May query row `qi` (of `lq`) see key `kj` (of `lk`) in sample `b`?
     pub fn visible(&self, b: usize, qi: usize, kj: usize, lq: usize, lk: usize) -> bool {
-        if let Some(mask) = &self.mask {
-            return !mask[(b * lq + qi) * lk + kj];
-        }
         let q = lk - lq + qi;
         let s = self.sample(b);
         if self.causal && kj > q {
@@ -71,9 +66,10 @@ impl KeyRule {
         true
     }
 
-    /// The dense `[batch, lq, lk]` form, `true` = hidden. For tests and for the
-    /// reference path only: fast paths never build it.
+    /// The dense `[batch, lq, lk]` form, `true` = hidden. Only the tensor-op
+    /// path and tests build it; the fused kernel reads the rule's integers.
     pub fn dense(&self, batch: usize, lq: usize, lk: usize) -> Vec<bool> {
+        DENSE_MASKS_BUILT.set(DENSE_MASKS_BUILT.get() + 1);
         let mut out = Vec::with_capacity(batch * lq * lk);
         for b in 0..batch {
             for i in 0..lq {
@@ -84,38 +80,92 @@ impl KeyRule {
         }
         out
     }
+
+    /// The rule made ready for one forward on `device` — `batch` samples,
+    /// `lq` queries against `lk` keys — and shared by all its layers: the
+    /// integers the fused kernel reads on CubeCL devices, else (for rules
+    /// beyond plain causal) the dense mask Burn's attention takes.
+    pub fn prepare(&self, device: &Device, batch: usize, lq: usize, lk: usize) -> PreparedRule {
+        if crate::fused::available(device) {
+            let rules = crate::fused::rule_tensor(self, batch, device);
+            return PreparedRule { causal: self.causal, lq, lk, form: Form::Fused(rules) };
+        }
+        self.prepare_reference(device, batch, lq, lk)
+    }
+
+    /// [`KeyRule::prepare`] for the tensor-op path on any device.
+    pub fn prepare_reference(&self, device: &Device, batch: usize, lq: usize, lk: usize) -> PreparedRule {
+        let form = if self.is_plain() {
+            Form::Plain
+        } else {
+            let mask = TensorData::new(self.dense(batch, lq, lk), [batch, 1, lq, lk]);
+            Form::Dense(Tensor::<4, Bool>::from_data(mask, device))
+        };
+        PreparedRule { causal: self.causal, lq, lk, form }
+    }
+}
+
+thread_local! {
+    static DENSE_MASKS_BUILT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many dense masks this thread has built so far (a forward must build at most one).
+pub fn dense_masks_built() -> usize {
+    DENSE_MASKS_BUILT.get()
+}
+
+/// A [`KeyRule`] ready for the attention of one forward (see [`KeyRule::prepare`]).
+#[derive(Debug, Clone)]
+pub struct PreparedRule {
+    causal: bool,
+    lq: usize,
+    lk: usize,
+    form: Form,
+}
+
+#[derive(Debug, Clone)]
+enum Form {
+    /// `[b, 4]` integers per sample for the fused kernel.
+    Fused(Tensor<2, Int>),
+    /// (Causal) attention with no mask.
+    Plain,
+    /// `[b, 1, lq, lk]`, `true` = hidden.
+    Dense(Tensor<4, Bool>),
 }
 
 /// softmax(Q Kᵀ / √d) V over `q: [b, heads, lq, d]`, `k, v: [b, kv_heads, lk, d]`.
 ///
 /// `heads` must be a multiple of `kv_heads`; each group of `heads / kv_heads`
-/// query heads reads one key/value head. CubeCL devices run the fused kernel
-/// ([`crate::fused`]); others the tensor-op [`reference`].
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Tensor<4> {
-    let [_, heads, _, _] = q.dims();
-    let [_, kv_heads, _, _] = k.dims();
-    assert!(heads % kv_heads == 0, "{heads} query heads are not a multiple of {kv_heads} key/value heads");
-    if rule.mask.is_none() && crate::fused::available(&q.device()) {
-        return crate::fused::fused_attention(q, k, v, rule).expect("a fused-attention device");
-    }
-    reference(q, k, v, rule)
-}
-
-/// The tensor-op definition: Burn's attention with repeated key/value heads and,
-/// when the rule is not plain, a dense mask.
-pub fn reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Tensor<4> {
+/// query heads reads one key/value head. The rule says which path runs: the
+/// fused kernel ([`crate::fused`]) or Burn's attention with repeated key/value heads.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &PreparedRule) -> Tensor<4> {
     let [b, heads, lq, _] = q.dims();
     let [_, kv_heads, lk, _] = k.dims();
-    let (k, v) = (repeat_kv(k, heads / kv_heads), repeat_kv(v, heads / kv_heads));
-    if rule.is_plain() {
-        let options = AttentionModuleOptions { is_causal: rule.causal && lq > 1, ..Default::default() };
-        return burn_attention(q, k, v, None, None, options);
+    assert!(heads % kv_heads == 0, "{heads} query heads are not a multiple of {kv_heads} key/value heads");
+    assert!((lq, lk) == (rule.lq, rule.lk), "the rule was prepared for {}x{} scores, not {lq}x{lk}", rule.lq, rule.lk);
+    if let Form::Fused(rules) = &rule.form {
+        return crate::fused::launch(q, k, v, rules.clone(), rule.causal);
     }
-    let device = q.device();
-    let mask = Tensor::<3, Bool>::from_data(TensorData::new(rule.dense(b, lq, lk), [b, lq, lk]), &device)
-        .unsqueeze_dim::<4>(1)
-        .expand([b, heads, lq, lk]);
-    burn_attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
+    let (k, v) = (repeat_kv(k, heads / kv_heads), repeat_kv(v, heads / kv_heads));
+    match &rule.form {
+        Form::Dense(mask) => {
+            let mask = mask.clone().expand([b, heads, lq, lk]);
+            burn_attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
+        }
+        _ => {
+            let options = AttentionModuleOptions { is_causal: rule.causal && lq > 1, ..Default::default() };
+            burn_attention(q, k, v, None, None, options)
+        }
+    }
+}
+
+/// The tensor-op definition on any device: Burn's attention with repeated
+/// key/value heads and, when the rule is not plain, a dense mask.
+pub fn reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Tensor<4> {
+    let [b, _, lq, _] = q.dims();
+    let lk = k.dims()[2];
+    let prepared = rule.prepare_reference(&q.device(), b, lq, lk);
+    attention(q, k, v, &prepared)
 }
 
 /// `[b, kv, l, d]` → `[b, kv * groups, l, d]`, each key/value head repeated `groups` times in a row.
@@ -137,10 +187,9 @@ mod tests {
     }
 
     #[test]
-    fn voco_rule_matches_the_spec_picture() {
+    fn voco_rule_matches_the_design_picture() {
         // B I I I n n V V n t t t  (first VoCo 6, last 7)
-        let rule =
-            KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((6, 7)) }], mask: None };
+        let rule = KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((6, 7)) }] };
         let r = rows(&rule, 12, 12);
         assert_eq!(r[7], "11111111....");
         assert_eq!(r[8], "......111...");
@@ -151,7 +200,7 @@ mod tests {
 
     #[test]
     fn left_padding_hides_keys() {
-        let rule = KeyRule { causal: true, samples: vec![SampleRule { left_padding: 2, voco: None }], mask: None };
+        let rule = KeyRule { causal: true, samples: vec![SampleRule { left_padding: 2, voco: None }] };
         assert_eq!(rows(&rule, 3, 5), vec!["..1..", "..11.", "..111"]);
         assert!(!rule.is_plain());
         assert!(KeyRule::causal().is_plain());

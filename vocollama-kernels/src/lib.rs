@@ -2,15 +2,18 @@
 //!
 //! [`attention`] takes queries and a key/value cache with possibly fewer heads
 //! (grouped-query attention) and a [`KeyRule`] saying which keys each query row
-//! may see. On CubeCL devices it runs the fused kernel of [`fused`]; elsewhere
-//! (Flex, autodiff) the tensor-op [`attention::reference`]. [`voco_handoff`]
+//! may see, prepared once per forward ([`KeyRule::prepare`]). On CubeCL
+//! devices it runs the fused kernel of [`fused`]; elsewhere (Flex, autodiff)
+//! Burn's attention with a boolean mask built once per forward. [`voco_handoff`]
 //! gathers the VoCo rows of a layer's cache (a kernel of [`handoff`] on CubeCL
-//! devices). This crate knows nothing of the model; the model turns its
-//! attention layout into a `KeyRule`.
+//! devices); [`rope`] is the rotate-half RoPE both the model and the handoff
+//! use. This crate knows nothing of the model; the model turns its attention
+//! layout into a `KeyRule`.
 
 pub mod attention;
 pub mod fused;
 pub mod handoff;
+pub mod rope;
 
-pub use attention::{KeyRule, SampleRule, attention};
+pub use attention::{KeyRule, PreparedRule, SampleRule, attention};
 pub use handoff::voco_handoff;

@@ -1,16 +1,13 @@
-//! The reference attention against a plain loop written from the definition.
+//! Attention as the model calls it (the rule prepared once, then the fused
+//! kernel or Burn's attention with a mask) and the tensor-op reference on
+//! every device, against a plain loop written from the definition.
 
-use burn::tensor::{Device, Distribution, Tensor};
+mod common;
+
+use burn::tensor::{Distribution, Tensor};
+use common::devices;
+use vocollama_kernels::attention::reference;
 use vocollama_kernels::{KeyRule, SampleRule, attention};
-
-fn devices() -> Vec<(&'static str, Device)> {
-    let mut v = vec![];
-    #[cfg(feature = "flex")]
-    v.push(("flex", Device::flex()));
-    #[cfg(feature = "wgpu")]
-    v.push(("wgpu", Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)));
-    v
-}
 
 /// softmax(q·k/√d) v, one query row at a time, skipping hidden keys.
 fn naive(q: &[f32], k: &[f32], v: &[f32], dims: [usize; 6], rule: &KeyRule) -> Vec<f32> {
@@ -52,10 +49,17 @@ fn check(rule: KeyRule, b: usize, h: usize, kvh: usize, lq: usize, lk: usize, d:
         let v = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
         let vec = |t: &Tensor<4>| t.to_data().try_into_vec::<f32>().unwrap();
         let want = naive(&vec(&q), &vec(&k), &vec(&v), [b, h, kvh, lq, lk, d], &rule);
-        let got = vec(&attention(q, k, v, &rule));
-        let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        let tol = if name == "flex" { 1e-5 } else { 1e-4 };
-        assert!(diff < tol, "[{name}] {rule:?} b{b} h{h}/{kvh} lq{lq} lk{lk}: max|Δ| {diff}");
+        let prepared = rule.prepare(&device, b, lq, lk);
+        let paths = [
+            ("prepared", attention(q.clone(), k.clone(), v.clone(), &prepared)),
+            ("reference", reference(q, k, v, &rule)),
+        ];
+        for (path, out) in paths {
+            let got = vec(&out);
+            let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let tol = if name == "flex" { 1e-5 } else { 1e-4 };
+            assert!(diff < tol, "[{name}] {path} {rule:?} b{b} h{h}/{kvh} lq{lq} lk{lk}: max|Δ| {diff}");
+        }
     }
 }
 
@@ -74,7 +78,7 @@ fn full_attention() {
 
 #[test]
 fn voco_and_padding_rules() {
-    let voco = KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((6, 7)) }], mask: None };
+    let voco = KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((6, 7)) }] };
     check(voco.clone(), 1, 4, 2, 12, 12, 8);
     check(voco, 1, 4, 2, 2, 12, 8);
     let mixed = KeyRule {
@@ -83,7 +87,6 @@ fn voco_and_padding_rules() {
             SampleRule { left_padding: 3, voco: Some((8, 9)) },
             SampleRule { left_padding: 0, voco: Some((5, 6)) },
         ],
-        mask: None,
     };
     check(mixed, 2, 4, 4, 12, 12, 8);
 }

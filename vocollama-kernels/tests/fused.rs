@@ -3,15 +3,16 @@
 //! VoCo spans of 1..16, decode against a long cache, padding, batches.
 #![cfg(feature = "wgpu")]
 
-use burn::tensor::{Device, DeviceKind, Distribution, Tensor};
+mod common;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use common::max_rel;
 use vocollama_kernels::attention::reference;
-use vocollama_kernels::fused::{available, fused_attention};
+use vocollama_kernels::fused::fused_attention;
 use vocollama_kernels::{KeyRule, SampleRule};
 
 fn device() -> Device {
-    let d = Device::wgpu(DeviceKind::DefaultDevice);
-    assert!(available(&d), "wgpu is compiled in but its device does not take the fused kernel");
-    d
+    common::cube_device()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -20,20 +21,13 @@ fn check(label: &str, rule: &KeyRule, b: usize, h: usize, kvh: usize, lq: usize,
     let q = Tensor::<4>::random([b, h, lq, d], Distribution::Normal(0.0, 1.0), &device);
     let k = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
     let v = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
-    let want = reference(q.clone(), k.clone(), v.clone(), rule).into_data().try_into_vec::<f32>().unwrap();
-    let got = fused_attention(q, k, v, rule).unwrap().into_data().try_into_vec::<f32>().unwrap();
-    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(scale > 0.0, "{label}: the reference is all zeros");
-    assert!(diff / scale <= 1e-4, "{label}: max|Δ|/max|ref| = {:e}", diff / scale);
+    let want = reference(q.clone(), k.clone(), v.clone(), rule);
+    let rel = max_rel(fused_attention(q, k, v, rule).unwrap(), want);
+    assert!(rel <= 1e-4, "{label}: max|Δ|/max|ref| = {rel:e}");
 }
 
 fn voco(first: usize, n: usize) -> KeyRule {
-    KeyRule {
-        causal: true,
-        samples: vec![SampleRule { left_padding: 0, voco: Some((first, first + n - 1)) }],
-        mask: None,
-    }
+    KeyRule { causal: true, samples: vec![SampleRule { left_padding: 0, voco: Some((first, first + n - 1)) }] }
 }
 
 #[test]
@@ -66,7 +60,6 @@ fn batches_with_padding_and_their_own_spans() {
             SampleRule { left_padding: 0, voco: Some((6, 6)) },
             SampleRule { left_padding: 5, voco: None },
         ],
-        mask: None,
     };
     check("mixed batch", &rule, 3, 4, 2, 20, 20, 16);
     check("mixed batch, chunk", &rule, 3, 4, 2, 4, 20, 16);
@@ -86,10 +79,8 @@ fn half_precision_inputs() {
         let rand = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(dtype);
         let (q, k, v) = (rand([1, 4, 11, 64]), rand([1, 2, 53, 64]), rand([1, 2, 53, 64]));
         let f32s = |t: &Tensor<4>| t.clone().cast(DType::F32);
-        let want = reference(f32s(&q), f32s(&k), f32s(&v), &rule).into_data().try_into_vec::<f32>().unwrap();
-        let got = fused_attention(q, k, v, &rule).unwrap().cast(DType::F32).into_data().try_into_vec::<f32>().unwrap();
-        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(diff / scale <= 1e-2, "{dtype:?}: max|Δ|/max|ref| = {:e}", diff / scale);
+        let want = reference(f32s(&q), f32s(&k), f32s(&v), &rule);
+        let rel = max_rel(fused_attention(q, k, v, &rule).unwrap().cast(DType::F32), want);
+        assert!(rel <= 1e-2, "{dtype:?}: max|Δ|/max|ref| = {rel:e}");
     }
 }

@@ -8,10 +8,8 @@ mod common;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
-use vocollama_model::info::{clip_params, llama_params, projector_params};
-use vocollama_model::llava::IMAGE_TOKEN_INDEX;
-use vocollama_model::preprocess::Pixels;
-use vocollama_model::{AttentionLayout, LlavaModel, LoadOptions};
+use vocollama_model::checkpoint::info::{clip_params, llama_params, projector_params};
+use vocollama_model::{AttentionLayout, IMAGE_TOKEN_INDEX, LlavaModel, LoadOptions, Pixels};
 
 fn load(name: &str, tower: Option<&str>, device: &Device) -> LlavaModel {
     let options = LoadOptions { vision_tower: tower.map(fixture) };
@@ -126,9 +124,9 @@ fn kv_cache_decoding_equals_one_pass() {
 
 #[test]
 fn linear_projector() {
-    use vocollama_model::config::ProjectorType;
-    use vocollama_model::projector::Projector;
-    use vocollama_model::weights::{Checkpoint, Format, load_module};
+    use vocollama_model::checkpoint::config::ProjectorType;
+    use vocollama_model::checkpoint::weights::{Checkpoint, Format, load_module};
+    use vocollama_model::model::projector::Projector;
     let path = fixture("projector-linear.safetensors");
     let r = read_tensors(path.clone());
     let ck = Checkpoint { dir: fixture(""), format: Format::Safetensors, files: vec![path] };
@@ -144,7 +142,7 @@ fn linear_projector() {
 
 #[test]
 fn preprocessing_matches_clip_image_processor() {
-    use vocollama_model::preprocess::{CLIP_STD, Preprocessor};
+    use vocollama_model::media::preprocess::{CLIP_STD, Preprocessor};
     let r = read_tensors(fixture("preprocess.safetensors"));
     let cases = [
         ("photo", "photo.png", 336, false),

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use vocollama_model::text::sentencepiece::SentencePiece;
-use vocollama_model::text::template::next_turn_ids;
 use vocollama_model::text::{StreamDecoder, Template, Tokenizer, TokenizerSource, tokenizer_image_token};
 
 fn reference() -> Value {
@@ -118,7 +117,7 @@ fn templates_and_image_token_chunking_equal_llava() {
         for (template, name) in [(voco, "voco_n2_turn2"), (Template::LlavaV1, "llava_v1_turn2")] {
             let whole = ids(&r["prompts"][kind][name]);
             let eos = whole.iter().rposition(|&t| t == 2).unwrap();
-            assert_eq!(next_turn_ids(template, "And the square?", tok).unwrap(), whole[eos..], "{kind}: {name}");
+            assert_eq!(template.next_turn_ids(tok, "And the square?").unwrap(), whole[eos..], "{kind}: {name}");
         }
     }
 }

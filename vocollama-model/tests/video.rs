@@ -6,11 +6,11 @@
 
 mod common;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use common::*;
-use vocollama_model::pipeline::{Session, expand_ids};
-use vocollama_model::voco::FramePositions;
-use vocollama_model::{AttentionLayout, LlavaModel, LoadOptions, VocoCache};
+use vocollama_model::model::llava::expand_ids;
+use vocollama_model::voco::compress;
+use vocollama_model::{FramePositions, LlavaModel, LoadOptions, Pixels, Session, Stage1Prompt, VocoCache};
 
 const VOCO: i64 = 511;
 const N: usize = 2;
@@ -19,11 +19,20 @@ fn model(device: &burn::tensor::Device) -> LlavaModel {
     LlavaModel::load(&fixture("llava-gqa-bf16"), &LoadOptions::default(), device).unwrap()
 }
 
-fn frames(model: &LlavaModel) -> Vec<Tensor<3>> {
+fn frame_pixels(model: &LlavaModel) -> Vec<Pixels> {
     ["wide.png", "tall.png", "photo.png"]
         .iter()
-        .map(|f| model.encode_image(&model.load_image(&assets().join("images").join(f)).unwrap()).unwrap())
+        .map(|f| model.load_image(&assets().join("images").join(f)).unwrap())
         .collect()
+}
+
+fn frames(model: &LlavaModel) -> Vec<Tensor<3>> {
+    frame_pixels(model).iter().map(|p| model.encode_image(p).unwrap()).collect()
+}
+
+/// Each frame compressed alone.
+fn frame_caches(model: &LlavaModel) -> Vec<VocoCache> {
+    frame_pixels(model).iter().map(|p| compress_one(model, &stage1(), VOCO, p)).collect()
 }
 
 /// The stage-1 prompt of one frame: `[BOS, <image>, ▁, \n, <voco>*N]`.
@@ -31,21 +40,14 @@ fn stage1() -> Vec<i64> {
     [vec![1, -200, 453, 13], vec![VOCO; N]].concat()
 }
 
-fn max_rel(got: Tensor<4>, want: Tensor<4>) -> f32 {
-    let g = got.into_data().try_into_vec::<f32>().unwrap();
-    let w = want.into_data().try_into_vec::<f32>().unwrap();
-    let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
-    g.iter().zip(&w).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
-}
-
 #[test]
 fn a_moved_cache_equals_one_computed_there() {
     for (name, device, _) in devices() {
         let m = model(&device);
         let img = frames(&m).remove(0);
-        let at0 = m.compress(&stage1(), &[img.clone()], VOCO).unwrap();
+        let at0 = frame_caches(&m).remove(0);
         for delta in [5usize, 77, 300] {
-            let direct = m.compress_at(&stage1(), &[img.clone()], VOCO, delta).unwrap();
+            let direct = compress_at(&m, &stage1(), VOCO, img.clone(), delta);
             let moved = at0.shifted(delta as i64, m.llm.inv_freq()).unwrap();
             assert_eq!(moved.positions, direct.positions);
             for (i, ((mk, mv), (dk, dv))) in moved.layers.iter().zip(&direct.layers).enumerate() {
@@ -82,9 +84,7 @@ fn slow_way(m: &LlavaModel, images: &[Tensor<3>], text: &[i64], policy: FramePos
         }
     }
     let x = m.embed_with_images(&ids, images).unwrap();
-    let pos = Tensor::<1, Int>::from_data(TensorData::new(positions, [len]), &m.device).unsqueeze::<2>();
-    let layout = AttentionLayout { mask: Some(mask), ..AttentionLayout::causal() };
-    let h = m.llm.forward(x, pos, &layout, &mut m.llm.new_cache());
+    let h = forward_with_mask(&m.llm, x, positions, mask);
     let [b, l, d] = h.dims();
     m.llm.logits(h.slice([0..b, l - text.len()..l, 0..d])).into_data().try_into_vec::<f32>().unwrap()
 }
@@ -95,8 +95,7 @@ fn joined_frames_equal_the_masked_long_sequence() {
     for (name, device, _) in devices() {
         let m = model(&device);
         let images = frames(&m);
-        let caches: Vec<VocoCache> =
-            images.iter().map(|i| m.compress(&stage1(), &[i.clone()], VOCO).unwrap()).collect();
+        let caches = frame_caches(&m);
         for policy in [FramePositions::Sequential, FramePositions::Shared] {
             let joined = VocoCache::join(&caches, policy, m.llm.inv_freq()).unwrap();
             assert_eq!(joined.len(), 3 * N);
@@ -122,13 +121,9 @@ fn joined_frames_equal_the_masked_long_sequence() {
 fn batched_frames_equal_frames_compressed_alone() {
     for (name, device, _) in devices() {
         let m = model(&device);
-        let images = frames(&m);
-        let alone: Vec<VocoCache> = images.iter().map(|i| m.compress(&stage1(), &[i.clone()], VOCO).unwrap()).collect();
-        let pixels: Vec<_> = ["wide.png", "tall.png", "photo.png"]
-            .iter()
-            .map(|f| m.load_image(&assets().join("images").join(f)).unwrap())
-            .collect();
-        let batch = m.compress_batch(&stage1(), &[m.encode_images(&pixels).unwrap()], VOCO).unwrap();
+        let alone = frame_caches(&m);
+        let prompt = Stage1Prompt::from_ids(stage1(), VOCO).unwrap();
+        let (batch, _) = compress(&m, &prompt, &frame_pixels(&m)).unwrap();
         assert_eq!(batch.len(), 3);
         for (t, (b, a)) in batch.iter().zip(&alone).enumerate() {
             assert_eq!(b.positions, a.positions);
@@ -143,11 +138,10 @@ fn batched_frames_equal_frames_compressed_alone() {
 
 #[test]
 fn a_video_cache_file_keeps_its_frames() {
-    use vocollama_model::voco::cache::CacheDType;
+    use vocollama_model::CacheDType;
     let device = devices().remove(0).1;
     let m = model(&device);
-    let caches: Vec<VocoCache> =
-        frames(&m).iter().map(|i| m.compress(&stage1(), &[i.clone()], VOCO).unwrap()).collect();
+    let caches = frame_caches(&m);
     // One image stays a version-1 file (older readers take it); a video is version 2.
     let one = caches[0].to_bytes(&m.fingerprint, CacheDType::F32);
     assert_eq!(one[8], 1);

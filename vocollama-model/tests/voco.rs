@@ -1,15 +1,17 @@
 //! VoCo end to end against transformers (a LlamaForCausalLM run with the
-//! spec's 4D mask over the spliced embeddings), and the two-stage path
+//! VoCo layout of `docs/design.md` §4 as a 4D mask over the spliced embeddings), and the two-stage path
 //! against the masked single pass.
 
 mod common;
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use common::*;
-use vocollama_model::pipeline::{Session, expand_ids, last_logits};
-use vocollama_model::sampling::argmax;
-use vocollama_model::voco::cache::CacheDType;
-use vocollama_model::{AttentionLayout, KvCache, LlavaModel, LoadOptions, VocoCache};
+use vocollama_model::infer::sampling::argmax;
+use vocollama_model::infer::session::last_logits;
+use vocollama_model::model::llava::expand_ids;
+use vocollama_model::{
+    AttentionLayout, CacheDType, KvCache, LlavaModel, LoadOptions, Pixels, Session, Stage1Prompt, VocoCache,
+};
 
 const VOCO: i64 = 511;
 
@@ -17,9 +19,12 @@ fn model(device: &Device) -> LlavaModel {
     LlavaModel::load(&fixture("llava-gqa-bf16"), &LoadOptions::default(), device).unwrap()
 }
 
+fn pixels(model: &LlavaModel) -> Pixels {
+    model.load_image(&assets().join("images/wide.png")).unwrap()
+}
+
 fn image(model: &LlavaModel) -> Tensor<3> {
-    let pixels = model.load_image(&assets().join("images/wide.png")).unwrap();
-    model.encode_image(&pixels).unwrap()
+    model.encode_image(&pixels(model)).unwrap()
 }
 
 fn data(t: Tensor<3>) -> TensorData {
@@ -54,7 +59,7 @@ type Refs = std::collections::HashMap<String, TensorData>;
 #[test]
 fn masked_single_pass_matches_transformers() {
     each_case(|backend, tol, m, img, r, n, ids| {
-        let h = m.forward_masked(&ids, &[img.clone()], VOCO).unwrap();
+        let h = masked_single_pass(m, &ids, std::slice::from_ref(img), VOCO);
         assert_close(
             &format!("[{backend}] N={n} masked logits"),
             data(m.llm.logits(h)),
@@ -68,11 +73,11 @@ fn masked_single_pass_matches_transformers() {
 fn two_stage_equals_the_masked_single_pass() {
     each_case(|backend, _, m, img, _, n, ids| {
         let (prefix, text) = split(&ids);
-        let single = m.forward_masked(&ids, &[img.clone()], VOCO).unwrap();
+        let single = masked_single_pass(m, &ids, std::slice::from_ref(img), VOCO);
         let text_start = expand_ids(prefix, m.image_tokens()).len();
         let want = data(rows(m.llm.logits(single), text_start));
 
-        let cache = m.compress(prefix, &[img.clone()], VOCO).unwrap();
+        let cache = compress_one(m, prefix, VOCO, &pixels(m));
         assert_eq!(cache.len(), n);
         assert_eq!(cache.next_position(), text_start);
         let mut s = Session::from_voco(m, &cache).unwrap();
@@ -86,7 +91,7 @@ fn two_stage_equals_the_masked_single_pass() {
 fn greedy_tokens_second_turn_and_second_question() {
     each_case(|backend, tol, m, img, r, n, ids| {
         let (prefix, text) = split(&ids);
-        let cache = m.compress(prefix, &[img.clone()], VOCO).unwrap();
+        let cache = compress_one(m, prefix, VOCO, &pixels(m));
 
         // 8 greedy tokens, each decoded against the growing stage-2 cache.
         let mut s = Session::from_voco(m, &cache).unwrap();
@@ -113,7 +118,7 @@ fn greedy_tokens_second_turn_and_second_question() {
         let mut s2 = Session::from_voco(m, &cache).unwrap();
         let got = data(m.llm.logits(s2.feed(&q2, &[]).unwrap()));
         let full = [prefix, &q2].concat();
-        let single = m.forward_masked(&full, &[img.clone()], VOCO).unwrap();
+        let single = masked_single_pass(m, &full, std::slice::from_ref(img), VOCO);
         let want = data(rows(m.llm.logits(single), cache.next_position()));
         assert_close(&format!("[{backend}] N={n} 2nd question"), got, &want, 1e-5);
     });
@@ -125,10 +130,9 @@ fn voco_file_round_trip_is_exact_in_f32() {
     let dir = tempfile::tempdir().unwrap();
     for (backend, device, _) in devices() {
         let m = model(&device);
-        let img = image(&m);
         let ids = ids(&r["n8_ids"]);
         let (prefix, text) = split(&ids);
-        let cache = m.compress(prefix, &[img], VOCO).unwrap();
+        let cache = compress_one(&m, prefix, VOCO, &pixels(&m));
         let want = Session::from_voco(&m, &cache).unwrap().next_logits(text, &[]).unwrap();
         for (dtype, tol) in [(CacheDType::F32, 1e-5f32), (CacheDType::F16, 1e-2), (CacheDType::BF16, 5e-2)] {
             let path = dir.path().join(format!("{backend}-{dtype:?}.voco"));
@@ -156,7 +160,7 @@ fn voco_file_errors() {
     let r = read_tensors(fixture("llava-gqa-bf16/voco-reference.safetensors"));
     let n2 = ids(&r["n2_ids"]);
     let (prefix, _) = split(&n2);
-    let cache = m.compress(prefix, &[image(&m)], VOCO).unwrap();
+    let cache = compress_one(&m, prefix, VOCO, &pixels(&m));
     let good = cache.to_bytes(&m.fingerprint, CacheDType::F16);
     let err = |b: &[u8], fp: &[u8; 32]| VocoCache::from_bytes(b, fp, &device).unwrap_err();
 
@@ -187,11 +191,12 @@ fn text_cannot_see_the_image() {
     // Stage 1 over the whole prefix, then replace the image's keys and values with noise:
     // under the VoCo layout the text's logits do not move.
     let mut cache = m.llm.new_cache();
-    m.forward_prompt(prefix, &[img.clone()], &AttentionLayout::causal(), &mut cache).unwrap();
+    m.forward(prefix, std::slice::from_ref(&img), 0, &AttentionLayout::causal(), &mut cache).unwrap();
     let expanded = expand_ids(&ids, p);
     let layout = AttentionLayout::for_sequence(&expanded, VOCO);
     let mut clean = cache.clone();
-    let clean_logits = last_logits(&m, m.forward_prompt(text, &[], &layout, &mut clean).unwrap());
+    let start = clean.len();
+    let clean_logits = last_logits(&m, m.forward(text, &[], start, &layout, &mut clean).unwrap());
     let noisy_layers = (0..m.llm.num_layers())
         .map(|i| {
             let (k, v) = cache.layer(i).unwrap().clone();
@@ -205,14 +210,14 @@ fn text_cannot_see_the_image() {
         })
         .collect();
     let mut noisy = KvCache::from_layers(noisy_layers);
-    let noisy_logits = last_logits(&m, m.forward_prompt(text, &[], &layout, &mut noisy).unwrap());
+    let noisy_logits = last_logits(&m, m.forward(text, &[], start, &layout, &mut noisy).unwrap());
     assert_eq!(clean_logits, noisy_logits, "text rows read no image key or value");
 
     // A different image, compressed again, changes the answer's logits.
-    let other = m.encode_image(&m.load_image(&assets().join("images/photo.png")).unwrap()).unwrap();
-    let a = Session::from_voco(&m, &m.compress(prefix, &[img], VOCO).unwrap()).unwrap().next_logits(text, &[]).unwrap();
-    let b =
-        Session::from_voco(&m, &m.compress(prefix, &[other], VOCO).unwrap()).unwrap().next_logits(text, &[]).unwrap();
+    let other = m.load_image(&assets().join("images/photo.png")).unwrap();
+    let a =
+        Session::from_voco(&m, &compress_one(&m, prefix, VOCO, &pixels(&m))).unwrap().next_logits(text, &[]).unwrap();
+    let b = Session::from_voco(&m, &compress_one(&m, prefix, VOCO, &other)).unwrap().next_logits(text, &[]).unwrap();
     let diff = a.iter().zip(&b).fold(0f32, |x, (p, q)| x.max((p - q).abs()));
     assert!(diff > 1e-3, "a new image must change the logits ({diff})");
 }
@@ -221,13 +226,12 @@ fn text_cannot_see_the_image() {
 fn stage_one_input_errors() {
     let device = Device::flex();
     let m = model(&device);
-    let img = image(&m);
-    let e = m.compress(&[1, -200, 175, 13], &[img.clone()], VOCO).unwrap_err().to_string();
+    let e = Stage1Prompt::from_ids(vec![1, -200, 175, 13], VOCO).unwrap_err().to_string();
     assert!(e.contains("N must be at least 1"), "{e}");
-    let e = m.compress(&[1, -200, VOCO, 13], &[img.clone()], VOCO).unwrap_err().to_string();
+    let e = Stage1Prompt::from_ids(vec![1, -200, VOCO, 13], VOCO).unwrap_err().to_string();
     assert!(e.contains("must end in its VoCo tokens"), "{e}");
     let long = vec![5i64; 600];
-    let cache = m.compress(&[1, -200, 175, 13, VOCO], &[img], VOCO).unwrap();
+    let cache = compress_one(&m, &[1, -200, 175, 13, VOCO], VOCO, &pixels(&m));
     let e = Session::from_voco(&m, &cache).unwrap().feed(&long, &[]).unwrap_err().to_string();
     assert!(e.contains("context is 512 tokens"), "{e}");
 }
@@ -243,4 +247,25 @@ fn uncompressed_session_equals_the_plain_llava_reference() {
         assert_eq!(s.cached(), s.position());
         assert_close(&format!("[{backend}] uncompressed session"), data(m.llm.logits(h)), &r["llava_logits"], tol);
     }
+}
+
+#[test]
+fn the_dense_mask_is_built_once_per_forward() {
+    use vocollama_kernels::attention::dense_masks_built;
+    // Flex runs Burn's attention with a boolean mask: one per forward, shared by every layer.
+    let device = Device::flex();
+    let m = model(&device);
+    assert!(m.llm.num_layers() >= 2, "a one-layer model could not tell once per forward from once per layer");
+    let r = read_tensors(fixture("llava-gqa-bf16/voco-reference.safetensors"));
+    let ids = ids(&r["n2_ids"]);
+    let img = image(&m);
+    let before = dense_masks_built();
+    masked_single_pass(&m, &ids, std::slice::from_ref(&img), VOCO);
+    assert_eq!(dense_masks_built() - before, 1, "the VoCo layout: one mask for {} layers", m.llm.num_layers());
+    // Causal attention (stage 1, the tower's full attention, decoding) needs none.
+    let before = dense_masks_built();
+    let (prefix, text) = split(&ids);
+    let mut s = Session::from_voco(&m, &compress_one(&m, prefix, VOCO, &pixels(&m))).unwrap();
+    s.feed(text, &[]).unwrap();
+    assert_eq!(dense_masks_built() - before, 0, "plain causal and full attention build no mask");
 }

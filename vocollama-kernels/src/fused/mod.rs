@@ -84,26 +84,36 @@ pub fn available(device: &burn::tensor::Device) -> bool {
     }
 }
 
-/// The fused kernel on a CubeCL device; `None` elsewhere.
-pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Option<Tensor<4>> {
-    let device = q.device();
-    if !available(&device) || rule.mask.is_some() {
-        return None;
-    }
-    let b = q.dims()[0];
-    let rules: Vec<i32> = (0..b)
+/// The rule's per-sample integers `[b, 4]` as the kernel reads them: left
+/// padding, has VoCo, first VoCo, last VoCo.
+pub(crate) fn rule_tensor(rule: &KeyRule, batch: usize, device: &burn::tensor::Device) -> Tensor<2, Int> {
+    let rules: Vec<i32> = (0..batch)
         .flat_map(|i| {
             let s = rule.samples.get(i).copied().unwrap_or_default();
             let (has, first, last) = s.voco.map_or((0, 0, 0), |(f, l)| (1, f, l));
             [s.left_padding as i32, has, first as i32, last as i32]
         })
         .collect();
-    let rules = Tensor::<2, Int>::from_data(TensorData::new(rules, [b, 4]), &device);
-    Some(Tensor::from_dispatch(<Dispatch as FusedAttention>::fused_attention(
+    Tensor::<2, Int>::from_data(TensorData::new(rules, [batch, 4]), device)
+}
+
+/// The kernel over prepared rule integers (see [`rule_tensor`]).
+pub(crate) fn launch(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rules: Tensor<2, Int>, causal: bool) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedAttention>::fused_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
         rules.into_dispatch(),
-        rule.causal,
-    )))
+        causal,
+    ))
+}
+
+/// The fused kernel on a CubeCL device for one call; `None` elsewhere.
+pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Option<Tensor<4>> {
+    let device = q.device();
+    if !available(&device) {
+        return None;
+    }
+    let rules = rule_tensor(rule, q.dims()[0], &device);
+    Some(launch(q, k, v, rules, rule.causal))
 }

@@ -135,9 +135,5 @@ pub fn handoff_reference(
         let t = Tensor::<1>::from_data(TensorData::new(t, [half]), &device);
         Tensor::cat(vec![t.clone(), t], 0).reshape([1, 1, 1, d])
     };
-    let (cos, sin) = (full(cos), full(sin));
-    let x1 = k.clone().slice([0..b, 0..h, 0..n, 0..half]);
-    let x2 = k.clone().slice([0..b, 0..h, 0..n, half..d]);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    (k * cos + rotated * sin, v)
+    (crate::rope::apply_rope(k, full(cos), full(sin)), v)
 }

@@ -158,10 +158,6 @@ impl SentencePiece {
         self.reserved.get(piece).or_else(|| self.mergeable.get(piece)).copied().unwrap_or(self.unk_id)
     }
 
-    pub fn id_to_piece(&self, id: u32) -> Option<&Piece> {
-        self.pieces.get(id as usize)
-    }
-
     /// The normaliser: identity rules, optional whitespace cleanup, dummy prefix, `▁` for spaces.
     fn normalize(&self, text: &str, add_dummy_prefix: bool) -> String {
         let text = if self.remove_extra_whitespaces {
@@ -280,14 +276,10 @@ impl SentencePiece {
     /// `sp.decode(ids)`: control pieces vanish, `<unk>` is rendered, byte runs
     /// decode as UTF-8 (one U+FFFD per invalid byte), and the dummy prefix goes.
     pub fn decode(&self, ids: &[u32]) -> String {
-        self.decode_run(ids, true)
-    }
-
-    /// Decode; `at_start` says whether these ids begin the text (so the dummy prefix is dropped).
-    pub fn decode_run(&self, ids: &[u32], at_start: bool) -> String {
         let mut out = String::new();
         let mut pending: Vec<u8> = Vec::new();
-        let mut first = at_start;
+        // The first piece of the text loses its dummy prefix.
+        let mut first = true;
         for &id in ids {
             let Some(p) = self.pieces.get(id as usize) else { continue };
             if p.kind == PieceType::Byte {

@@ -123,9 +123,10 @@ impl SlowLlamaTokenizer {
         if ids.len() >= self.unk_token_length { ids[self.unk_token_length..].to_vec() } else { ids }
     }
 
-    /// Text of `ids`: special tokens skipped, other added tokens as written,
-    /// each run of pieces through `sp.decode` (which drops its leading space), as transformers.
-    pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+    /// Text of `ids` as transformers' `decode(skip_special_tokens=True)`:
+    /// special tokens skipped, other added tokens as written, each run of
+    /// pieces through `sp.decode` (which drops its leading space).
+    pub fn decode(&self, ids: &[u32]) -> String {
         let specials: HashSet<u32> = self.added.iter().filter(|t| t.special).map(|t| t.id).collect();
         let mut out = String::new();
         let mut run: Vec<u32> = Vec::new();
@@ -134,7 +135,7 @@ impl SlowLlamaTokenizer {
                 Some(t) => {
                     out.push_str(&self.sp.decode(&run));
                     run.clear();
-                    if !(skip_special && specials.contains(&id)) {
+                    if !specials.contains(&id) {
                         out.push_str(&t.content);
                     }
                 }

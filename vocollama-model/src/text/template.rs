@@ -1,15 +1,15 @@
-//! Conversation templates (`voco-spec.md` §2) and LLaVA's
+//! Conversation templates (`docs/design.md` §3) and LLaVA's
 //! `tokenizer_image_token`: the exact prompt text and ids the models were trained on.
 
 use super::Tokenizer;
-use crate::error::Result;
-use crate::llava::IMAGE_TOKEN_INDEX;
+use crate::error::{Error, Result};
+use crate::model::llava::IMAGE_TOKEN_INDEX;
 
 /// The system prompt of VoCo-LLaMA's `voco_conv_vicuna_v1`.
 pub const VOCO_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant of the image. \
 The assistant gives helpful, detailed, and polite answers to the user's questions.";
 
-/// The video system prompt of VoCo-LLaMA's templates (`voco-spec.md` §6).
+/// The video system prompt of VoCo-LLaMA's templates (`docs/design.md` §8).
 pub const VOCO_VIDEO_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant of the video. \
 The assistant carefully watch the video and pay attention to the cause and sequence of events, the detail and \
 movement of objects, and the action and pose of persons. Based on his observations, give the answer that best \
@@ -61,6 +61,14 @@ fn voco_prompt(voco_tokens: usize, system: &str, turns: &[(&str, Option<&str>)])
 }
 
 impl Template {
+    /// VoCo-LLaMA's image template with `n` VoCo tokens (at least one).
+    pub fn voco(n: usize) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::Invalid("--voco-tokens must be at least 1".into()));
+        }
+        Ok(Template::VocoVicunaV1 { voco_tokens: n })
+    }
+
     /// The whole prompt text for `turns` (the last one usually unanswered).
     pub fn prompt(&self, turns: &[(&str, Option<&str>)]) -> String {
         match *self {
@@ -77,6 +85,22 @@ impl Template {
         }
     }
 
+    /// The ids of the first turn's whole prompt for `question`, and where the
+    /// image stage ends in it: after the last `<voco>` (VoCo templates) or
+    /// after `<image>` (`llava_v1`).
+    pub fn first_turn_ids(&self, tokenizer: &Tokenizer, question: &str) -> Result<(Vec<i64>, usize)> {
+        let ids = tokenizer_image_token(&self.prompt(&[(question, None)]), tokenizer)?;
+        let end = match self {
+            Template::VocoVicunaV1 { .. } | Template::VocoVideo { .. } => {
+                let voco = voco_id(tokenizer)?;
+                ids.iter().rposition(|&t| t == voco)
+            }
+            Template::LlavaV1 => ids.iter().position(|&t| t == IMAGE_TOKEN_INDEX),
+        };
+        let end = end.ok_or_else(|| Error::Invalid("the prompt lost its image placeholder".into()))?;
+        Ok((ids, end + 1))
+    }
+
     /// The text of a later turn after an answer: `</s>USER: q ASSISTANT:`.
     /// `</s>` is a special token, so the tokenizer encodes what follows it on
     /// its own: these ids equal the tail of the re-tokenized whole conversation.
@@ -87,16 +111,26 @@ impl Template {
         };
         format!("</s>USER: {q} ASSISTANT:")
     }
+
+    /// The ids of a later turn (see [`Template::next_turn`]), without the BOS a
+    /// chunk after the first loses in `tokenizer_image_token`.
+    pub fn next_turn_ids(&self, tokenizer: &Tokenizer, question: &str) -> Result<Vec<i64>> {
+        let mut ids: Vec<i64> = tokenizer.encode(&self.next_turn(question))?.into_iter().map(i64::from).collect();
+        if ids.first().and_then(|&t| u32::try_from(t).ok()).is_some_and(|t| Some(t) == tokenizer.bos_id()) {
+            ids.remove(0);
+        }
+        Ok(ids)
+    }
 }
 
-/// The ids of a later turn (see [`Template::next_turn`]), without the BOS a
-/// chunk after the first loses in `tokenizer_image_token`.
-pub fn next_turn_ids(template: Template, question: &str, tokenizer: &Tokenizer) -> Result<Vec<i64>> {
-    let mut ids: Vec<i64> = tokenizer.encode(&template.next_turn(question))?.into_iter().map(i64::from).collect();
-    if ids.first().and_then(|&t| u32::try_from(t).ok()).is_some_and(|t| Some(t) == tokenizer.bos_id()) {
-        ids.remove(0);
-    }
-    Ok(ids)
+/// `<voco>`'s id from the tokenizer; its absence means the model is not a VoCo model.
+pub fn voco_id(tokenizer: &Tokenizer) -> Result<i64> {
+    tokenizer.token_to_id(VOCO_TOKEN).map(i64::from).ok_or_else(|| {
+        Error::Invalid(format!(
+            "the tokenizer ({}) has no {VOCO_TOKEN} token: not a VoCo-LLaMA model (use --compression none)",
+            tokenizer.path.display()
+        ))
+    })
 }
 
 /// LLaVA's `tokenizer_image_token`: split on `<image>`, encode each chunk with

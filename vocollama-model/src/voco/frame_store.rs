@@ -8,8 +8,8 @@ use burn::tensor::Device;
 use image::RgbImage;
 use sha2::{Digest, Sha256};
 
-use super::VocoCache;
-use super::cache::CacheDType;
+use super::cache::VocoCache;
+use super::file::CacheDType;
 use crate::error::{Error, Result};
 
 pub struct FrameStore {
@@ -18,10 +18,9 @@ pub struct FrameStore {
 }
 
 impl FrameStore {
-    /// The store in `dir` (created if missing) for the model with `fingerprint`.
+    /// The store in `dir` (created with its first entry) for the model with `fingerprint`.
     pub fn open(dir: &Path, fingerprint: [u8; 32]) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        if !dir.is_dir() {
+        if dir.exists() && !dir.is_dir() {
             return Err(Error::Invalid(format!("{}: not a directory", dir.display())));
         }
         Ok(Self { dir: dir.to_path_buf(), fingerprint })
@@ -47,6 +46,7 @@ impl FrameStore {
 
     /// Store a frame's cache in f32, so a frame read back answers exactly as one computed.
     pub fn put(&self, path: &Path, cache: &VocoCache) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         cache.save(path, &self.fingerprint, CacheDType::F32)
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Plain causal attention, optionally with left padding per sample; a VoCo
 //! span per sample makes rows after the last VoCo token blind to everything
-//! before the first one (`voco-spec.md` §3). The kernels get it as a
+//! before the first one (`docs/design.md` §4). The kernels get it as a
 //! [`KeyRule`]: a few integers, never an L×L tensor.
 
 use vocollama_kernels::{KeyRule, SampleRule};
@@ -38,9 +38,6 @@ pub struct AttentionLayout {
     pub left_padding: Vec<usize>,
     /// Per sample: its VoCo span, if the sequence has VoCo tokens. Empty: none.
     pub voco: Vec<Option<VocoSpan>>,
-    /// An explicit `[batch, lq, lk]` mask (`true` = hidden) replacing the
-    /// structure, for references built the slow way (video frame blocks).
-    pub mask: Option<Vec<bool>>,
 }
 
 impl AttentionLayout {
@@ -59,7 +56,7 @@ impl AttentionLayout {
         self
     }
 
-    /// The layout of one sequence, VoCo tokens located by id (`voco-spec.md` §3):
+    /// The layout of one sequence, VoCo tokens located by id (`docs/design.md` §4):
     /// plain causal when it holds none. `ids` has one entry per position
     /// (image placeholders already expanded).
     pub fn for_sequence(ids: &[i64], voco_id: i64) -> Self {
@@ -75,7 +72,7 @@ impl AttentionLayout {
                 voco: self.voco.get(b).copied().flatten().map(|s| (s.first, s.last)),
             })
             .collect();
-        KeyRule { causal: true, samples, mask: self.mask.clone() }
+        KeyRule { causal: true, samples }
     }
 }
 
@@ -93,7 +90,7 @@ mod tests {
         assert!(rule.visible(0, 6, 0, 10, 10), "VoCo rows see the image");
         assert_eq!(
             AttentionLayout::for_sequence(&ids, 8).key_rule(),
-            vocollama_kernels::KeyRule { causal: true, samples: vec![Default::default()], mask: None }
+            vocollama_kernels::KeyRule { causal: true, samples: vec![Default::default()] }
         );
     }
 }

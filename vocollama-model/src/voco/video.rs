@@ -1,74 +1,146 @@
-//! Video (`voco-spec.md` §6): every frame is compressed on its own into a
-//! VoCo cache; the frame caches are joined in time order, and text attends to
-//! all of them. RoPE lets a cached key move to another position by a rotation,
-//! so frames are placed one after another without recomputing anything.
+//! A clip into one VoCo cache (`docs/design.md` §8): frames compressed a
+//! batch at a time — only that batch's image tokens exist at once — frames
+//! found in a frame store read back instead, and the frame caches joined in
+//! time order. A clip whose positions cannot fit in the context is refused
+//! before any work.
 
-use burn::tensor::Tensor;
-use vocollama_kernels::voco_handoff;
+use std::path::PathBuf;
 
-use super::VocoCache;
+use image::RgbImage;
+
+use super::budget::FrameBudget;
+use super::cache::VocoCache;
+use super::compress::{ImageStats, Stage1Prompt, compress};
+use super::file::CacheDType;
+use super::frame_store::FrameStore;
+use super::join::FramePositions;
 use crate::error::{Error, Result};
+use crate::media::preprocess::Pixels;
+use crate::model::llava::LlavaModel;
+use crate::text::Tokenizer;
 
-/// Where the joined frames' VoCo tokens sit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FramePositions {
-    /// Frame t's tokens right after frame t−1's (keys re-rotated): order is visible to RoPE.
-    #[default]
-    Sequential,
-    /// Every frame keeps its stage-1 positions.
-    Shared,
+/// How a clip is compressed and joined.
+#[derive(Clone, Copy)]
+pub struct VideoOptions<'a> {
+    /// VoCo tokens per frame.
+    pub voco_tokens: usize,
+    pub positions: FramePositions,
+    /// Frames that go through the tower and stage 1 together.
+    pub frame_batch: usize,
+    /// Frame caches kept by content: frames found there are not recomputed.
+    pub store: Option<&'a FrameStore>,
+    /// Positions the text after the frames needs (the longest question and its answer).
+    pub reserve: usize,
 }
 
-impl VocoCache {
-    /// This cache moved by `delta` positions: values as they are, keys rotated
-    /// by `delta` (on the device, by the handoff kernel where there is one).
-    pub fn shifted(&self, delta: i64, inv_freq: &[f32]) -> Result<VocoCache> {
-        let positions = self
-            .positions
-            .iter()
-            .map(|&p| usize::try_from(p as i64 + delta).ok())
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::Invalid(format!("moving the cache by {delta} gives a negative position")))?;
-        let layers = self
-            .layers
-            .iter()
-            .map(|(k, v)| voco_handoff(k.clone(), v.clone(), 0, self.len(), delta, inv_freq))
-            .collect();
-        Ok(VocoCache { layers, positions, frames: self.frames })
-    }
+/// A compressed clip and what it cost.
+pub struct CompressedVideo {
+    /// The frames' caches joined in time order.
+    pub cache: VocoCache,
+    /// Frames run through the tower and stage 1; the rest came from the store.
+    pub computed: usize,
+    /// Vision and stage-1 time summed over the computed frames; the joined cache's bytes.
+    pub stats: ImageStats,
+    /// Where the clip's positions go in the context.
+    pub budget: FrameBudget,
+}
 
-    /// Frame caches joined in time order under `policy`.
-    pub fn join(frames: &[VocoCache], policy: FramePositions, inv_freq: &[f32]) -> Result<VocoCache> {
-        let first = frames.first().ok_or_else(|| Error::Invalid("a video needs at least one frame".into()))?;
-        let shape = |f: &VocoCache| (f.geometry(), f.tokens_per_frame());
-        if let Some(f) = frames.iter().find(|f| shape(f) != shape(first)) {
-            return Err(Error::Invalid(format!(
-                "frame caches differ in shape: {:?} and {:?} ((layers, kv heads, head dim), tokens per frame)",
-                shape(first),
-                shape(f)
-            )));
+/// Compress the `count` frames of `frames` (decoded one at a time as the
+/// iterator is advanced) into one video cache; `on_frame` hears each frame
+/// done (computed or read from the store).
+pub fn compress_video(
+    model: &LlavaModel,
+    tokenizer: &Tokenizer,
+    frames: impl IntoIterator<Item = Result<RgbImage>>,
+    count: usize,
+    options: &VideoOptions,
+    on_frame: &mut dyn FnMut(),
+) -> Result<CompressedVideo> {
+    let n = options.voco_tokens;
+    let prompt = Stage1Prompt::new(tokenizer, n)?;
+    if options.frame_batch == 0 {
+        return Err(Error::Invalid("--frame-batch must be at least 1".into()));
+    }
+    let context = model.config.llm.max_position_embeddings;
+    let budget = FrameBudget::new(tokenizer, context, model.image_tokens(), n)?;
+    // Frame after frame, positions grow with the clip: refuse what cannot be answered before any work.
+    let fit = budget.voco_frames(options.reserve);
+    if options.positions == FramePositions::Sequential && count > fit {
+        return Err(Error::Invalid(format!(
+            "{count} frames at {n} VoCo tokens each need {} positions with the question and the answer, but the context is {context}: \
+             at most {fit} frames fit (take fewer frames, or share their positions)",
+            budget.voco_positions(count) + budget.text_after + options.reserve,
+        )));
+    }
+    let mut work = Batches {
+        model,
+        prompt,
+        store: options.store,
+        caches: vec![None; count],
+        pending: Vec::new(),
+        stats: ImageStats::default(),
+        computed: 0,
+    };
+    let mut seen = 0;
+    for (slot, frame) in frames.into_iter().enumerate().take(count) {
+        let frame = frame?;
+        seen += 1;
+        let path = options.store.map(|s| s.path(&frame, n));
+        if let (Some(store), Some(path)) = (options.store, &path)
+            && let Some(cache) = store.get(path, &model.device)
+        {
+            work.caches[slot] = Some(cache);
+            on_frame();
+            continue;
         }
-        let placed: Vec<VocoCache> = match policy {
-            FramePositions::Shared => frames.to_vec(),
-            FramePositions::Sequential => {
-                let mut next = first.positions[0];
-                let mut out = Vec::with_capacity(frames.len());
-                for f in frames {
-                    out.push(f.shifted(next as i64 - f.positions[0] as i64, inv_freq)?);
-                    next = out.last().expect("just pushed").next_position();
-                }
-                out
+        work.pending.push((slot, model.preprocess(&frame)?, path));
+        if work.pending.len() == options.frame_batch {
+            work.flush(on_frame)?;
+        }
+    }
+    work.flush(on_frame)?;
+    if seen != count {
+        return Err(Error::Invalid(format!("the clip gave {seen} frames, not the {count} asked for")));
+    }
+    let Batches { caches, mut stats, computed, .. } = work;
+    let caches: Vec<VocoCache> = caches.into_iter().map(|c| c.expect("every frame compressed or read")).collect();
+    let cache = VocoCache::join(&caches, options.positions, model.llm.inv_freq())?;
+    stats.cache_bytes = cache.payload_bytes(CacheDType::F32);
+    Ok(CompressedVideo { cache, computed, stats, budget })
+}
+
+/// Frames on their way through stage 1, a batch at a time.
+struct Batches<'a> {
+    model: &'a LlavaModel,
+    prompt: Stage1Prompt,
+    store: Option<&'a FrameStore>,
+    /// Each frame's cache, by its place in the clip, once computed or read.
+    caches: Vec<Option<VocoCache>>,
+    /// Frames waiting for the tower: their place, pixels and where the store keeps them.
+    pending: Vec<(usize, Pixels, Option<PathBuf>)>,
+    stats: ImageStats,
+    computed: usize,
+}
+
+impl Batches<'_> {
+    /// Compress the waiting frames as one batch (and keep them in the store).
+    fn flush(&mut self, on_frame: &mut dyn FnMut()) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (slots, pixels): (Vec<_>, Vec<Pixels>) =
+            std::mem::take(&mut self.pending).into_iter().map(|(slot, pixels, path)| ((slot, path), pixels)).unzip();
+        let (batch, cost) = compress(self.model, &self.prompt, &pixels)?;
+        self.stats.vision_encode += cost.vision_encode;
+        self.stats.compress += cost.compress;
+        for ((slot, path), cache) in slots.into_iter().zip(batch) {
+            if let (Some(store), Some(path)) = (self.store, &path) {
+                store.put(path, &cache)?;
             }
-        };
-        let layers = (0..first.layers.len())
-            .map(|i| {
-                let cat = |pick: fn(&(Tensor<4>, Tensor<4>)) -> Tensor<4>| {
-                    Tensor::cat(placed.iter().map(|f| pick(&f.layers[i])).collect(), 2)
-                };
-                (cat(|l| l.0.clone()), cat(|l| l.1.clone()))
-            })
-            .collect();
-        let positions = placed.iter().flat_map(|f| f.positions.iter().copied()).collect();
-        Ok(VocoCache { layers, positions, frames: placed.iter().map(|f| f.frames).sum() })
+            self.caches[slot] = Some(cache);
+            self.computed += 1;
+            on_frame();
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,9 @@
+//! Answering: the KV cache ([`kv_cache`]) a conversation grows
+//! ([`session`]), the decode loop ([`generate`]) and how it picks tokens
+//! ([`sampling`]), and a conversation about one image or clip ([`chat`]).
+
+pub mod chat;
+pub mod generate;
+pub mod kv_cache;
+pub mod sampling;
+pub mod session;

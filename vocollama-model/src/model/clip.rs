@@ -1,0 +1,209 @@
+//! CLIP vision transformer (HF `CLIPVisionTransformer`), run only up to the
+//! hidden state LLaVA selects: layers after `mm_vision_select_layer` are
+//! neither built nor loaded.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::{Device, Int, Tensor};
+use vocollama_kernels::{KeyRule, PreparedRule, attention};
+
+use crate::checkpoint::config::{ClipVisionConfig, SelectFeature, VisionActivation};
+use crate::error::{Error, Result};
+
+#[derive(Module, Debug)]
+pub struct ClipEmbeddings {
+    pub class_embedding: Param<Tensor<1>>,
+    pub patch_embedding: Conv2d,
+    pub position_embedding: Embedding,
+}
+
+#[derive(Module, Debug)]
+pub struct ClipAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    #[module(skip)]
+    num_heads: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct ClipMlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+    #[module(skip)]
+    act: VisionActivation,
+}
+
+#[derive(Module, Debug)]
+pub struct ClipEncoderLayer {
+    pub self_attn: ClipAttention,
+    pub layer_norm1: LayerNorm,
+    pub mlp: ClipMlp,
+    pub layer_norm2: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct ClipEncoder {
+    pub layers: Vec<ClipEncoderLayer>,
+}
+
+/// Mirrors HF's `vision_model.*` tree, minus `post_layernorm` (LLaVA never uses it).
+#[derive(Module, Debug)]
+pub struct ClipVision {
+    pub embeddings: ClipEmbeddings,
+    pub pre_layrnorm: LayerNorm,
+    pub encoder: ClipEncoder,
+    #[module(skip)]
+    select_feature: SelectFeature,
+    #[module(skip)]
+    image_size: usize,
+}
+
+/// How many encoder layers produce `hidden_states[select_layer]` (index 0 is the embeddings).
+pub fn layers_to_run(num_layers: usize, select_layer: i64) -> Result<usize> {
+    let n = num_layers as i64;
+    let idx = if select_layer < 0 { n + 1 + select_layer } else { select_layer };
+    if !(0..=n).contains(&idx) {
+        return Err(Error::Invalid(format!(
+            "mm_vision_select_layer {select_layer} is out of range for a tower with {num_layers} layers (expected -{} ..= {num_layers})",
+            n + 1
+        )));
+    }
+    Ok(idx as usize)
+}
+
+fn linear(i: usize, o: usize, device: &Device) -> Linear {
+    LinearConfig::new(i, o).with_initializer(Initializer::Zeros).init(device)
+}
+
+impl ClipVision {
+    /// A tower with the layers needed for `select_layer`, zero-initialised (weights are loaded next).
+    pub fn init(
+        c: &ClipVisionConfig,
+        select_layer: i64,
+        select_feature: SelectFeature,
+        device: &Device,
+    ) -> Result<Self> {
+        let run = layers_to_run(c.num_hidden_layers, select_layer)?;
+        let d = c.hidden_size;
+        let norm = || LayerNormConfig::new(d).with_epsilon(c.layer_norm_eps).init(device);
+        let layers = (0..run)
+            .map(|_| ClipEncoderLayer {
+                self_attn: ClipAttention {
+                    q_proj: linear(d, d, device),
+                    k_proj: linear(d, d, device),
+                    v_proj: linear(d, d, device),
+                    out_proj: linear(d, d, device),
+                    num_heads: c.num_attention_heads,
+                },
+                layer_norm1: norm(),
+                mlp: ClipMlp {
+                    fc1: linear(d, c.intermediate_size, device),
+                    fc2: linear(c.intermediate_size, d, device),
+                    act: c.hidden_act,
+                },
+                layer_norm2: norm(),
+            })
+            .collect();
+        Ok(Self {
+            embeddings: ClipEmbeddings {
+                class_embedding: Initializer::Zeros.init([d], device),
+                patch_embedding: Conv2dConfig::new([c.num_channels, d], [c.patch_size, c.patch_size])
+                    .with_stride([c.patch_size, c.patch_size])
+                    .with_bias(false)
+                    .with_initializer(Initializer::Zeros)
+                    .init(device),
+                position_embedding: EmbeddingConfig::new(c.num_patches() + 1, d)
+                    .with_initializer(Initializer::Zeros)
+                    .init(device),
+            },
+            pre_layrnorm: norm(),
+            encoder: ClipEncoder { layers },
+            select_feature,
+            image_size: c.image_size,
+        })
+    }
+
+    pub fn select_feature(&self) -> SelectFeature {
+        self.select_feature
+    }
+
+    pub fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    /// Pixels `[b, 3, H, W]` → selected features `[b, patches (+1 with CLS), hidden]`.
+    pub fn forward(&self, pixels: Tensor<4>) -> Tensor<3> {
+        let [b, _, h, w] = pixels.dims();
+        assert!(
+            h == self.image_size && w == self.image_size,
+            "pixels are {h}x{w}, the tower expects {0}x{0}",
+            self.image_size
+        );
+        let e = &self.embeddings;
+        let patches = e.patch_embedding.forward(pixels).flatten::<3>(2, 3).swap_dims(1, 2); // [b, P, d]
+        let [_, p, d] = patches.dims();
+        let cls = e.class_embedding.val().reshape([1, 1, d]).expand([b, 1, d]);
+        let ids = Tensor::<1, Int>::arange(0..(p as i64 + 1), &patches.device()).unsqueeze::<2>();
+        let mut x = Tensor::cat(vec![cls, patches], 1) + e.position_embedding.forward(ids);
+        x = self.pre_layrnorm.forward(x);
+        // Every patch sees every patch; the rule is prepared once for all layers.
+        let rule = KeyRule::full().prepare(&x.device(), b, p + 1, p + 1);
+        for layer in &self.encoder.layers {
+            x = layer.forward(x, &rule);
+        }
+        match self.select_feature {
+            SelectFeature::Patch => x.slice([0..b, 1..p + 1, 0..d]),
+            SelectFeature::ClsPatch => x,
+        }
+    }
+}
+
+impl ClipEncoderLayer {
+    fn forward(&self, x: Tensor<3>, rule: &PreparedRule) -> Tensor<3> {
+        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), rule);
+        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+    }
+}
+
+impl ClipAttention {
+    fn forward(&self, x: Tensor<3>, rule: &PreparedRule) -> Tensor<3> {
+        let [b, l, d] = x.dims();
+        let heads = |t: Tensor<3>| t.reshape([b, l, self.num_heads, d / self.num_heads]).swap_dims(1, 2);
+        let q = heads(self.q_proj.forward(x.clone()));
+        let k = heads(self.k_proj.forward(x.clone()));
+        let v = heads(self.v_proj.forward(x));
+        let o = attention(q, k, v, rule);
+        self.out_proj.forward(o.swap_dims(1, 2).reshape([b, l, d]))
+    }
+}
+
+impl ClipMlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = self.fc1.forward(x);
+        let h = match self.act {
+            // CLIP's quick_gelu: x * sigmoid(1.702 x); Burn has no built-in for it.
+            VisionActivation::QuickGelu => h.clone() * sigmoid(h * 1.702),
+            VisionActivation::Gelu => gelu(h),
+        };
+        self.fc2.forward(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_layer_counts() {
+        assert_eq!(layers_to_run(24, -2).unwrap(), 23);
+        assert_eq!(layers_to_run(24, -1).unwrap(), 24);
+        assert_eq!(layers_to_run(24, 0).unwrap(), 0);
+        assert_eq!(layers_to_run(24, 5).unwrap(), 5);
+        assert!(layers_to_run(24, -26).is_err());
+        assert!(layers_to_run(24, 25).is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! The LLaMA decoder (HF `LlamaForCausalLM`): RMSNorm, RoPE in HF's
+//! rotate-half form, grouped-query attention, SwiGLU, tied or untied head.
+//!
+//! Every forward takes explicit absolute positions and an attention layout,
+//! because VoCo keeps the natural positions of its tokens and restricts
+//! which keys text may see.
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use vocollama_kernels::rope::apply_rope;
+use vocollama_kernels::{PreparedRule, attention};
+
+use crate::checkpoint::config::LlamaConfig;
+use crate::checkpoint::weights::KeyMap;
+use crate::infer::kv_cache::KvCache;
+use crate::voco::layout::AttentionLayout;
+
+#[derive(Module, Debug)]
+pub struct LlamaAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct LlamaMlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct LlamaDecoderLayer {
+    pub self_attn: LlamaAttention,
+    pub mlp: LlamaMlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+/// Mirrors HF's `model.*` plus `lm_head` (absent when tied to `embed_tokens`).
+#[derive(Module, Debug)]
+pub struct Llama {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<LlamaDecoderLayer>,
+    pub norm: RmsNorm,
+    pub lm_head: Option<Linear>,
+    #[module(skip)]
+    shape: Shape,
+}
+
+/// The head geometry and RoPE frequencies every layer shares.
+#[derive(Debug, Clone)]
+struct Shape {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    /// HF: 1 / theta^(2i/d) in float32.
+    inv_freq: Vec<f32>,
+}
+
+fn linear(i: usize, o: usize, device: &Device) -> Linear {
+    LinearConfig::new(i, o).with_bias(false).with_initializer(Initializer::Zeros).init(device)
+}
+
+impl Llama {
+    /// A zero-initialised model of this shape (weights are loaded next).
+    pub fn init(c: &LlamaConfig, device: &Device) -> Self {
+        let (d, hd) = (c.hidden_size, c.head_dim);
+        let norm = || RmsNormConfig::new(d).with_epsilon(c.rms_norm_eps).init(device);
+        let layers = (0..c.num_hidden_layers)
+            .map(|_| LlamaDecoderLayer {
+                self_attn: LlamaAttention {
+                    q_proj: linear(d, c.num_attention_heads * hd, device),
+                    k_proj: linear(d, c.num_key_value_heads * hd, device),
+                    v_proj: linear(d, c.num_key_value_heads * hd, device),
+                    o_proj: linear(c.num_attention_heads * hd, d, device),
+                },
+                mlp: LlamaMlp {
+                    gate_proj: linear(d, c.intermediate_size, device),
+                    up_proj: linear(d, c.intermediate_size, device),
+                    down_proj: linear(c.intermediate_size, d, device),
+                },
+                input_layernorm: norm(),
+                post_attention_layernorm: norm(),
+            })
+            .collect();
+        let inv_freq = (0..hd / 2).map(|i| 1.0 / (c.rope_theta as f32).powf((2 * i) as f32 / hd as f32)).collect();
+        Self {
+            embed_tokens: EmbeddingConfig::new(c.vocab_size, d).with_initializer(Initializer::Zeros).init(device),
+            layers,
+            norm: norm(),
+            lm_head: (!c.tie_word_embeddings).then(|| linear(d, c.vocab_size, device)),
+            shape: Shape { heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, head_dim: hd, inv_freq },
+        }
+    }
+
+    /// Checkpoint names under `prefix` (`model.` in LLaVA and plain LLaMA,
+    /// `language_model.model.` or `model.language_model.` in llava-hf) and the head's.
+    pub fn key_map(model_prefix: &str, lm_head_prefix: &str) -> KeyMap {
+        KeyMap::new([
+            (format!("{lm_head_prefix}lm_head."), "lm_head.".to_string()),
+            (model_prefix.to_string(), String::new()),
+        ])
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// RoPE frequencies (`head_dim / 2`), for moving cached keys to other positions.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.shape.inv_freq
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+    /// Token ids `[b, l]` → embeddings `[b, l, hidden]`.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.embed_tokens.forward(ids)
+    }
+
+    /// Run the decoder over `x: [b, l, hidden]` at absolute `positions: [b, l]`,
+    /// appending to `cache`; returns the final-normed hidden states.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        positions: Tensor<2, Int>,
+        layout: &AttentionLayout,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let [b, l, _] = x.dims();
+        let (cos, sin) = self.rope(positions);
+        // One rule for every layer: the fused kernel's integers, or the dense mask built once.
+        let rule = layout.key_rule().prepare(&x.device(), b, l, cache.len() + l);
+        let mut x = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(x.clone());
+            let h = layer.self_attn.forward(h, &self.shape, &cos, &sin, &rule, cache, i);
+            x = x + h;
+            let h = layer.post_attention_layernorm.forward(x.clone());
+            x = x + layer.mlp.forward(h);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Hidden states `[b, l, hidden]` → logits `[b, l, vocab]`.
+    pub fn logits(&self, h: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => {
+                let [b, l, d] = h.dims();
+                let w = self.embed_tokens.weight.val(); // [vocab, hidden]
+                let vocab = w.dims()[0];
+                h.reshape([b * l, d]).matmul(w.transpose()).reshape([b, l, vocab])
+            }
+        }
+    }
+
+    /// HF's rotary tables for `positions: [b, l]`: cos and sin `[b, 1, l, head_dim]`.
+    fn rope(&self, positions: Tensor<2, Int>) -> (Tensor<4>, Tensor<4>) {
+        let [b, l] = positions.dims();
+        let half = self.shape.inv_freq.len();
+        let device = positions.device();
+        let inv =
+            Tensor::<1>::from_data(TensorData::new(self.shape.inv_freq.clone(), [half]), &device).reshape([1, 1, half]);
+        let freqs = positions.float().reshape([b, l, 1]) * inv; // [b, l, d/2]
+        let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
+        (emb.clone().cos(), emb.sin())
+    }
+}
+
+impl LlamaAttention {
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        s: &Shape,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        rule: &PreparedRule,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Tensor<3> {
+        let [b, l, _] = x.dims();
+        let split = |t: Tensor<3>, heads: usize| t.reshape([b, l, heads, s.head_dim]).swap_dims(1, 2);
+        let q = apply_rope(split(self.q_proj.forward(x.clone()), s.heads), cos.clone(), sin.clone());
+        let k = apply_rope(split(self.k_proj.forward(x.clone()), s.kv_heads), cos.clone(), sin.clone());
+        let v = split(self.v_proj.forward(x), s.kv_heads);
+        let (k, v) = cache.append(layer, k, v);
+        let o = attention(q, k, v, rule);
+        self.o_proj.forward(o.swap_dims(1, 2).reshape([b, l, s.heads * s.head_dim]))
+    }
+}
+
+impl LlamaMlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}

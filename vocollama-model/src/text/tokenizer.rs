@@ -1,0 +1,226 @@
+//! A model's tokenizer: `tokenizer.json` through the `tokenizers` crate, or a
+//! SentencePiece `tokenizer.model` wrapped as transformers' slow
+//! `LlamaTokenizer`, as original LLaVA checkpoints ship it.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::sentencepiece::SentencePiece;
+use super::slow::{AddedToken, SlowLlamaTokenizer};
+use crate::checkpoint::config::CheckpointLayout;
+use crate::error::{Error, Result};
+use crate::io::json::read_json;
+
+/// Which file a model directory's tokenizer is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenizerSource {
+    /// `tokenizer.json` through the `tokenizers` crate (transformers' fast tokenizer).
+    Json,
+    /// `tokenizer.model` + `added_tokens.json` (transformers' slow `LlamaTokenizer`).
+    SentencePiece,
+}
+
+enum Inner {
+    Json(Box<tokenizers::Tokenizer>),
+    Slow(Box<SlowLlamaTokenizer>),
+}
+
+pub struct Tokenizer {
+    inner: Inner,
+    pub source: TokenizerSource,
+    pub path: PathBuf,
+    bos: Option<u32>,
+    add_bos: bool,
+    eos: Option<u32>,
+    add_eos: bool,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").field("source", &self.source).field("path", &self.path).finish()
+    }
+}
+
+/// The JSON of an optional file of the tokenizer: `None` when it is not there.
+fn read_optional_json(path: &Path) -> Result<Option<Value>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    read_json(path).map(Some)
+}
+
+/// A special token's text from `tokenizer_config.json` or `special_tokens_map.json`
+/// (either a string or `{"content": ...}`).
+fn token_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+impl Tokenizer {
+    /// The tokenizer of a model directory. `prefer` says which file wins when
+    /// both exist: original LLaVA code loads the slow tokenizer, llava-hf the fast one.
+    pub fn from_dir(dir: &Path, prefer: TokenizerSource) -> Result<Self> {
+        let json = dir.join("tokenizer.json");
+        let model = dir.join("tokenizer.model");
+        let source = match (json.is_file(), model.is_file()) {
+            (true, true) => prefer,
+            (true, false) => TokenizerSource::Json,
+            (false, true) => TokenizerSource::SentencePiece,
+            (false, false) => {
+                return Err(Error::config(dir, "no tokenizer.json or tokenizer.model in the model directory"));
+            }
+        };
+        let config = read_optional_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+        let map = read_optional_json(&dir.join("special_tokens_map.json"))?.unwrap_or(Value::Null);
+        let special = |name: &str, default: &str| {
+            token_text(config.get(name)).or_else(|| token_text(map.get(name))).unwrap_or_else(|| default.to_string())
+        };
+        let (bos_text, eos_text, unk_text) =
+            (special("bos_token", "<s>"), special("eos_token", "</s>"), special("unk_token", "<unk>"));
+        let flag = |k: &str, default: bool| config.get(k).and_then(Value::as_bool).unwrap_or(default);
+        let (add_bos, add_eos) = (flag("add_bos_token", true), flag("add_eos_token", false));
+        match source {
+            TokenizerSource::Json => {
+                let tok = tokenizers::Tokenizer::from_file(&json)
+                    .map_err(|e| Error::config(&json, format!("not a tokenizer.json this version reads: {e}")))?;
+                let bos = tok.token_to_id(&bos_text);
+                let eos = tok.token_to_id(&eos_text);
+                Ok(Self { inner: Inner::Json(Box::new(tok)), source, path: json, bos, add_bos, eos, add_eos })
+            }
+            TokenizerSource::SentencePiece => {
+                let bytes = std::fs::read(&model).map_err(|e| Error::io(&model, e))?;
+                let sp = SentencePiece::from_bytes(&bytes)
+                    .map_err(|e| Error::config(&model, format!("not a SentencePiece model: {e}")))?;
+                let slow = Self::slow(dir, sp, &config, &map, [&bos_text, &eos_text, &unk_text])?;
+                let id = |t: &str| slow.added_tokens().iter().find(|a| a.content == t).map(|a| a.id);
+                let (bos, eos) = (id(&bos_text), id(&eos_text));
+                Ok(Self { inner: Inner::Slow(Box::new(slow)), source, path: model, bos, add_bos, eos, add_eos })
+            }
+        }
+    }
+
+    /// The tokenizer a model's own code loads: original LLaVA / VoCo-LLaMA
+    /// checkpoints the slow one (`use_fast=False`), others the fast one.
+    pub fn for_model(dir: &Path, layout: CheckpointLayout) -> Result<Self> {
+        let prefer = match layout {
+            CheckpointLayout::LlavaOriginal => TokenizerSource::SentencePiece,
+            CheckpointLayout::LlavaHf | CheckpointLayout::Llama => TokenizerSource::Json,
+        };
+        Self::from_dir(dir, prefer)
+    }
+
+    /// The added-token table as transformers builds it: the special tokens,
+    /// `added_tokens.json`, and `added_tokens_decoder` of the config.
+    fn slow(
+        dir: &Path,
+        sp: SentencePiece,
+        config: &Value,
+        map: &Value,
+        named: [&String; 3],
+    ) -> Result<SlowLlamaTokenizer> {
+        let mut added: Vec<AddedToken> = Vec::new();
+        fn add(added: &mut Vec<AddedToken>, content: &str, id: u32, special: bool, lstrip: bool, rstrip: bool) {
+            match added.iter_mut().find(|t| t.content == content) {
+                Some(t) => t.special |= special,
+                None => added.push(AddedToken { content: content.to_string(), id, special, lstrip, rstrip }),
+            }
+        }
+        let mut specials: Vec<String> = named.iter().map(|s| s.to_string()).collect();
+        specials.extend(token_text(config.get("pad_token")).or_else(|| token_text(map.get("pad_token"))));
+        for list in
+            [config.get("additional_special_tokens"), map.get("additional_special_tokens")].into_iter().flatten()
+        {
+            if let Some(items) = list.as_array() {
+                specials.extend(items.iter().filter_map(|v| token_text(Some(v))));
+            }
+        }
+        let file = dir.join("added_tokens.json");
+        if let Some(Value::Object(o)) = read_optional_json(&file)? {
+            for (content, id) in o {
+                let id = id
+                    .as_u64()
+                    .and_then(|i| u32::try_from(i).ok())
+                    .ok_or_else(|| Error::config(&file, format!("the id of `{content}` is not a token id")))?;
+                add(&mut added, &content, id, false, false, false);
+            }
+        }
+        if let Some(Value::Object(o)) = config.get("added_tokens_decoder") {
+            for (id, t) in o {
+                let (Ok(id), Some(content)) = (id.parse::<u32>(), t.get("content").and_then(Value::as_str)) else {
+                    return Err(Error::config(
+                        &dir.join("tokenizer_config.json"),
+                        format!("added_tokens_decoder entry `{id}` needs a numeric id and a content"),
+                    ));
+                };
+                let flag = |k: &str| t.get(k).and_then(Value::as_bool).unwrap_or(false);
+                add(&mut added, content, id, false, flag("lstrip"), flag("rstrip"));
+            }
+        }
+        // The special tokens are always matched whole; their ids come from the SentencePiece model.
+        for s in &specials {
+            let id = added.iter().find(|t| &t.content == s).map(|t| t.id).unwrap_or_else(|| sp.piece_to_id(s));
+            add(&mut added, s, id, true, false, false);
+        }
+        let legacy = config.get("legacy").and_then(Value::as_bool).unwrap_or(true);
+        Ok(SlowLlamaTokenizer::new(sp, legacy, added, named[2].clone()))
+    }
+
+    /// Ids of `text` with BOS when the tokenizer adds it (as `tokenizer(text).input_ids`).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match &self.inner {
+            Inner::Json(t) => t
+                .encode(text, true)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| Error::Invalid(format!("{}: cannot encode the text: {e}", self.path.display()))),
+            Inner::Slow(t) => {
+                let mut ids = Vec::new();
+                if self.add_bos {
+                    ids.extend(self.bos);
+                }
+                ids.extend(t.tokenize(text));
+                if self.add_eos {
+                    ids.extend(self.eos);
+                }
+                Ok(ids)
+            }
+        }
+    }
+
+    /// Text of `ids`, special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match &self.inner {
+            Inner::Json(t) => t.decode(ids, true).unwrap_or_default(),
+            Inner::Slow(t) => t.decode(ids),
+        }
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        match &self.inner {
+            Inner::Json(t) => t.token_to_id(token),
+            Inner::Slow(t) => t.added_tokens().iter().find(|a| a.content == token).map(|a| a.id).or_else(|| {
+                let id = t.sp.piece_to_id(token);
+                (id != t.sp.unk_id() || token == "<unk>").then_some(id)
+            }),
+        }
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// Ids the tokenizer knows (base vocabulary and added tokens).
+    pub fn vocab_size(&self) -> usize {
+        match &self.inner {
+            Inner::Json(t) => t.get_vocab_size(true),
+            Inner::Slow(t) => t.sp.len().max(t.added_tokens().iter().map(|a| a.id as usize + 1).max().unwrap_or(0)),
+        }
+    }
+}

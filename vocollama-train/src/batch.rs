@@ -1,0 +1,151 @@
+//! Records → token ids with answer-only labels, and a left-padded batch
+//! through the model with the training attention layout, to the loss.
+
+use std::path::Path;
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+use vocollama_model::model::llava::expand_ids;
+use vocollama_model::text::{Template, Tokenizer, tokenizer_image_token};
+use vocollama_model::voco::{AttentionLayout, VocoSpan};
+use vocollama_model::{Error, IMAGE_TOKEN_INDEX, LlavaModel, Pixels, Result};
+
+use crate::data::Record;
+
+/// Labels of positions the loss ignores (transformers' `IGNORE_INDEX`).
+pub const IGNORE: i64 = -100;
+
+/// Which attention the training forward uses (`docs/design.md` §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum TrainLayout {
+    /// Text after the VoCo tokens sees only them: VoCo-LLaMA.
+    Voco,
+    /// Plain causal attention over the same prompt: the paper's upper bound
+    /// (and, evaluated with the VoCo restriction, its lower bound).
+    Causal,
+}
+
+impl TrainLayout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Voco => "voco",
+            Self::Causal => "causal",
+        }
+    }
+}
+
+/// One record as the model sees it.
+#[derive(Debug, Clone)]
+pub struct Example {
+    /// Prompt and answers, `IMAGE_TOKEN_INDEX` where the image goes.
+    pub ids: Vec<i64>,
+    /// One label per position of the expanded sequence (image tokens included):
+    /// the token itself inside answers and their `</s>`, `IGNORE` elsewhere.
+    pub labels: Vec<i64>,
+}
+
+/// Tokenize `record` with `template`; only the assistant's answers (with the
+/// `</s>` closing each) are labelled, as LLaVA's `preprocess_v1` does.
+pub fn encode_example(
+    record: &Record,
+    template: Template,
+    tokenizer: &Tokenizer,
+    image_tokens: usize,
+) -> Result<Example> {
+    let questions: Vec<String> = (0..record.turns.len()).map(|t| record.question(t)).collect();
+    let turns: Vec<(&str, Option<&str>)> =
+        questions.iter().zip(&record.turns).map(|(q, (_, a))| (q.as_str(), Some(a.as_str()))).collect();
+    let ids = tokenizer_image_token(&template.prompt(&turns), tokenizer)?;
+    let mut labelled = vec![false; ids.len()];
+    for t in 0..turns.len() {
+        let mut open = turns[..=t].to_vec();
+        open[t].1 = None;
+        let before = tokenizer_image_token(&template.prompt(&open), tokenizer)?;
+        let through = tokenizer_image_token(&template.prompt(&turns[..=t]), tokenizer)?;
+        if !ids.starts_with(&before) || !ids.starts_with(&through) || through.len() <= before.len() {
+            return Err(Error::Invalid(format!(
+                "record {}: turn {t}'s answer does not tokenize on its own (the tokenizer joins it to the prompt)",
+                record.id
+            )));
+        }
+        labelled[before.len()..through.len()].iter_mut().for_each(|l| *l = true);
+    }
+    let labels = ids
+        .iter()
+        .zip(&labelled)
+        .flat_map(|(&id, &l)| {
+            let n = if id == IMAGE_TOKEN_INDEX { image_tokens } else { 1 };
+            std::iter::repeat_n(if l { id } else { IGNORE }, n)
+        })
+        .collect();
+    Ok(Example { ids, labels })
+}
+
+/// A batch: examples and each one's pixels (`None` for text-only records).
+pub struct Batch<'a> {
+    pub examples: Vec<&'a Example>,
+    pub pixels: Vec<Option<Pixels>>,
+}
+
+/// Mean cross-entropy over the labelled positions of a batch, run left-padded
+/// under `layout` (VoCo spans located by `voco_id` per sample); the number of
+/// labelled tokens comes with it.
+pub fn batch_loss(model: &LlavaModel, batch: &Batch, layout: TrainLayout, voco_id: i64) -> Result<(Tensor<1>, usize)> {
+    let device = &model.device;
+    let with_image: Vec<Pixels> = batch.pixels.iter().flatten().cloned().collect();
+    let images = if with_image.is_empty() { None } else { Some(model.encode_images(&with_image)?) };
+    let per_image = model.image_tokens();
+    let expanded: Vec<Vec<i64>> = batch.examples.iter().map(|e| expand_ids(&e.ids, per_image)).collect();
+    let len = expanded.iter().map(Vec::len).max().unwrap_or(0);
+    let hidden = model.config.llm.hidden_size;
+    let (mut rows, mut pads, mut spans, mut positions, mut labels) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut next_image = 0;
+    for (b, e) in batch.examples.iter().enumerate() {
+        let imgs: Vec<Tensor<3>> = match (&batch.pixels[b], &images) {
+            (Some(_), Some(all)) => {
+                let [_, p, d] = all.dims();
+                next_image += 1;
+                vec![all.clone().slice([next_image - 1..next_image, 0..p, 0..d])]
+            }
+            _ => vec![],
+        };
+        let x = model.embed_with_images(&e.ids, &imgs)?;
+        let l = expanded[b].len();
+        let pad = len - l;
+        rows.push(if pad > 0 { Tensor::cat(vec![Tensor::zeros([1, pad, hidden], device), x], 1) } else { x });
+        pads.push(pad);
+        spans.push(match layout {
+            TrainLayout::Voco => {
+                VocoSpan::find(&expanded[b], voco_id).map(|s| VocoSpan { first: s.first + pad, last: s.last + pad })
+            }
+            TrainLayout::Causal => None,
+        });
+        positions.extend((0..len).map(|i| i.saturating_sub(pad) as i64));
+        labels.extend(std::iter::repeat_n(IGNORE, pad).chain(e.labels.iter().copied()));
+    }
+    let bsz = rows.len();
+    let x = Tensor::cat(rows, 0);
+    let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [bsz, len]), device);
+    let layout = AttentionLayout::causal().with_left_padding(pads).with_voco(spans);
+    let h = model.llm.forward(x, positions, &layout, &mut model.llm.new_cache());
+    // Position i predicts the label at i + 1.
+    let h = h.slice([0..bsz, 0..len - 1, 0..hidden]);
+    let logp = log_softmax(model.llm.logits(h), 2);
+    let targets: Vec<i64> = (0..bsz).flat_map(|b| labels[b * len + 1..(b + 1) * len].to_vec()).collect();
+    let count = targets.iter().filter(|&&t| t != IGNORE).count();
+    if count == 0 {
+        return Err(Error::Invalid("a batch without any answer token to learn".into()));
+    }
+    let mask: Vec<f32> = targets.iter().map(|&t| f32::from(u8::from(t != IGNORE))).collect();
+    let index: Vec<i64> = targets.iter().map(|&t| t.max(0)).collect();
+    let index = Tensor::<3, Int>::from_data(TensorData::new(index, [bsz, len - 1, 1]), device);
+    let mask = Tensor::<3>::from_data(TensorData::new(mask, [bsz, len - 1, 1]), device);
+    let picked = logp.gather(2, index) * mask;
+    Ok((picked.sum().neg() / count as f32, count))
+}
+
+/// Pixels for a record's image, resolved against `root` (the data file's directory).
+pub fn record_pixels(model: &LlavaModel, record: &Record, root: &Path) -> Result<Option<Pixels>> {
+    record.image.as_ref().map(|p| model.load_image(&root.join(p))).transpose()
+}

@@ -1,0 +1,402 @@
+//! The training loop: AdamW with a warm-up + cosine schedule, global-norm
+//! gradient clipping and gradient accumulation, on any autodiff device. The
+//! vision tower is frozen; LLaMA (embeddings with `<voco>`, layers, norm,
+//! `lm_head`) and the projector learn.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::Tensor;
+use vocollama_model::io::json::read_json;
+use vocollama_model::model::llama::Llama;
+use vocollama_model::model::projector::Projector;
+use vocollama_model::rng::SplitMix64;
+use vocollama_model::text::template::voco_id;
+use vocollama_model::text::{Template, Tokenizer};
+use vocollama_model::{Error, LlavaModel, Result};
+
+use crate::batch::{Batch, Example, TrainLayout, batch_loss, encode_example, record_pixels};
+use crate::checkpoint::save_llava_with;
+use crate::data::Record;
+
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub layout: TrainLayout,
+    pub voco_tokens: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub epochs: usize,
+    /// Examples per forward.
+    pub batch_size: usize,
+    /// Forwards per optimizer step.
+    pub grad_accum: usize,
+    /// Fraction of the steps spent warming up linearly (the paper: 3 %).
+    pub warmup: f64,
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this (0 = off).
+    pub max_grad_norm: f32,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            layout: TrainLayout::Voco,
+            voco_tokens: 1,
+            lr: 2e-5,
+            epochs: 1,
+            batch_size: 8,
+            grad_accum: 1,
+            warmup: 0.03,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Linear warm-up to `peak`, then cosine decay to 0 (transformers' `cosine` schedule).
+pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let progress = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+    peak * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    pub step: usize,
+    pub total: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    /// Labelled tokens per second over this step.
+    pub tokens_per_second: f64,
+}
+
+/// The trainable parts' gradients, clipped together.
+struct Grads {
+    llm: GradientsParams,
+    projector: GradientsParams,
+}
+
+/// Sum of squares of every gradient a module has in `grads`.
+struct SquaredNorm<'a> {
+    grads: &'a GradientsParams,
+    sum: f64,
+}
+
+impl ModuleVisitor for SquaredNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            self.sum += f64::from(g.powi_scalar(2).sum().into_scalar::<f32>());
+        }
+    }
+}
+
+/// Every gradient a module has in `grads`, multiplied by `scale`.
+struct Scale<'a> {
+    grads: &'a mut GradientsParams,
+    scale: f32,
+}
+
+impl ModuleVisitor for Scale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            self.grads.register(param.id, g * self.scale);
+        }
+    }
+}
+
+/// Every float parameter's id by its module path.
+fn param_ids<M: Module>(module: &M) -> Vec<(String, u64)> {
+    struct Ids {
+        path: Vec<String>,
+        out: Vec<(String, u64)>,
+    }
+    impl ModuleVisitor for Ids {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.out.push((self.path.join("."), param.id.val()));
+        }
+    }
+    let mut v = Ids { path: vec![], out: vec![] };
+    module.visit(&mut v);
+    v.out
+}
+
+/// `module` with its parameters' ids set from `ids` (by module path), so the
+/// optimizer state saved with a checkpoint finds them again.
+fn with_param_ids<M: Module>(module: M, ids: &HashMap<String, u64>) -> M {
+    struct SetIds<'a> {
+        path: Vec<String>,
+        ids: &'a HashMap<String, u64>,
+    }
+    impl ModuleMapper for SetIds<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, value, mapper) = param.consume();
+            let id = self.ids.get(&self.path.join(".")).map_or(id, |&v| ParamId::from(v));
+            Param::from_mapped_value(id, value, mapper)
+        }
+    }
+    module.map(&mut SetIds { path: vec![], ids })
+}
+
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    optimizer: ModuleOptimizer,
+    template: Template,
+    voco_id: i64,
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Stop after this step (the schedule still spans every epoch), e.g. to checkpoint and resume.
+    pub stop_at: Option<usize>,
+    /// Write a resumable checkpoint every `every` steps as `dir/checkpoint-STEP`, with `updates` in its config.
+    pub checkpoints: Option<Checkpoints>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    pub dir: std::path::PathBuf,
+    pub every: usize,
+    pub updates: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Trainer {
+    pub fn new(config: TrainConfig, tokenizer: &Tokenizer) -> Result<Self> {
+        if config.voco_tokens == 0 || config.batch_size == 0 || config.grad_accum == 0 || config.epochs == 0 {
+            return Err(Error::Invalid(
+                "--voco-tokens, --batch-size, --grad-accum and --epochs must be at least 1".into(),
+            ));
+        }
+        let voco_id = voco_id(tokenizer)?;
+        let optimizer = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
+        let template = Template::VocoVicunaV1 { voco_tokens: config.voco_tokens };
+        Ok(Self { config, optimizer, template, voco_id, step: 0, stop_at: None, checkpoints: None })
+    }
+
+    /// Write `model` as a loadable model directory with what resuming needs:
+    /// the optimizer state, the step and the parameters' ids.
+    pub fn save_checkpoint(
+        &self,
+        model: &LlavaModel,
+        out: &Path,
+        updates: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
+        let mut ids: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+        for (p, id) in param_ids(&model.llm) {
+            ids.insert(format!("llm.{p}"), id.to_string().into());
+        }
+        if let Some(v) = &model.vision {
+            for (p, id) in param_ids(&v.projector) {
+                ids.insert(format!("projector.{p}"), id.to_string().into());
+            }
+        }
+        let state = serde_json::json!({"step": self.step, "param_ids": ids, "layout": self.config.layout.name(),
+            "voco_tokens": self.config.voco_tokens, "seed": self.config.seed});
+        save_llava_with(model, out, updates, &|dir| {
+            let path = dir.join(STATE_FILE);
+            std::fs::write(&path, serde_json::to_string_pretty(&state).expect("json"))
+                .map_err(|e| Error::io(&path, e))?;
+            let path = dir.join(OPTIMIZER_FILE);
+            self.optimizer.save(&path).map_err(|e| Error::Invalid(format!("{}: {e:?}", path.display())))
+        })
+    }
+
+    /// Continue from a checkpoint `dir` written by [`Trainer::save_checkpoint`]
+    /// (`model` loaded from it): the step, the optimizer state, the parameter ids.
+    pub fn resume(&mut self, model: &mut LlavaModel, dir: &Path) -> Result<()> {
+        let path = dir.join(STATE_FILE);
+        let state = read_json(&path)?;
+        let field = |k: &str| state.get(k).ok_or_else(|| Error::Invalid(format!("{}: no `{k}`", path.display())));
+        let step = field("step")?
+            .as_u64()
+            .ok_or_else(|| Error::Invalid(format!("{}: `step` is not a number", path.display())))?;
+        for (k, want) in
+            [("layout", self.config.layout.name().to_string()), ("voco_tokens", self.config.voco_tokens.to_string())]
+        {
+            let got = field(k)?.as_str().map(str::to_string).unwrap_or_else(|| field(k).unwrap().to_string());
+            if got != want {
+                return Err(Error::Invalid(format!(
+                    "{}: the checkpoint was trained with {k} {got}, this run asks for {want}",
+                    path.display()
+                )));
+            }
+        }
+        let ids = field("param_ids")?
+            .as_object()
+            .ok_or_else(|| Error::Invalid(format!("{}: `param_ids` is not an object", path.display())))?;
+        let pick = |prefix: &str| -> HashMap<String, u64> {
+            ids.iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.as_str()?.parse().ok()?)))
+                .collect()
+        };
+        model.llm = with_param_ids(model.llm.clone(), &pick("llm."));
+        if let Some(v) = model.vision.as_mut() {
+            v.projector = with_param_ids(v.projector.clone(), &pick("projector."));
+        }
+        let path = dir.join(OPTIMIZER_FILE);
+        let fresh = AdamWConfig::new().with_weight_decay(self.config.weight_decay).init();
+        let optimizer = std::mem::replace(&mut self.optimizer, fresh);
+        self.optimizer = optimizer.load(&path).map_err(|e| Error::Invalid(format!("{}: {e:?}", path.display())))?;
+        self.step = step as usize;
+        Ok(())
+    }
+
+    /// Token ids and labels of every record.
+    pub fn encode(&self, records: &[Record], tokenizer: &Tokenizer, image_tokens: usize) -> Result<Vec<Example>> {
+        records.iter().map(|r| encode_example(r, self.template, tokenizer, image_tokens)).collect()
+    }
+
+    /// Optimizer steps for `n` examples over all epochs.
+    pub fn total_steps(&self, n: usize) -> usize {
+        let per_epoch = n.div_ceil(self.config.batch_size).div_ceil(self.config.grad_accum);
+        per_epoch * self.config.epochs
+    }
+
+    /// Train `model` (on an autodiff device) on `records`, images resolved
+    /// against `root`; `on_step` hears every optimizer step. Starts from `self.step`
+    /// (a resumed run skips the steps already done, in the same shuffled order).
+    pub fn train(
+        &mut self,
+        model: &mut LlavaModel,
+        tokenizer: &Tokenizer,
+        records: &[Record],
+        root: &Path,
+        on_step: &mut dyn FnMut(&StepReport, &mut LlavaModel) -> Result<()>,
+    ) -> Result<()> {
+        if !model.device.is_autodiff() {
+            return Err(Error::Invalid("training needs an autodiff device".into()));
+        }
+        if let Some(v) = model.vision.as_mut() {
+            v.tower = v.tower.clone().no_grad();
+        }
+        let examples = self.encode(records, tokenizer, model.image_tokens())?;
+        let c = self.config.clone();
+        let total = self.total_steps(examples.len());
+        let warmup = ((total as f64 * c.warmup).ceil() as usize).min(total);
+        let mut rng = SplitMix64::new(c.seed);
+        let mut step = 0;
+        for epoch in 0..c.epochs {
+            let mut order: Vec<usize> = (0..examples.len()).collect();
+            rng.shuffle(&mut order);
+            let micro: Vec<&[usize]> = order.chunks(c.batch_size).collect();
+            for group in micro.chunks(c.grad_accum) {
+                if step < self.step {
+                    step += 1;
+                    continue;
+                }
+                if self.stop_at.is_some_and(|s| step >= s) {
+                    return Ok(());
+                }
+                let start = Instant::now();
+                let mut acc_llm = GradientsAccumulator::<Llama>::new();
+                let mut acc_proj = GradientsAccumulator::<Projector>::new();
+                let (mut loss_sum, mut tokens) = (0f64, 0usize);
+                for idx in group {
+                    let batch = Batch {
+                        examples: idx.iter().map(|&i| &examples[i]).collect(),
+                        pixels: idx
+                            .iter()
+                            .map(|&i| record_pixels(model, &records[i], root))
+                            .collect::<Result<Vec<_>>>()?,
+                    };
+                    let (loss, count) = batch_loss(model, &batch, c.layout, self.voco_id)?;
+                    // Each forward's mean loss weighted by its share of the step's forwards.
+                    let loss = loss / group.len() as f32;
+                    loss_sum += f64::from(loss.clone().into_scalar::<f32>());
+                    tokens += count;
+                    let mut grads = loss.backward();
+                    acc_llm.accumulate(&model.llm, GradientsParams::from_module(&mut grads, &model.llm));
+                    if let Some(v) = &model.vision {
+                        acc_proj.accumulate(&v.projector, GradientsParams::from_module(&mut grads, &v.projector));
+                    }
+                }
+                let mut g = Grads { llm: acc_llm.grads(), projector: acc_proj.grads() };
+                let grad_norm = self.clip(model, &mut g);
+                if !loss_sum.is_finite() {
+                    return Err(Error::Invalid(format!("the loss is {loss_sum} at step {step}: lower --lr")));
+                }
+                let lr = learning_rate(step, total, warmup, c.lr);
+                model.llm = self.optimizer.step(lr, model.llm.clone(), g.llm);
+                if let Some(v) = model.vision.as_mut() {
+                    v.projector = self.optimizer.step(lr, v.projector.clone(), g.projector);
+                }
+                step += 1;
+                self.step = step;
+                let report = StepReport {
+                    step,
+                    total,
+                    epoch,
+                    loss: loss_sum,
+                    lr,
+                    grad_norm,
+                    tokens_per_second: tokens as f64 / start.elapsed().as_secs_f64(),
+                };
+                on_step(&report, model)?;
+                if let Some(c) =
+                    self.checkpoints.as_ref().filter(|c| c.every > 0 && step % c.every == 0 && step < total)
+                {
+                    self.save_checkpoint(model, &c.dir.join(format!("checkpoint-{step}")), &c.updates)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scale all gradients so their global norm is at most `max_grad_norm`; the norm before.
+    fn clip(&self, model: &LlavaModel, g: &mut Grads) -> f64 {
+        let mut n = SquaredNorm { grads: &g.llm, sum: 0.0 };
+        model.llm.visit(&mut n);
+        let mut sum = n.sum;
+        if let Some(v) = &model.vision {
+            let mut n = SquaredNorm { grads: &g.projector, sum: 0.0 };
+            v.projector.visit(&mut n);
+            sum += n.sum;
+        }
+        let norm = sum.sqrt();
+        let max = self.config.max_grad_norm as f64;
+        if max > 0.0 && norm > max {
+            let scale = (max / (norm + 1e-6)) as f32;
+            model.llm.visit(&mut Scale { grads: &mut g.llm, scale });
+            if let Some(v) = &model.vision {
+                v.projector.visit(&mut Scale { grads: &mut g.projector, scale });
+            }
+        }
+        norm
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_up_then_cosine() {
+        let lr = |s| learning_rate(s, 100, 10, 1.0);
+        assert!((lr(0) - 0.1).abs() < 1e-12 && (lr(9) - 1.0).abs() < 1e-12);
+        assert!((lr(10) - 1.0).abs() < 1e-12);
+        assert!((lr(55) - 0.5).abs() < 1e-9);
+        assert!(lr(99) < 0.01 && lr(99) > 0.0);
+    }
+}

@@ -11,7 +11,7 @@ use vocollama_kernels::rope::apply_rope;
 use vocollama_model::model::llama::Llama;
 use vocollama_model::model::llava::expand_ids;
 use vocollama_model::voco::compress;
-use vocollama_model::{AttentionLayout, LlavaModel, Pixels, Stage1Prompt, VocoCache};
+use vocollama_model::{AttentionLayout, LlavaModel, Pixels, Stage1Prompt, VocoCache, backend};
 
 pub fn assets() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets")
@@ -36,17 +36,15 @@ pub fn ids(data: &TensorData) -> Vec<i64> {
     data.clone().convert::<i64>().try_into_vec::<i64>().expect("integer ids")
 }
 
-/// The backends under test in this build: flex always, wgpu when compiled in.
-/// A compiled-in backend whose device cannot start fails the test: never skipped.
-#[allow(clippy::vec_init_then_push)] // the pushes depend on the features compiled in
+/// Every backend compiled into this build, with its f32 tolerance against
+/// transformers (the CPU backend 1e-4, GPU backends 1e-3). A compiled-in
+/// backend whose device cannot start fails the test: never skipped.
 pub fn devices() -> Vec<(&'static str, Device, f32)> {
-    let mut v = vec![];
-    #[cfg(feature = "flex")]
-    v.push(("flex", Device::flex(), 1e-4));
-    #[cfg(feature = "wgpu")]
-    v.push(("wgpu", Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), 1e-3));
-    assert!(!v.is_empty(), "no backend compiled in");
-    v
+    let names = backend::compiled_backends();
+    names
+        .into_iter()
+        .map(|n| (n, backend::device(n).unwrap_or_else(|e| panic!("{n}: {e}")), if n == "flex" { 1e-4 } else { 1e-3 }))
+        .collect()
 }
 
 /// max|got − want| / max|want| ≤ tol, with equal shapes.

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use vocollama_model::backend;
 
 pub fn assets() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets")
@@ -13,15 +14,9 @@ pub fn fixture(name: &str) -> PathBuf {
     assets().join("fixtures").join(name)
 }
 
-/// The backends under test in this build: flex always, wgpu when compiled in.
-/// A compiled-in backend whose device cannot start fails the test: never skipped.
-#[allow(clippy::vec_init_then_push)] // the pushes depend on the features compiled in
+/// Every backend compiled into this build. A compiled-in backend whose
+/// device cannot start fails the test: never skipped.
 pub fn devices() -> Vec<(&'static str, Device)> {
-    let mut v = vec![];
-    #[cfg(feature = "flex")]
-    v.push(("flex", Device::flex()));
-    #[cfg(feature = "wgpu")]
-    v.push(("wgpu", Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)));
-    assert!(!v.is_empty(), "no backend compiled in");
-    v
+    let names = backend::compiled_backends();
+    names.into_iter().map(|n| (n, backend::device(n).unwrap_or_else(|e| panic!("{n}: {e}")))).collect()
 }

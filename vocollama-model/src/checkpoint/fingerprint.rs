@@ -141,4 +141,11 @@ mod tests {
         }
         assert_eq!(digest(&base), digest(&base.clone()), "the same preprocessing, the same bytes");
     }
+
+    #[test]
+    fn the_encoding_is_pinned() {
+        // A change here invalidates every `.voco` file and frame store: bump the version string with it.
+        let hex: String = digest(&Preprocessor::clip_default(336, true)).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "6e96f220997df38ba7cb263ee1638ac34f809a221b66a529a745beba05e9fa2e");
+    }
 }

@@ -4,6 +4,7 @@
 //! random weights (no files). Run as `vocollama bench` or
 //! `cargo bench -p vocollama-benches --bench table7 -- [FLAGS]`.
 
+pub mod checkpoint;
 pub mod flops;
 pub mod report;
 pub mod shapes;
@@ -58,6 +59,14 @@ pub struct BenchArgs {
     /// Write the report as markdown to this file and as JSON beside it (`.json`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Measure this model directory instead of a shape with random weights: the
+    /// load, one image compressed and one question answered, at each of `--precisions`.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// With --model: the precisions to load at (f32, f16, bf16, auto, q8, q4; q8 and q4 quantize
+    /// the checkpoint's float type); one the machine cannot hold is reported as refused.
+    #[arg(long, value_delimiter = ',', default_value = "f32,f16,q8,q4")]
+    pub precisions: Vec<String>,
 }
 
 /// Run every stage on every chosen backend (then PyTorch), reporting progress through `log`.
@@ -67,6 +76,9 @@ pub fn run(a: &BenchArgs, command: String, log: &mut dyn FnMut(&str)) -> Result<
     }
     if let Some(dir) = a.out.as_ref().and_then(|o| o.parent()).filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
         return Err(Error::Invalid(format!("--out: the directory {} does not exist", dir.display())));
+    }
+    if let Some(dir) = &a.model {
+        return run_checkpoint(a, dir, command, log);
     }
     let shape = Shape::named(&a.shape, a.layers)?;
     let positions = 1 + shape.image_tokens() + 2 + a.text + a.decode;
@@ -97,7 +109,32 @@ pub fn run(a: &BenchArgs, command: String, log: &mut dyn FnMut(&str)) -> Result<
     } else {
         (None, None)
     };
-    Ok(Report { command, shape: shape.describe(), workload: w, runs, torch, torch_compared_with: compared })
+    Ok(Report {
+        command,
+        shape: shape.describe(),
+        workload: w,
+        runs,
+        torch,
+        torch_compared_with: compared,
+        checkpoint: None,
+    })
+}
+
+/// `--model DIR`: the directory at each precision, on the first backend asked for.
+fn run_checkpoint(a: &BenchArgs, dir: &Path, command: String, log: &mut dyn FnMut(&str)) -> Result<Report> {
+    if let Some(bad) = a.precisions.iter().find(|p| checkpoint::parse(p).is_none()) {
+        return Err(Error::Invalid(format!(
+            "--precisions: unknown precision `{bad}` (expected f32, f16, bf16, auto, q8 or q4)"
+        )));
+    }
+    let name = a.backends.first().map_or(backend::DEFAULT, String::as_str);
+    let device = backend::device(name)?;
+    let w = Workload { text: a.text, decode: a.decode, voco: a.voco_tokens, reps: a.reps };
+    let runs =
+        a.precisions.iter().map(|p| checkpoint::measure(dir, p, &device, &w, log)).collect::<Result<Vec<_>>>()?;
+    let shape = format!("the model directory `{}`", dir.display());
+    let checkpoint = Some(report::CheckpointRuns { backend: name.to_string(), runs });
+    Ok(Report { command, shape, workload: w, runs: vec![], torch: None, torch_compared_with: None, checkpoint })
 }
 
 /// The report as markdown at `out` and JSON beside it, each written whole or not at all.

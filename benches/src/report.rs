@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::checkpoint::PrecisionRun;
 use crate::stages::{BackendRun, Question, Workload};
 use crate::torch::TorchRun;
 
@@ -17,6 +18,15 @@ pub struct Report {
     pub torch: Option<TorchRun>,
     /// The backend the PyTorch run is compared with (same device kind).
     pub torch_compared_with: Option<String>,
+    /// `--model DIR`: that directory at each precision.
+    pub checkpoint: Option<CheckpointRuns>,
+}
+
+/// A model directory measured at several precisions on one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointRuns {
+    pub backend: String,
+    pub runs: Vec<PrecisionRun>,
 }
 
 /// "−64.8 %" for a reduction from `base` to `x`, as the paper prints deltas.
@@ -45,14 +55,26 @@ impl Report {
         let _ = writeln!(s, "# vocollama bench\n");
         let _ = writeln!(s, "`{}`\n", self.command);
         let _ = writeln!(s, "Shape {}.\n", self.shape);
-        let _ = writeln!(
-            s,
-            "One question of {} text tokens about one image, then {} greedily decoded tokens; VoCo with N = {}. \
-             Times are medians of {} runs after a warm-up run, in ms; f32 weights and activations. \
-             FLOPs are counted analytically (matrix products and attention over the keys a row may see). \
-             KV cache sizes are for the cache kept between questions, in f16 as `.voco` files store it.\n",
-            w.text, w.decode, w.voco, w.reps
-        );
+        if self.checkpoint.is_some() {
+            let _ = writeln!(
+                s,
+                "One image compressed into N = {} VoCo tokens and one question of {} text tokens answered from \
+                 its cache, then {} greedily decoded tokens. Times are medians of {} runs, in ms.\n",
+                w.voco, w.text, w.decode, w.reps
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "One question of {} text tokens about one image, then {} greedily decoded tokens; VoCo with N = {}. \
+                 Times are medians of {} runs after a warm-up run, in ms; f32 weights and activations. \
+                 FLOPs are counted analytically (matrix products and attention over the keys a row may see). \
+                 KV cache sizes are for the cache kept between questions, in f16 as `.voco` files store it.\n",
+                w.text, w.decode, w.voco, w.reps
+            );
+        }
+        if let Some(c) = &self.checkpoint {
+            precisions(&mut s, c);
+        }
         for r in &self.runs {
             table7(&mut s, r);
         }
@@ -64,6 +86,41 @@ impl Report {
         }
         s
     }
+}
+
+fn precisions(s: &mut String, c: &CheckpointRuns) {
+    let _ = writeln!(s, "## Precisions on {}\n", c.backend);
+    let _ = writeln!(
+        s,
+        "| asked | load s | peak host MiB (load) | peak host MiB (run) | vision ms | stage 1 ms | VoCo prefill ms | \
+         decode ms/token | KV cache |"
+    );
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let m = |x: Option<f64>| x.map_or("—".into(), |v| format!("{v:.0}"));
+    for r in &c.runs {
+        if r.refused {
+            let _ = writeln!(s, "| {} | refused | | | | | | | |", r.asked);
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} |",
+            r.asked,
+            r.load_s,
+            m(r.load_peak_mib),
+            m(r.peak_mib),
+            r.vision_ms,
+            r.stage1_ms,
+            r.prefill_ms,
+            r.decode_ms,
+            mib(r.kv_bytes)
+        );
+    }
+    let _ = writeln!(s);
+    for r in &c.runs {
+        let _ = writeln!(s, "- {}: {}", r.asked, r.weights);
+    }
+    let _ = writeln!(s);
 }
 
 fn table7(s: &mut String, r: &BackendRun) {
@@ -102,6 +159,20 @@ fn table7(s: &mut String, r: &BackendRun) {
         gflop(r.vision_flops),
         r.stage1_ms,
         gflop(r.stage1_flops)
+    );
+    let [near, far] = r.decode_by_position;
+    let _ = writeln!(
+        s,
+        "Decoding as the KV cache grows (written in place, never copied per token): {:.1} ms/token with {} \
+         positions cached, {:.1} ms/token with {} ({}); the attention's share of a token's FLOPs goes from \
+         {:.1} % to {:.1} %.\n",
+        near.decode_ms,
+        near.positions,
+        far.decode_ms,
+        far.positions,
+        delta(near.decode_ms, far.decode_ms),
+        100.0 * near.attention_share,
+        100.0 * far.attention_share
     );
 }
 

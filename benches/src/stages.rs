@@ -43,6 +43,16 @@ pub struct Question {
     pub decode_flops: f64,
 }
 
+/// Greedy decoding with `positions` already in the KV cache.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DecodeAt {
+    pub positions: usize,
+    pub decode_ms: f64,
+    pub decode_flops: f64,
+    /// The attention's share of those FLOPs (the keys it reads grow with the position).
+    pub attention_share: f64,
+}
+
 /// Everything measured on one backend.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendRun {
@@ -54,6 +64,9 @@ pub struct BackendRun {
     pub baseline: Question,
     pub full_caching: Question,
     pub voco: Question,
+    /// Decoding at two lengths of the session's KV cache: per-token time stays
+    /// flat but for the attention's own cost (the cache is written in place).
+    pub decode_by_position: [DecodeAt; 2],
     /// Peak resident host memory during this backend's run (MiB).
     pub peak_mib: Option<f64>,
     /// Threads the backend computes on, for the CPU backend (its thread pool's size).
@@ -82,19 +95,19 @@ const NEWLINE: i64 = 13;
 /// What precedes the VoCo tokens or the question: `[BOS, image, ▁, \n]`.
 const IMAGE_PREFIX: [i64; 4] = [BOS, IMAGE_TOKEN_INDEX, SPACE, NEWLINE];
 
-fn text_ids(n: usize) -> Vec<i64> {
+pub(crate) fn text_ids(n: usize) -> Vec<i64> {
     // Any ids: the cost does not depend on them.
     (0..n as i64).map(|i| 300 + (i * 37) % 20000).collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 /// `f` once to warm up (kernels compiled, autotuning settled), then `reps`
 /// runs, each timed to completion on `device`: the median ms.
-fn time<T>(device: &Device, reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+pub(crate) fn time<T>(device: &Device, reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
     f()?;
     let mut ms = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -104,7 +117,7 @@ fn time<T>(device: &Device, reps: usize, mut f: impl FnMut() -> Result<T>) -> Re
 }
 
 /// A random image already preprocessed (the cost does not depend on the pixels).
-fn pixels(size: usize) -> Pixels {
+pub(crate) fn pixels(size: usize) -> Pixels {
     let data = (0..3 * size * size).map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0).collect();
     Pixels { data, height: size, width: size }
 }
@@ -118,7 +131,7 @@ fn question(device: &Device, session: &Session, w: &Workload, text: &[i64]) -> R
 }
 
 /// Greedy decoding after `after`: median ms per token over `reps` runs of `decode` tokens.
-fn decode(after: &Session, w: &Workload) -> Result<f64> {
+pub(crate) fn decode(after: &Session, w: &Workload) -> Result<f64> {
     let mut per_token = Vec::new();
     for _ in 0..=w.reps {
         let mut s = after.clone();
@@ -211,6 +224,20 @@ pub fn measure(
         decode_ms,
         decode_flops: decode_flops(w.voco),
     };
+    // Decoding near the start of the context and far into it, from the VoCo cache.
+    let far = 2000.min(c.max_position_embeddings - w.decode - 8);
+    let mut decode_by_position = [100, far].map(|positions| DecodeAt {
+        positions,
+        decode_ms: 0.0,
+        decode_flops: flops::llm(c, positions, 1, 1),
+        attention_share: (flops::llm(c, positions, 1, 1) - flops::llm(c, 0, 1, 1)) / flops::llm(c, positions, 1, 1),
+    });
+    for at in &mut decode_by_position {
+        log(&format!("{name}: decoding with {} positions cached", at.positions));
+        let mut session = Session::from_voco(&model, &cache)?;
+        session.feed(&text_ids(at.positions - w.voco), &[])?;
+        at.decode_ms = decode(&session, w)?;
+    }
     drop((cache, image, cached, s));
     let peak_mib = memory::peak_resident().map(|b| b as f64 / (1u64 << 20) as f64);
     drop(model);
@@ -228,6 +255,7 @@ pub fn measure(
         baseline,
         full_caching,
         voco,
+        decode_by_position,
         peak_mib,
         cpu_threads: (name == "flex").then(backend::cpu_threads),
         gemm_gflops,

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use vocollama_model::checkpoint::config::ImagePooling;
 use vocollama_model::checkpoint::info;
+use vocollama_model::model::precision::{Quantize, WeightDType};
 use vocollama_model::{CacheDType, Compression, FramePositions, LoadOptions, SamplingConfig, backend};
 
 #[derive(Parser)]
@@ -33,11 +34,17 @@ pub struct ModelArgs {
     /// Backend to run on (see `vocollama backends`).
     #[arg(long, default_value = backend::DEFAULT)]
     pub backend: String,
+    /// Float type of the weights and activations (`auto`: the checkpoint's where the backend computes it well).
+    #[arg(long, value_enum, default_value_t = WeightDType::Auto)]
+    pub dtype: WeightDType,
+    /// Quantize the linear weights of the language model and the projector as they load.
+    #[arg(long, value_enum, default_value_t = Quantize::None)]
+    pub quantize: Quantize,
 }
 
 impl ModelArgs {
     pub fn options(&self) -> LoadOptions {
-        LoadOptions { vision_tower: self.vision_tower.clone() }
+        LoadOptions { vision_tower: self.vision_tower.clone(), dtype: self.dtype, quantize: self.quantize }
     }
 }
 
@@ -95,7 +102,7 @@ pub struct VideoArgs {
     pub out: Option<PathBuf>,
     /// Storage type of the keys and values in --out.
     #[arg(long, value_enum, default_value_t = CacheDType::F16)]
-    pub dtype: CacheDType,
+    pub cache_dtype: CacheDType,
 }
 
 /// The paper's answer length.
@@ -158,7 +165,7 @@ enum Command {
         out: PathBuf,
         /// Storage type of the cached keys and values.
         #[arg(long, value_enum, default_value_t = CacheDType::F16)]
-        dtype: CacheDType,
+        cache_dtype: CacheDType,
     },
     /// Answer questions about an image; each question is answered from the same compression.
     Ask {
@@ -280,8 +287,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{name}");
             }
         }
-        Command::Compress { model, image, voco_tokens, out, dtype } => {
-            run::compress(&model, &image, voco_tokens, &out, dtype)?
+        Command::Compress { model, image, voco_tokens, out, cache_dtype } => {
+            run::compress(&model, &image, voco_tokens, &out, cache_dtype)?
         }
         Command::Ask { model, image, sampling, json, questions } => {
             run::ask(&model, &image, &sampling, json, &questions)?

@@ -26,6 +26,10 @@ pub fn steps(len: u64, message: &str) -> ProgressBar {
 /// What a run measured, printed as one line like llama.cpp's.
 #[derive(Default)]
 pub struct Timing {
+    /// What the weights compute in, and why.
+    pub weights: String,
+    /// Loading the model.
+    pub load: Duration,
     pub image: ImageStats,
     pub prefill_tokens: usize,
     pub prefill: Duration,
@@ -45,7 +49,7 @@ impl Timing {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let rate = |n: usize, d: Duration| if d.is_zero() { 0.0 } else { n as f64 / d.as_secs_f64() };
         format!(
-            "timing: vision encode {:.1} ms | compress {:.1} ms | prefill {} tok, {:.1} tok/s | decode {} tok, {:.1} tok/s | cache {} bytes{}",
+            "timing: vision encode {:.1} ms | compress {:.1} ms | prefill {} tok, {:.1} tok/s | decode {} tok, {:.1} tok/s | cache {} bytes | weights {} | load {:.2} s{}",
             ms(self.image.vision_encode),
             ms(self.image.compress),
             self.prefill_tokens,
@@ -53,6 +57,8 @@ impl Timing {
             self.decode_tokens,
             rate(self.decode_tokens, self.decode),
             self.image.cache_bytes,
+            self.weights,
+            self.load.as_secs_f64(),
             vocollama_model::memory::peak_resident()
                 .map(|b| format!(" | peak memory {:.1} MiB", b as f64 / (1u64 << 20) as f64))
                 .unwrap_or_default()

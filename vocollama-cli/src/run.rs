@@ -17,16 +17,19 @@ use crate::{DEFAULT_MAX_NEW_TOKENS, ImageArgs, ModelArgs, SamplingArgs, VideoArg
 struct Loaded {
     model: LlavaModel,
     tokenizer: Tokenizer,
+    /// How long loading took.
+    load: std::time::Duration,
 }
 
 fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
     let device = backend::device(&args.backend)?;
     let pb = spinner(format!("loading {} on {}", args.model.display(), args.backend));
+    let start = std::time::Instant::now();
     let model = LlavaModel::load(&args.model, &args.options(), &device);
     pb.finish_and_clear();
     let model = model?;
     let tokenizer = Tokenizer::for_model(&args.model, model.config.layout)?;
-    Ok(Loaded { model, tokenizer })
+    Ok(Loaded { model, tokenizer, load: start.elapsed() })
 }
 
 impl Loaded {
@@ -59,7 +62,8 @@ impl Loaded {
                 bail!("--compression none needs --image: a VoCo cache holds no image tokens")
             }
             (None, Some(path), Compression::Voco) => {
-                let cache = VocoCache::load(path, &self.model.fingerprint, &self.model.device)?;
+                let m = &self.model;
+                let cache = VocoCache::load(path, &m.fingerprint, &m.device, m.precision.dtype)?;
                 if let Some(n) = args.voco_tokens.filter(|&n| n != cache.tokens_per_frame()) {
                     bail!(
                         "{}: the cache holds {} VoCo tokens per frame, --voco-tokens asks for {n}",
@@ -71,6 +75,12 @@ impl Loaded {
             }
             (None, None, _) => unreachable!("clap requires --image or --cache"),
         }
+    }
+
+    /// The timing line's start: the image's cost, the weights and the load.
+    fn timing(&self, image: vocollama_model::voco::ImageStats) -> Timing {
+        let weights = format!("{} ({})", self.model.precision, self.model.precision_why);
+        Timing { weights, load: self.load, image, ..Default::default() }
     }
 
     fn options(&self, sampling: &SamplingArgs) -> GenerateOptions {
@@ -90,7 +100,7 @@ pub fn compress(
     cache.save(out, &loaded.model.fingerprint, dtype)?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     eprintln!("wrote {}: {} VoCo tokens, {bytes} bytes", out.display(), cache.len());
-    eprintln!("{}", Timing { image: chat.stats, ..Default::default() }.line());
+    eprintln!("{}", loaded.timing(chat.stats).line());
     Ok(())
 }
 
@@ -108,7 +118,7 @@ impl<'a> Conversation<'a> {
     }
 
     fn new(loaded: &'a Loaded, chat: Chat<'a>, sampling: &SamplingArgs) -> Self {
-        let timing = Timing { image: chat.stats, ..Default::default() };
+        let timing = loaded.timing(chat.stats);
         Self { chat, options: loaded.options(sampling), sampler: Sampler::new(sampling.config()), timing }
     }
 
@@ -228,7 +238,7 @@ pub fn video(
     let mut chat = Chat::from_cache(model, &loaded.tokenizer, &video.cache)?;
     chat.stats = video.stats;
     if let Some(out) = &source.out {
-        video.cache.save(out, &model.fingerprint, source.dtype)?;
+        video.cache.save(out, &model.fingerprint, source.cache_dtype)?;
         let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
         eprintln!("wrote {}: {} frames x {n} VoCo tokens, {bytes} bytes", out.display(), video.cache.frames);
     }

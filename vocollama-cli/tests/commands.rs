@@ -44,7 +44,7 @@ fn logits(args: &[&str]) -> Vec<f32> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("logits.npy");
     let m = model();
-    let mut all = vec!["logits", "--model", &m, "--prompt", QUESTION, "--out", out.to_str().unwrap()];
+    let mut all = vec!["logits", "--model", &m, "--dtype", "f32", "--prompt", QUESTION, "--out", out.to_str().unwrap()];
     all.extend_from_slice(args);
     let r = vocollama(&all);
     assert!(r.ok, "{}", r.stderr);
@@ -72,8 +72,19 @@ fn a_saved_cache_answers_like_the_image() {
     let img = image("wide.png");
     for (dtype, tol) in [("f32", 1e-4), ("f16", 1e-2)] {
         let file = dir.path().join(format!("wide-{dtype}.voco"));
-        let r =
-            vocollama(&["compress", "--model", &m, "--image", &img, "--out", file.to_str().unwrap(), "--dtype", dtype]);
+        let r = vocollama(&[
+            "compress",
+            "--model",
+            &m,
+            "--dtype",
+            "f32",
+            "--image",
+            &img,
+            "--out",
+            file.to_str().unwrap(),
+            "--cache-dtype",
+            dtype,
+        ]);
         assert!(r.ok, "{}", r.stderr);
         assert!(r.stderr.contains("2 VoCo tokens") && r.stderr.contains("timing: vision encode"), "{}", r.stderr);
         let got = logits(&["--cache", file.to_str().unwrap()]);
@@ -96,6 +107,8 @@ fn ask_answers_greedily_like_transformers_and_reuses_one_compression() {
         "ask",
         "--model",
         &m,
+        "--dtype",
+        "f32",
         "--image",
         &img,
         "--max-new-tokens",
@@ -120,13 +133,15 @@ fn ask_answers_greedily_like_transformers_and_reuses_one_compression() {
     }
 
     // Streamed text equals the JSON answer; the plain path gives the plain reference.
-    let r2 = vocollama(&["ask", "--model", &m, "--image", &img, "--max-new-tokens", "8", QUESTION]);
+    let r2 = vocollama(&["ask", "--model", &m, "--dtype", "f32", "--image", &img, "--max-new-tokens", "8", QUESTION]);
     assert!(r2.ok, "{}", r2.stderr);
     assert_eq!(r2.stdout, format!("{}\n", lines[0]["answer"].as_str().unwrap()));
     let r3 = vocollama(&[
         "ask",
         "--model",
         &m,
+        "--dtype",
+        "f32",
         "--image",
         &img,
         "--compression",
@@ -143,12 +158,27 @@ fn ask_answers_greedily_like_transformers_and_reuses_one_compression() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wide.voco");
     assert!(
-        vocollama(&["compress", "--model", &m, "--image", &img, "--out", file.to_str().unwrap(), "--dtype", "f32"]).ok
+        vocollama(&[
+            "compress",
+            "--model",
+            &m,
+            "--dtype",
+            "f32",
+            "--image",
+            &img,
+            "--out",
+            file.to_str().unwrap(),
+            "--cache-dtype",
+            "f32"
+        ])
+        .ok
     );
     let r4 = vocollama(&[
         "ask",
         "--model",
         &m,
+        "--dtype",
+        "f32",
         "--cache",
         file.to_str().unwrap(),
         "--max-new-tokens",
@@ -170,6 +200,8 @@ fn sampling_is_seeded() {
             "ask",
             "--model",
             &m,
+            "--dtype",
+            "f32",
             "--image",
             &img,
             "--max-new-tokens",
@@ -199,7 +231,7 @@ fn chat_keeps_the_conversation_across_turns() {
     let m = model();
     let img = image("wide.png");
     let r = vocollama_stdin(
-        &["chat", "--model", &m, "--image", &img, "--max-new-tokens", "6"],
+        &["chat", "--model", &m, "--dtype", "f32", "--image", &img, "--max-new-tokens", "6"],
         &format!("{}\nAnd the square?\n/reset\n{}\n", "What colour is the circle?", "What colour is the circle?"),
     );
     assert!(r.ok, "{}", r.stderr);
@@ -217,23 +249,43 @@ fn bad_inputs_are_one_clear_error_each() {
     let img = image("wide.png");
     let q = "What?";
 
-    assert_fails(&vocollama(&["ask", "--model", &m, "--image", "/nonexistent/cat.png", q]), "/nonexistent/cat.png");
+    assert_fails(
+        &vocollama(&["ask", "--model", &m, "--dtype", "f32", "--image", "/nonexistent/cat.png", q]),
+        "/nonexistent/cat.png",
+    );
     let corrupt = dir.path().join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").unwrap();
-    assert_fails(&vocollama(&["ask", "--model", &m, "--image", corrupt.to_str().unwrap(), q]), "corrupt.png");
+    assert_fails(
+        &vocollama(&["ask", "--model", &m, "--dtype", "f32", "--image", corrupt.to_str().unwrap(), q]),
+        "corrupt.png",
+    );
 
-    assert_fails(&vocollama(&["ask", "--model", &m, "--image", &img, "--voco-tokens", "0", q]), "at least 1");
+    assert_fails(
+        &vocollama(&["ask", "--model", &m, "--dtype", "f32", "--image", &img, "--voco-tokens", "0", q]),
+        "at least 1",
+    );
     let long = "word ".repeat(600);
-    assert_fails(&vocollama(&["ask", "--model", &m, "--image", &img, &long]), "context is 512 tokens");
-    assert_fails(&vocollama(&["ask", "--model", &m, "--image", &img, "--backend", "tpu", q]), "backend `tpu`");
+    assert_fails(
+        &vocollama(&["ask", "--model", &m, "--dtype", "f32", "--image", &img, &long]),
+        "context is 512 tokens",
+    );
+    assert_fails(
+        &vocollama(&["ask", "--model", &m, "--dtype", "f32", "--image", &img, "--backend", "tpu", q]),
+        "backend `tpu`",
+    );
 
     // Caches: truncated, from another model (same files, other config), or used without VoCo.
     let file = dir.path().join("wide.voco");
-    assert!(vocollama(&["compress", "--model", &m, "--image", &img, "--out", file.to_str().unwrap()]).ok);
+    assert!(
+        vocollama(&["compress", "--model", &m, "--dtype", "f32", "--image", &img, "--out", file.to_str().unwrap()]).ok
+    );
     let bytes = std::fs::read(&file).unwrap();
     let truncated = dir.path().join("truncated.voco");
     std::fs::write(&truncated, &bytes[..bytes.len() - 100]).unwrap();
-    assert_fails(&vocollama(&["ask", "--model", &m, "--cache", truncated.to_str().unwrap(), q]), "truncated.voco");
+    assert_fails(
+        &vocollama(&["ask", "--model", &m, "--dtype", "f32", "--cache", truncated.to_str().unwrap(), q]),
+        "truncated.voco",
+    );
 
     let other = dir.path().join("other-model");
     std::fs::create_dir(&other).unwrap();
@@ -258,18 +310,49 @@ fn bad_inputs_are_one_clear_error_each() {
     assert_fails(&r, "made by a different model");
 
     assert_fails(
-        &vocollama(&["ask", "--model", &m, "--cache", file.to_str().unwrap(), "--compression", "none", q]),
+        &vocollama(&[
+            "ask",
+            "--model",
+            &m,
+            "--dtype",
+            "f32",
+            "--cache",
+            file.to_str().unwrap(),
+            "--compression",
+            "none",
+            q,
+        ]),
         "needs --image",
     );
     assert_fails(
-        &vocollama(&["ask", "--model", &m, "--cache", file.to_str().unwrap(), "--voco-tokens", "3", q]),
+        &vocollama(&[
+            "ask",
+            "--model",
+            &m,
+            "--dtype",
+            "f32",
+            "--cache",
+            file.to_str().unwrap(),
+            "--voco-tokens",
+            "3",
+            q,
+        ]),
         "holds 2 VoCo tokens",
     );
 
     // A failed compress leaves no file behind.
     let out = dir.path().join("never.voco");
-    let r =
-        vocollama(&["compress", "--model", &m, "--image", corrupt.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let r = vocollama(&[
+        "compress",
+        "--model",
+        &m,
+        "--dtype",
+        "f32",
+        "--image",
+        corrupt.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_fails(&r, "corrupt.png");
     assert_eq!(
         std::fs::read_dir(dir.path())
@@ -299,6 +382,8 @@ fn video_from_a_gif_and_a_frame_directory() {
             "video",
             "--model",
             &m,
+            "--dtype",
+            "f32",
             "--gif",
             &gif_s,
             "--num-frames",
@@ -333,6 +418,8 @@ fn video_from_a_gif_and_a_frame_directory() {
         "video",
         "--model",
         &m,
+        "--dtype",
+        "f32",
         "--frames",
         frames.to_str().unwrap(),
         "--num-frames",
@@ -351,26 +438,57 @@ fn bad_video_inputs_are_one_clear_error_each() {
     let m = model();
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    assert_fails(&vocollama(&["video", "--model", &m, "--frames", empty.to_str().unwrap(), "q"]), "holds no files");
+    assert_fails(
+        &vocollama(&["video", "--model", &m, "--dtype", "f32", "--frames", empty.to_str().unwrap(), "q"]),
+        "holds no files",
+    );
     let mixed = dir.path().join("mixed");
     std::fs::create_dir(&mixed).unwrap();
     std::fs::copy(image("wide.png"), mixed.join("a.png")).unwrap();
     std::fs::write(mixed.join("b.txt"), "not a frame").unwrap();
-    assert_fails(&vocollama(&["video", "--model", &m, "--frames", mixed.to_str().unwrap(), "q"]), "b.txt");
-    assert_fails(&vocollama(&["video", "--model", &m, "--gif", &clip64(), "--num-frames", "0", "q"]), "at least 1");
-    assert_fails(&vocollama(&["video", "--model", &m, "--gif", &clip64(), "--frame-batch", "0", "q"]), "at least 1");
+    assert_fails(
+        &vocollama(&["video", "--model", &m, "--dtype", "f32", "--frames", mixed.to_str().unwrap(), "q"]),
+        "b.txt",
+    );
+    assert_fails(
+        &vocollama(&["video", "--model", &m, "--dtype", "f32", "--gif", &clip64(), "--num-frames", "0", "q"]),
+        "at least 1",
+    );
+    assert_fails(
+        &vocollama(&["video", "--model", &m, "--dtype", "f32", "--gif", &clip64(), "--frame-batch", "0", "q"]),
+        "at least 1",
+    );
     // 64 frames of 8 VoCo tokens need more positions than the fixture's 512.
     assert_fails(
-        &vocollama(&["video", "--model", &m, "--gif", &clip64(), "--num-frames", "64", "--voco-tokens", "8", "q"]),
+        &vocollama(&[
+            "video",
+            "--model",
+            &m,
+            "--dtype",
+            "f32",
+            "--gif",
+            &clip64(),
+            "--num-frames",
+            "64",
+            "--voco-tokens",
+            "8",
+            "q",
+        ]),
         "frames fit",
     );
     let frameless = dir.path().join("frameless.gif");
     std::fs::write(&frameless, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
-    assert_fails(&vocollama(&["video", "--model", &m, "--gif", frameless.to_str().unwrap(), "q"]), "frameless.gif");
+    assert_fails(
+        &vocollama(&["video", "--model", &m, "--dtype", "f32", "--gif", frameless.to_str().unwrap(), "q"]),
+        "frameless.gif",
+    );
     // Without ffmpeg the error names it; with ffmpeg, its refusal of a text file.
     let fake = dir.path().join("clip.mp4");
     std::fs::write(&fake, "not a video").unwrap();
-    assert_fails(&vocollama(&["video", "--model", &m, "--video", fake.to_str().unwrap(), "q"]), "ffmpeg");
+    assert_fails(
+        &vocollama(&["video", "--model", &m, "--dtype", "f32", "--video", fake.to_str().unwrap(), "q"]),
+        "ffmpeg",
+    );
 }
 
 /// The peak memory the timing line reports, MiB.
@@ -386,8 +504,20 @@ fn video_memory_stays_flat_in_the_number_of_frames() {
     // 64 x 256 x 192 x 4 bytes = 12 MiB.
     let m = model();
     let peak = |k: &str| {
-        let r =
-            vocollama(&["video", "--model", &m, "--gif", &clip64(), "--num-frames", k, "--max-new-tokens", "1", "q"]);
+        let r = vocollama(&[
+            "video",
+            "--model",
+            &m,
+            "--dtype",
+            "f32",
+            "--gif",
+            &clip64(),
+            "--num-frames",
+            k,
+            "--max-new-tokens",
+            "1",
+            "q",
+        ]);
         assert!(r.ok, "{}", r.stderr);
         peak_mib(&r.stderr)
     };
@@ -404,7 +534,8 @@ fn video_cache_files_frame_store_and_batches() {
     let q = "Where is the ball at the end?";
     let gif = clip64();
     let run = |extra: &[&str]| {
-        let mut args = vec!["video", "--model", &m, "--gif", &gif, "--num-frames", "8", "--max-new-tokens", "6"];
+        let mut args =
+            vec!["video", "--model", &m, "--dtype", "f32", "--gif", &gif, "--num-frames", "8", "--max-new-tokens", "6"];
         args.extend_from_slice(extra);
         args.extend(["--json", q]);
         let r = vocollama(&args);
@@ -420,7 +551,7 @@ fn video_cache_files_frame_store_and_batches() {
             store.to_str().unwrap(),
             "--out",
             file.to_str().unwrap(),
-            "--dtype",
+            "--cache-dtype",
             "f32",
         ]);
         let ids = &json_lines(&fresh.stdout)[0]["token_ids"];
@@ -438,12 +569,34 @@ fn video_cache_files_frame_store_and_batches() {
         assert!(single.stderr.contains("(8 computed, 0 from the frame cache)"), "{}", single.stderr);
         assert_eq!(&json_lines(&single.stdout)[0]["token_ids"], ids);
         // The video file answers through `ask --cache` exactly as the run that wrote it.
-        let r =
-            vocollama(&["ask", "--model", &m, "--cache", file.to_str().unwrap(), "--max-new-tokens", "6", "--json", q]);
+        let r = vocollama(&[
+            "ask",
+            "--model",
+            &m,
+            "--dtype",
+            "f32",
+            "--cache",
+            file.to_str().unwrap(),
+            "--max-new-tokens",
+            "6",
+            "--json",
+            q,
+        ]);
         assert!(r.ok, "{}", r.stderr);
         assert_eq!(&json_lines(&r.stdout)[0]["token_ids"], ids);
         assert_fails(
-            &vocollama(&["ask", "--model", &m, "--cache", file.to_str().unwrap(), "--voco-tokens", "3", q]),
+            &vocollama(&[
+                "ask",
+                "--model",
+                &m,
+                "--dtype",
+                "f32",
+                "--cache",
+                file.to_str().unwrap(),
+                "--voco-tokens",
+                "3",
+                q,
+            ]),
             "2 VoCo tokens per frame",
         );
     }

@@ -133,20 +133,30 @@ enum Form {
     Dense(Tensor<4, Bool>),
 }
 
-/// softmax(Q Kᵀ / √d) V over `q: [b, heads, lq, d]`, `k, v: [b, kv_heads, lk, d]`.
+/// softmax(Q Kᵀ / √d) V over `q: [b, heads, lq, d]` and the first `lk` rows
+/// (the rule's) of `k, v: [b, kv_heads, rows ≥ lk, d]` — a KV cache buffer
+/// with spare capacity is passed whole.
 ///
 /// `heads` must be a multiple of `kv_heads`; each group of `heads / kv_heads`
 /// query heads reads one key/value head. The rule says which path runs: the
 /// fused kernel ([`crate::fused`]) or Burn's attention with repeated key/value heads.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &PreparedRule) -> Tensor<4> {
     let [b, heads, lq, _] = q.dims();
-    let [_, kv_heads, lk, _] = k.dims();
+    let [_, kv_heads, rows, _] = k.dims();
     assert!(heads % kv_heads == 0, "{heads} query heads are not a multiple of {kv_heads} key/value heads");
-    assert!((lq, lk) == (rule.lq, rule.lk), "the rule was prepared for {}x{} scores, not {lq}x{lk}", rule.lq, rule.lk);
+    assert!(
+        lq == rule.lq && rule.lk <= rows,
+        "the rule was prepared for {}x{} scores, not {lq} queries over {rows} key rows",
+        rule.lq,
+        rule.lk
+    );
+    let lk = rule.lk;
     if let Form::Fused(rules) = &rule.form {
-        return crate::fused::launch(q, k, v, rules.clone(), rule.causal);
+        return crate::fused::launch(q, k, v, rules.clone(), lk, rule.causal);
     }
-    let (k, v) = (repeat_kv(k, heads / kv_heads), repeat_kv(v, heads / kv_heads));
+    // A cache buffer's spare rows are cut off (a view: nothing is copied here).
+    let keys = |t: Tensor<4>| if rows == lk { t } else { t.narrow(2, 0, lk) };
+    let (k, v) = (repeat_kv(keys(k), heads / kv_heads), repeat_kv(keys(v), heads / kv_heads));
     match &rule.form {
         Form::Dense(mask) => {
             let mask = mask.clone().expand([b, heads, lq, lk]);

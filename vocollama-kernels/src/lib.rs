@@ -11,6 +11,7 @@
 //! layout into a `KeyRule`.
 
 pub mod attention;
+pub mod device;
 pub mod fused;
 pub mod handoff;
 pub mod rope;

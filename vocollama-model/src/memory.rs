@@ -1,5 +1,6 @@
-//! The process's peak resident memory (host side), where the OS tells it:
-//! Linux's `VmHWM`, which can be reset so one stage's peak is measured alone.
+//! Host memory, where the OS tells it: the process's peak resident memory
+//! (Linux's `VmHWM`, which can be reset so one stage's peak is measured
+//! alone) and the memory available to new allocations.
 
 /// Peak resident bytes since the start (or the last [`reset_peak`]).
 pub fn peak_resident() -> Option<u64> {
@@ -12,4 +13,12 @@ pub fn peak_resident() -> Option<u64> {
 /// Start the peak over from the current resident size (Linux ≥ 4.0; a no-op elsewhere).
 pub fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Bytes the host can give a new allocation without swapping (Linux's `MemAvailable`).
+pub fn available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -25,7 +25,7 @@ fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
 }
 
 fn load_err(dir: &Path, tower: Option<&Path>) -> String {
-    let options = LoadOptions { vision_tower: tower.map(Path::to_path_buf) };
+    let options = LoadOptions { vision_tower: tower.map(Path::to_path_buf), ..LoadOptions::f32() };
     let e = LlavaModel::load(dir, &options, &Device::flex()).expect_err("loading should fail");
     let msg = e.to_string();
     assert!(!msg.contains('\n'), "one line: {msg}");

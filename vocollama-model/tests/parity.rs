@@ -12,7 +12,7 @@ use vocollama_model::checkpoint::info::{clip_params, llama_params, projector_par
 use vocollama_model::{AttentionLayout, IMAGE_TOKEN_INDEX, LlavaModel, LoadOptions, Pixels};
 
 fn load(name: &str, tower: Option<&str>, device: &Device) -> LlavaModel {
-    let options = LoadOptions { vision_tower: tower.map(fixture) };
+    let options = LoadOptions { vision_tower: tower.map(fixture), ..LoadOptions::f32() };
     LlavaModel::load(&fixture(name), &options, device).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -124,17 +124,17 @@ fn kv_cache_decoding_equals_one_pass() {
 
 #[test]
 fn linear_projector() {
+    use burn::tensor::FloatDType;
     use vocollama_model::checkpoint::config::ProjectorType;
-    use vocollama_model::checkpoint::weights::{Checkpoint, Format, load_module};
+    use vocollama_model::checkpoint::weights::{Checkpoint, Format, Target, load_module};
     use vocollama_model::model::projector::Projector;
     let path = fixture("projector-linear.safetensors");
     let r = read_tensors(path.clone());
     let ck = Checkpoint { dir: fixture(""), format: Format::Safetensors, files: vec![path] };
     for (backend, device, tol) in devices() {
         let p = Projector::init(ProjectorType::Linear, 48, 64, true, &device);
-        let p =
-            load_module(p, &ck.tensors().unwrap(), &Projector::original_key_map(ProjectorType::Linear), "projector")
-                .unwrap();
+        let map = Projector::original_key_map(ProjectorType::Linear);
+        let p = load_module(p, &ck.tensors().unwrap(), &map, "projector", &Target::float(FloatDType::F32)).unwrap();
         let out = p.forward(Tensor::<3>::from_data(r["input"].clone(), &device));
         assert_close(&format!("linear projector [{backend}]"), out.into_data(), &r["output"], tol);
     }

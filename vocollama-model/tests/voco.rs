@@ -4,7 +4,7 @@
 
 mod common;
 
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, FloatDType, Tensor, TensorData};
 use common::*;
 use vocollama_model::infer::sampling::argmax;
 use vocollama_model::infer::session::last_logits;
@@ -16,7 +16,7 @@ use vocollama_model::{
 const VOCO: i64 = 511;
 
 fn model(device: &Device) -> LlavaModel {
-    LlavaModel::load(&fixture("llava-gqa-bf16"), &LoadOptions::default(), device).unwrap()
+    LlavaModel::load(&fixture("llava-gqa-bf16"), &LoadOptions::f32(), device).unwrap()
 }
 
 fn pixels(model: &LlavaModel) -> Pixels {
@@ -139,7 +139,7 @@ fn voco_file_round_trip_is_exact_in_f32() {
             cache.save(&path, &m.fingerprint, dtype).unwrap();
             let size = std::fs::metadata(&path).unwrap().len() as usize;
             assert_eq!(size, 8 + 4 + 32 + 16 + 4 + 4 * 8 + cache.payload_bytes(dtype) + 32);
-            let loaded = VocoCache::load(&path, &m.fingerprint, &device).unwrap();
+            let loaded = VocoCache::load(&path, &m.fingerprint, &device, FloatDType::F32).unwrap();
             assert_eq!(loaded.positions, cache.positions);
             let got = Session::from_voco(&m, &loaded).unwrap().next_logits(text, &[]).unwrap();
             let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
@@ -162,7 +162,7 @@ fn voco_file_errors() {
     let (prefix, _) = split(&n2);
     let cache = compress_one(&m, prefix, VOCO, &pixels(&m));
     let good = cache.to_bytes(&m.fingerprint, CacheDType::F16);
-    let err = |b: &[u8], fp: &[u8; 32]| VocoCache::from_bytes(b, fp, &device).unwrap_err();
+    let err = |b: &[u8], fp: &[u8; 32]| VocoCache::from_bytes(b, fp, &device, FloatDType::F32).unwrap_err();
 
     assert!(err(&good, &[7; 32]).contains("different model"));
     assert!(err(&good[..good.len() - 10], &m.fingerprint).contains("truncated"));
@@ -174,7 +174,7 @@ fn voco_file_errors() {
     newer[8] = 9;
     assert!(err(&newer, &m.fingerprint).contains("newer"));
     // Another model's fingerprint differs: the tied LLaMA has no tower, the llava-hf fixture other weights.
-    let other = LlavaModel::load(&fixture("llava-hf"), &LoadOptions::default(), &device).unwrap();
+    let other = LlavaModel::load(&fixture("llava-hf"), &LoadOptions::f32(), &device).unwrap();
     assert_ne!(other.fingerprint, m.fingerprint);
 }
 

@@ -18,7 +18,7 @@ const VOCO: i64 = 511;
 
 fn setup(device: &Device) -> (LlavaModel, Tokenizer) {
     let dir = fixture("llava-gqa-bf16");
-    let model = LlavaModel::load(&dir, &LoadOptions::default(), device).unwrap();
+    let model = LlavaModel::load(&dir, &LoadOptions::f32(), device).unwrap();
     let tok = Tokenizer::for_model(&dir, model.config.layout).unwrap();
     (model, tok)
 }
@@ -110,7 +110,7 @@ fn a_saved_model_loads_back_with_the_same_outputs() {
     let mut updates = serde_json::Map::new();
     updates.insert("voco_num".into(), 1.into());
     save_llava(&model, &dir, &updates).unwrap();
-    let back = LlavaModel::load(&dir, &LoadOptions::default(), &device).unwrap();
+    let back = LlavaModel::load(&dir, &LoadOptions::f32(), &device).unwrap();
     assert_eq!(back.config.voco_num, Some(1));
     assert!(dir.join("vision_tower/config.json").is_file() && dir.join("tokenizer.model").is_file());
     let pixels = model.load_image(&assets().join("images/wide.png")).unwrap();
@@ -124,7 +124,7 @@ fn a_saved_model_loads_back_with_the_same_outputs() {
     assert_eq!(logits(&model), logits(&back), "f32 weights round trip exactly");
     // Saving again replaces the directory whole.
     save_llava(&back, &dir, &serde_json::Map::new()).unwrap();
-    assert!(LlavaModel::load(&dir, &LoadOptions::default(), &device).is_ok());
+    assert!(LlavaModel::load(&dir, &LoadOptions::f32(), &device).is_ok());
 }
 
 #[test]
@@ -133,7 +133,7 @@ fn a_new_model_loads_and_its_weights_are_random() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("tiny");
     init_model(&dir, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, Patches, 5).unwrap();
-    let m = LlavaModel::load(&dir, &LoadOptions::default(), &Device::flex()).unwrap();
+    let m = LlavaModel::load(&dir, &LoadOptions::f32(), &Device::flex()).unwrap();
     assert_eq!((m.image_tokens(), m.config.llm.hidden_size, m.config.voco_num), (64, 128, Some(1)));
     let w = m.llm.embed_tokens.weight.val().into_data().try_into_vec::<f32>().unwrap();
     let mean = w.iter().sum::<f32>() / w.len() as f32;
@@ -154,7 +154,7 @@ fn a_new_model_loads_and_its_weights_are_random() {
     // The average-pooling baseline: one image token through a linear projector.
     let pooled = out.path().join("pooled");
     init_model(&pooled, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, Avg, 5).unwrap();
-    let m = LlavaModel::load(&pooled, &LoadOptions::default(), &Device::flex()).unwrap();
+    let m = LlavaModel::load(&pooled, &LoadOptions::f32(), &Device::flex()).unwrap();
     assert_eq!(m.image_tokens(), 1);
     let img = m.encode_image(&m.load_image(&assets().join("images/wide.png")).unwrap()).unwrap();
     assert_eq!(img.dims(), [1, 1, 128]);
@@ -187,7 +187,7 @@ fn a_resumed_run_continues_exactly() {
     let head = run(&mut first, &mut model, &tok);
     let ckpt = data.path().join("checkpoint-3");
     first.save_checkpoint(&model, &ckpt, &serde_json::Map::new()).unwrap();
-    let mut model = LlavaModel::load(&ckpt, &LoadOptions::default(), &device).unwrap();
+    let mut model = LlavaModel::load(&ckpt, &LoadOptions::f32(), &device).unwrap();
     let mut second = Trainer::new(config.clone(), &tok).unwrap();
     second.resume(&mut model, &ckpt).unwrap();
     let tail = run(&mut second, &mut model, &tok);
@@ -220,7 +220,7 @@ fn voco_beats_the_lower_bound_on_held_out_data() {
     init_model(&start, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, ImagePooling::None, 1).unwrap();
     let device = Device::autodiff(Device::flex());
     let tuned = |from: &std::path::Path, layout: TrainLayout, out: &str| {
-        let mut model = LlavaModel::load(from, &LoadOptions::default(), &device).unwrap();
+        let mut model = LlavaModel::load(from, &LoadOptions::f32(), &device).unwrap();
         let tok = Tokenizer::for_model(from, model.config.layout).unwrap();
         let config = TrainConfig { layout, lr: 2e-3, epochs: 3, batch_size: 16, voco_tokens: 1, ..Default::default() };
         let mut trainer = Trainer::new(config, &tok).unwrap();
@@ -232,7 +232,7 @@ fn voco_beats_the_lower_bound_on_held_out_data() {
     let causal = tuned(&start, TrainLayout::Causal, "causal");
     let voco = tuned(&causal, TrainLayout::Voco, "voco");
     let accuracy = |dir: &std::path::Path, mode: EvalMode| {
-        let m = LlavaModel::load(dir, &LoadOptions::default(), &Device::flex()).unwrap();
+        let m = LlavaModel::load(dir, &LoadOptions::f32(), &Device::flex()).unwrap();
         let tok = Tokenizer::for_model(dir, m.config.layout).unwrap();
         evaluate(&m, &tok, &test, &data, mode, 1, 8, &mut |_| {}).unwrap().accuracy()
     };

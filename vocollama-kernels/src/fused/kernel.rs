@@ -27,7 +27,7 @@ fn visible<I: Int>(rules: &Tensor<I>, b: usize, i: usize, lq: usize, lk: usize, 
     (lo, hi)
 }
 
-/// `q: [b, heads, lq, d]`, `k, v: [b, kv_heads, lk, d]`, all contiguous;
+/// `q: [b, heads, lq, d]`, `k, v: [b, kv_heads, k_rows, d]` (the first `lk` rows read), all contiguous;
 /// `rules: [b, 4]` (integers) = (left padding, has VoCo, first VoCo, last VoCo)
 /// per sample. Cubes: `(ceil(lq / tile_q), b * heads)`, `tile_q` units each.
 #[cube(launch)]
@@ -41,6 +41,7 @@ pub fn fused_attention_kernel<F: Float, I: Int>(
     kv_heads: u32,
     lq: u32,
     lk: u32,
+    k_rows: u32,
     causal: u32,
     scale: f32,
     #[comptime] head_dim: usize,
@@ -70,7 +71,8 @@ pub fn fused_attention_kernel<F: Float, I: Int>(
     let (lo, hi) = visible::<I>(rules, b, i, lq, lk, causal);
 
     let q_base = (bh * lq + i) * head_dim;
-    let kv_base = (b * kv_heads + kvh) * lk * head_dim;
+    // Keys and values may be a cache buffer with rows to spare: `k_rows` apart per head.
+    let kv_base = (b * kv_heads + kvh) * (k_rows as usize) * head_dim;
     let mut qv = Array::<f32>::new(head_dim);
     let mut acc = Array::<f32>::new(head_dim);
     for x in 0..head_dim {

@@ -18,14 +18,16 @@ use crate::attention::KeyRule;
 
 #[backend_extension(Cube, Fusion)]
 pub trait FusedAttention: Backend {
-    /// Attention of `q` over `k, v` (grouped heads allowed) under the per-sample
-    /// `rules` (`[b, 4]` integers: left padding, has VoCo, first, last).
+    /// Attention of `q` over the first `lk` rows of `k, v` (grouped heads
+    /// allowed; the rows beyond are a cache's spare capacity, never read) under
+    /// the per-sample `rules` (`[b, 4]` integers: left padding, has VoCo, first, last).
     #[fusion(dtype = q, shape = q)]
     fn fused_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         rules: IntTensor<Self>,
+        lk: usize,
         causal: bool,
     ) -> FloatTensor<Self>;
 }
@@ -41,11 +43,19 @@ pub fn key_tile_rows(d: usize) -> usize {
 }
 
 impl FusedAttention for CubeBackend {
-    fn fused_attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, rules: CubeTensor, causal: bool) -> CubeTensor {
+    fn fused_attention(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        rules: CubeTensor,
+        lk: usize,
+        causal: bool,
+    ) -> CubeTensor {
+        // A KV cache buffer is contiguous already: no copy of it is made here.
         let (q, k, v, rules) = (into_contiguous(q), into_contiguous(k), into_contiguous(v), into_contiguous(rules));
         let (qs, ks) = (q.meta.shape().clone(), k.meta.shape().clone());
         let (b, heads, lq, d) = (qs[0], qs[1], qs[2], qs[3]);
-        let (kv_heads, lk) = (ks[1], ks[2]);
+        let (kv_heads, k_rows) = (ks[1], ks[2]);
         let out = empty_device_dtype(q.client.clone(), q.device.clone(), qs.clone(), q.dtype);
         let tile_k = key_tile_rows(d);
         let count = CubeCount::Static(lq.div_ceil(TILE_Q) as u32, (b * heads) as u32, 1);
@@ -63,6 +73,7 @@ impl FusedAttention for CubeBackend {
             kv_heads as u32,
             lq as u32,
             lk as u32,
+            k_rows as u32,
             u32::from(causal),
             1.0 / (d as f32).sqrt(),
             d,
@@ -97,13 +108,21 @@ pub(crate) fn rule_tensor(rule: &KeyRule, batch: usize, device: &burn::tensor::D
     Tensor::<2, Int>::from_data(TensorData::new(rules, [batch, 4]), device)
 }
 
-/// The kernel over prepared rule integers (see [`rule_tensor`]).
-pub(crate) fn launch(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rules: Tensor<2, Int>, causal: bool) -> Tensor<4> {
+/// The kernel over prepared rule integers (see [`rule_tensor`]) and the first `lk` rows of `k, v`.
+pub(crate) fn launch(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    rules: Tensor<2, Int>,
+    lk: usize,
+    causal: bool,
+) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as FusedAttention>::fused_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
         rules.into_dispatch(),
+        lk,
         causal,
     ))
 }
@@ -115,5 +134,6 @@ pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule)
         return None;
     }
     let rules = rule_tensor(rule, q.dims()[0], &device);
-    Some(launch(q, k, v, rules, rule.causal))
+    let lk = k.dims()[2];
+    Some(launch(q, k, v, rules, lk, rule.causal))
 }

@@ -1,5 +1,6 @@
-//! Checkpoint discovery and loading: safetensors (memory-mapped) or PyTorch
-//! `.bin`, single or sharded through an index json, f32/f16/bf16 on disk.
+//! Checkpoint discovery and loading: safetensors (read tensor by tensor) or
+//! PyTorch `.bin`, single or sharded through an index json, f32/f16/bf16 on
+//! disk, loaded straight into the float type or quantization asked for.
 //!
 //! A checkpoint's tensor names reach a module through a [`KeyMap`] of prefix
 //! pairs, which also maps back, so a missing tensor is reported by the name
@@ -9,14 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::store::burn_pack::Tensor as PackTensor;
-use burn::store::{
-    ChainAdapter, FloatCastAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
-};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::store::{ModuleStore, PytorchStore};
+use burn::tensor::quantization::QuantScheme;
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
 use crate::error::{Error, Result};
+use crate::model::precision::{BLOCK, dtype_bytes, float_dtype_of};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -32,10 +33,128 @@ pub struct Checkpoint {
     pub files: Vec<PathBuf>,
 }
 
-/// Every tensor of a checkpoint, by its name in the file, with the file it is in.
+/// Every tensor of a checkpoint, by its name in the file: where it is and what it holds.
 pub struct Tensors {
     pub dir: PathBuf,
-    pub entries: BTreeMap<String, (PathBuf, PackTensor)>,
+    pub entries: BTreeMap<String, Entry>,
+}
+
+/// One tensor of a checkpoint, not yet read.
+pub struct Entry {
+    pub file: PathBuf,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    source: Source,
+}
+
+enum Source {
+    /// Bytes `offset..offset + len` of a safetensors file, read with positioned
+    /// reads (no memory map: a mapped 14 GB file would count in the process's
+    /// resident memory as it is read).
+    Range { offset: u64, len: usize },
+    /// A tensor of a PyTorch `.bin` file, read by burn-store.
+    Pickle(Box<PackTensor>),
+}
+
+impl Entry {
+    /// The tensor's values as stored (its dtype, PyTorch's layout).
+    pub fn read(&self) -> Result<TensorData> {
+        match &self.source {
+            Source::Range { offset, len } => {
+                let mut bytes = vec![0u8; *len];
+                read_at(&self.file, *offset, &mut bytes)?;
+                TensorData::try_from_bytes_vec(bytes, self.shape.clone(), self.dtype)
+                    .map_err(|e| Error::weights(&self.file, format!("a tensor's bytes do not match its header: {e:?}")))
+            }
+            Source::Pickle(t) => burn::store::bridge::to_data(t)
+                .map_err(|e| Error::weights(&self.file, format!("not a readable PyTorch checkpoint: {e}"))),
+        }
+    }
+}
+
+/// Fill `buf` from `file` at `offset`.
+fn read_at(file: &Path, offset: u64, buf: &mut [u8]) -> Result<()> {
+    let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        f.read_exact_at(buf, offset).map_err(|e| Error::io(file, e))
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = f;
+        f.seek(SeekFrom::Start(offset)).and_then(|_| f.read_exact(buf)).map_err(|e| Error::io(file, e))
+    }
+}
+
+/// The largest safetensors header read (the format's own limit).
+const MAX_HEADER: u64 = 100 * 1024 * 1024;
+
+/// The tensor table of a safetensors file: every name, dtype, shape and byte
+/// range, checked against the file's length before anything is read.
+fn safetensors_table(file: &Path) -> Result<Vec<(String, Entry)>> {
+    let bad = |msg: String| Error::weights(file, format!("not a readable safetensors file: {msg}"));
+    let len = std::fs::metadata(file).map_err(|e| Error::io(file, e))?.len();
+    if len < 8 {
+        return Err(bad(format!("{len} bytes, shorter than the 8-byte header length")));
+    }
+    let mut head = [0u8; 8];
+    read_at(file, 0, &mut head)?;
+    let n = u64::from_le_bytes(head);
+    if n > MAX_HEADER || n > len - 8 {
+        return Err(bad(format!("a header of {n} bytes in a file of {len}")));
+    }
+    let mut header = vec![0u8; n as usize];
+    read_at(file, 8, &mut header)?;
+    let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    let table = json.as_object().ok_or_else(|| bad("the header is not a JSON object".into()))?;
+    let data_start = 8 + n;
+    let mut out = Vec::with_capacity(table.len());
+    for (name, v) in table.iter().filter(|(k, _)| *k != "__metadata__") {
+        let field = |k: &str| v.get(k).ok_or_else(|| bad(format!("tensor `{name}` has no `{k}`")));
+        let dtype = match field("dtype")?.as_str() {
+            Some("F32") => DType::F32,
+            Some("F16") => DType::F16,
+            Some("BF16") => DType::BF16,
+            Some("F64") => DType::F64,
+            Some("I64") => DType::I64,
+            Some("I32") => DType::I32,
+            Some("I16") => DType::I16,
+            Some("I8") => DType::I8,
+            Some("U8") => DType::U8,
+            Some("BOOL") => DType::Bool(burn::tensor::BoolStore::Native),
+            other => return Err(bad(format!("tensor `{name}` has dtype {other:?}, which vocollama does not read"))),
+        };
+        let shape: Vec<usize> = field("shape")?
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect())
+            .ok_or_else(|| bad(format!("tensor `{name}`: `shape` is not a list of sizes")))?;
+        let offsets: Vec<u64> = field("data_offsets")?
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect())
+            .filter(|o: &Vec<u64>| o.len() == 2 && o[0] <= o[1])
+            .ok_or_else(|| bad(format!("tensor `{name}`: `data_offsets` is not [begin, end]")))?;
+        let bytes = shape
+            .iter()
+            .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+            .ok_or_else(|| bad(format!("tensor `{name}`: its shape {shape:?} overflows")))?;
+        if offsets[1] - offsets[0] != bytes {
+            return Err(bad(format!(
+                "tensor `{name}` ({dtype:?} {shape:?}) needs {bytes} bytes, its offsets span {}",
+                offsets[1] - offsets[0]
+            )));
+        }
+        if data_start.checked_add(offsets[1]).is_none_or(|end| end > len) {
+            return Err(bad(format!(
+                "tensor `{name}` ends at byte {}, but the file has {len} (truncated?)",
+                data_start.saturating_add(offsets[1])
+            )));
+        }
+        let source = Source::Range { offset: data_start + offsets[0], len: bytes as usize };
+        out.push((name.clone(), Entry { file: file.to_path_buf(), dtype, shape, source }));
+    }
+    Ok(out)
 }
 
 impl Checkpoint {
@@ -110,24 +229,29 @@ impl Checkpoint {
         Ok(files)
     }
 
-    /// Read every file's tensor table (the data stays on disk until applied).
+    /// Read every file's tensor table (the data stays on disk until loaded).
     pub fn tensors(&self) -> Result<Tensors> {
         let mut entries = BTreeMap::new();
         for file in &self.files {
             let table = match self.format {
-                Format::Safetensors => SafetensorsStore::from_file(file)
-                    .get_all_tensors()
-                    .cloned()
-                    .map_err(|e| Error::weights(file, format!("not a readable safetensors file: {e}")))?,
+                Format::Safetensors => safetensors_table(file)?,
                 Format::Pytorch => PytorchStore::from_file(file)
                     .map_indices_contiguous(false)
                     .get_all_tensors()
-                    .cloned()
-                    .map_err(|e| Error::weights(file, format!("not a readable PyTorch checkpoint: {e}")))?,
+                    .map_err(|e| Error::weights(file, format!("not a readable PyTorch checkpoint: {e}")))?
+                    .iter()
+                    .map(|(name, t)| {
+                        let entry = Entry {
+                            file: file.clone(),
+                            dtype: t.dtype,
+                            shape: t.shape.to_vec(),
+                            source: Source::Pickle(Box::new(t.clone())),
+                        };
+                        (name.clone(), entry)
+                    })
+                    .collect(),
             };
-            for (name, tensor) in table {
-                entries.insert(name, (file.clone(), tensor));
-            }
+            entries.extend(table);
         }
         Ok(Tensors { dir: self.dir.clone(), entries })
     }
@@ -141,10 +265,22 @@ impl Tensors {
     /// The dtypes stored on disk, with how many elements each.
     pub fn dtype_census(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
-        for (_, t) in self.entries.values() {
-            *out.entry(format!("{:?}", t.dtype)).or_insert(0) += t.shape.num_elements();
+        for e in self.entries.values() {
+            *out.entry(format!("{:?}", e.dtype)).or_insert(0) += e.shape.iter().product::<usize>();
         }
         out
+    }
+
+    /// The float type holding most of the checkpoint's values (f32 when it holds none).
+    pub fn float_dtype(&self) -> FloatDType {
+        let mut counts: BTreeMap<u8, (usize, FloatDType)> = BTreeMap::new();
+        for e in self.entries.values() {
+            if let Some(d) = float_dtype_of(e.dtype) {
+                counts.entry(dtype_bytes(d) as u8 * 2 + u8::from(d == FloatDType::BF16)).or_insert((0, d)).0 +=
+                    e.shape.iter().product::<usize>();
+            }
+        }
+        counts.into_values().max_by_key(|(n, _)| *n).map_or(FloatDType::F32, |(_, d)| d)
     }
 }
 
@@ -173,17 +309,35 @@ impl KeyMap {
     }
 }
 
-/// The dtype modules hold after loading. Weights stored as f16/bf16 are converted.
-pub const COMPUTE_DTYPE: DType = DType::F32;
-
 /// One parameter as PyTorch names and lays it out.
 pub struct PytorchParam {
     /// Dotted module path with PyTorch's leaf names (norm `weight`/`bias`).
     pub name: String,
     /// Shape in PyTorch's layout (Linear weights `[out, in]`).
     pub shape: Vec<usize>,
-    /// The values in that layout, when asked for.
+    /// The values in that layout, in f32, when asked for.
     pub data: Option<TensorData>,
+}
+
+/// A parameter's PyTorch name (`path` with its last element possibly renamed)
+/// and whether it is a Linear weight, stored transposed in Burn (`[in, out]`).
+fn pytorch_name(path: &[String], containers: &[String]) -> (String, bool) {
+    let module = containers.iter().rev().find(|c| c.starts_with("Struct:")).map(String::as_str);
+    let mut path = path.to_vec();
+    let name = path.last_mut().expect("a parameter has a name");
+    let linear = match (module, name.as_str()) {
+        (Some("Struct:Linear"), "weight") => true,
+        (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "gamma") => {
+            *name = "weight".into();
+            false
+        }
+        (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "beta") => {
+            *name = "bias".into();
+            false
+        }
+        _ => false,
+    };
+    (path.join("."), linear)
 }
 
 /// Every float parameter of `module` in PyTorch terms. With `read` false no
@@ -206,26 +360,18 @@ pub fn pytorch_params<M: Module>(module: &M, read: bool) -> Vec<PytorchParam> {
             self.containers.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let module = self.containers.iter().rev().find(|c| c.starts_with("Struct:")).map(String::as_str);
-            let mut path = self.path.clone();
+            let (name, linear) = pytorch_name(&self.path, &self.containers);
             let mut shape = param.lazy_shape().to_vec();
-            let name = path.last_mut().expect("a parameter has a name");
-            let mut transpose = false;
-            match (module, name.as_str()) {
-                (Some("Struct:Linear"), "weight") if shape.len() == 2 => {
-                    shape.swap(0, 1);
-                    transpose = true;
-                }
-                (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "gamma") => *name = "weight".into(),
-                (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "beta") => *name = "bias".into(),
-                _ => {}
+            if linear {
+                shape.swap(0, 1);
             }
             let data = self.read.then(|| {
                 let t = param.val();
-                let t = if transpose { t.swap_dims(0, 1) } else { t };
-                t.into_data().convert::<f32>()
+                let t = if matches!(t.dtype(), DType::QFloat(_)) { t.dequantize() } else { t };
+                let t = if linear { t.swap_dims(0, 1) } else { t };
+                t.cast(FloatDType::F32).into_data()
             });
-            self.out.push(PytorchParam { name: path.join("."), shape, data });
+            self.out.push(PytorchParam { name, shape, data });
         }
     }
     let mut v = Visit { read, path: vec![], containers: vec![], out: vec![] };
@@ -237,33 +383,51 @@ fn expected_shapes<M: Module>(module: &M) -> HashMap<String, Vec<usize>> {
     pytorch_params(module, false).into_iter().map(|p| (p.name, p.shape)).collect()
 }
 
+/// How a module's parameters are held once loaded.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// Every float parameter's type (quantized ones aside).
+    pub dtype: FloatDType,
+    /// The scheme Linear weights are quantized with, if any.
+    pub quantize: Option<QuantScheme>,
+    /// Module paths (Burn's names) whose Linear weights stay unquantized.
+    pub keep_float: &'static [&'static str],
+}
+
+impl Target {
+    /// Every parameter in `dtype`, nothing quantized.
+    pub fn float(dtype: FloatDType) -> Self {
+        Self { dtype, quantize: None, keep_float: &[] }
+    }
+}
+
 /// Load `module`'s parameters from `tensors` through `map`, all or nothing:
 /// a missing tensor or a shape that differs from the module's is an error
-/// naming the tensor, the file and both shapes.
-pub fn load_module<M: Module + ModuleSnapshot>(module: M, tensors: &Tensors, map: &KeyMap, what: &str) -> Result<M> {
+/// naming the tensor, the file and both shapes. Each tensor goes from the
+/// file to `target`'s form one at a time (converted, quantized where asked,
+/// Linear weights kept in PyTorch's `[out, in]` layout behind a transposed
+/// view), so the whole model never exists in another form.
+pub fn load_module<M: Module>(module: M, tensors: &Tensors, map: &KeyMap, what: &str, target: &Target) -> Result<M> {
     let expected = expected_shapes(&module);
-    let mut chosen = Vec::with_capacity(expected.len());
-    for (key, (file, tensor)) in &tensors.entries {
+    let mut chosen: HashMap<String, &str> = HashMap::with_capacity(expected.len());
+    for (key, e) in &tensors.entries {
         let Some(path) = map.to_module(key) else { continue };
         let Some(shape) = expected.get(&path) else { continue };
-        if tensor.shape.to_vec() != *shape {
+        if e.shape != *shape {
             return Err(Error::weights(
-                file,
-                format!("tensor `{key}` ({what}): expected shape {shape:?}, found {:?}", tensor.shape.to_vec()),
+                &e.file,
+                format!("tensor `{key}` ({what}): expected shape {shape:?}, found {:?}", e.shape),
             ));
         }
-        if !matches!(tensor.dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
+        if float_dtype_of(e.dtype).is_none() {
             return Err(Error::weights(
-                file,
-                format!("tensor `{key}` ({what}): expected a float dtype, found {:?}", tensor.dtype),
+                &e.file,
+                format!("tensor `{key}` ({what}): expected a float dtype, found {:?}", e.dtype),
             ));
         }
-        let mut t = tensor.clone();
-        t.name = path;
-        chosen.push(t);
+        chosen.insert(path, key);
     }
-    let found: BTreeSet<&str> = chosen.iter().map(|t| t.name.as_str()).collect();
-    let mut missing: Vec<&String> = expected.keys().filter(|k| !found.contains(k.as_str())).collect();
+    let mut missing: Vec<&String> = expected.keys().filter(|k| !chosen.contains_key(*k)).collect();
     missing.sort();
     if let Some(first) = missing.first() {
         return Err(Error::weights(
@@ -276,16 +440,74 @@ pub fn load_module<M: Module + ModuleSnapshot>(module: M, tensors: &Tensors, map
             ),
         ));
     }
-    let mut module = module;
-    let adapter = ChainAdapter::new(PyTorchToBurnAdapter, FloatCastAdapter::to(COMPUTE_DTYPE));
-    let result = module.apply(chosen, None, Some(Box::new(adapter)), true);
-    if let Some(e) = result.errors.first() {
-        return Err(Error::weights(&tensors.dir, format!("{what}: {e}")));
+    let mut loader = Loader { tensors, chosen, target, path: vec![], containers: vec![], error: None };
+    let module = module.map(&mut loader);
+    match loader.error {
+        Some(e) => Err(e),
+        None => Ok(module),
     }
-    if let Some((path, _)) = result.missing.first() {
-        return Err(Error::weights(&tensors.dir, format!("missing tensor `{}` ({what})", map.to_checkpoint(path))));
+}
+
+/// The module mapper that puts each checkpoint tensor in place of its parameter.
+struct Loader<'a> {
+    tensors: &'a Tensors,
+    /// Module path (PyTorch leaf names) → checkpoint name.
+    chosen: HashMap<String, &'a str>,
+    target: &'a Target,
+    path: Vec<String>,
+    containers: Vec<String>,
+    error: Option<Error>,
+}
+
+impl Loader<'_> {
+    fn tensor<const D: usize>(&self, name: &str, linear: bool, device: &Device) -> Result<Tensor<D>> {
+        let key = self.chosen[name];
+        let data = self.tensors.entries[key].read()?;
+        let t = Tensor::<D>::from_data(data, (device, DType::from(self.target.dtype)));
+        if !linear {
+            return Ok(t);
+        }
+        // Quantized in PyTorch's layout, blocks running along the input dimension;
+        // a layer whose input is not a whole number of blocks stays in the float type.
+        let module = name.rsplit_once('.').map_or("", |(m, _)| m);
+        let whole_blocks = t.dims()[D - 1].is_multiple_of(BLOCK);
+        let t = match self.target.quantize {
+            Some(scheme) if whole_blocks && !self.target.keep_float.contains(&module) => {
+                t.quantize_dynamic(&scheme)
+            }
+            _ => t,
+        };
+        Ok(t.transpose())
     }
-    Ok(module)
+}
+
+impl ModuleMapper for Loader<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if self.error.is_some() {
+            return param;
+        }
+        let (name, linear) = pytorch_name(&self.path, &self.containers);
+        match self.tensor::<D>(&name, linear && D == 2, &param.lazy_device()) {
+            Ok(t) => {
+                let id = param.id;
+                param.transform_for_load(t, id)
+            }
+            Err(e) => {
+                self.error = Some(e);
+                param
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 
 use super::generate::{GenerateOptions, Generation, generate};
 use super::sampling::Sampler;
-use super::session::{Session, last_logits};
+use super::session::{Mark, Session, last_logits};
 use crate::backend::timed;
 use crate::error::{Error, Result};
 use crate::media::preprocess::Pixels;
@@ -15,7 +15,6 @@ use crate::model::llava::{LlavaModel, expand_ids};
 use crate::text::{Template, Tokenizer};
 use crate::voco::cache::VocoCache;
 use crate::voco::compress::{ImageStats, Stage1Prompt, compress};
-use crate::voco::file::CacheDType;
 
 /// How the image reaches the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +32,9 @@ pub struct Chat<'m> {
     pub template: Template,
     /// The ids the image stage covers (through the last `<voco>`, or through `<image>`).
     prefix: Vec<i64>,
-    base: Session<'m>,
     session: Session<'m>,
+    /// The session right after the image stage: where every new conversation starts.
+    start: Mark,
     /// Answered turns of the conversation in progress.
     turns: usize,
     /// Ids so far, for the repetition penalty.
@@ -48,7 +48,7 @@ impl<'m> Chat<'m> {
         tokenizer: &'m Tokenizer,
         template: Template,
         prefix: Vec<i64>,
-        base: Session<'m>,
+        session: Session<'m>,
         stats: ImageStats,
     ) -> Self {
         Self {
@@ -57,8 +57,8 @@ impl<'m> Chat<'m> {
             template,
             context: prefix.clone(),
             prefix,
-            session: base.clone(),
-            base,
+            start: session.mark(),
+            session,
             turns: 0,
             stats,
         }
@@ -92,7 +92,7 @@ impl<'m> Chat<'m> {
         let prefix = ids[..end].to_vec();
         Self::check_positions(cache, expand_ids(&prefix, model.image_tokens()).len())?;
         let base = Session::from_voco(model, cache)?;
-        let stats = ImageStats { cache_bytes: cache.payload_bytes(CacheDType::F32), ..Default::default() };
+        let stats = ImageStats { cache_bytes: cache.device_bytes(), ..Default::default() };
         Ok(Self::new(model, tokenizer, template, prefix, base, stats))
     }
 
@@ -144,14 +144,15 @@ impl<'m> Chat<'m> {
         let (image, vision_encode) = timed(&model.device, || model.encode_image(pixels))?;
         let mut base = Session::empty(model);
         let ((), compress) = timed(&model.device, || base.feed(&prefix, &[image]).map(drop))?;
-        let cache_bytes = base.cached() * model.config.llm.kv_bytes_per_token(4);
+        let cache_bytes = base.cached() * model.config.llm.kv_bytes_per_token(model.precision.float_bytes());
         let stats = ImageStats { vision_encode, compress, cache_bytes };
         Ok(Self::new(model, tokenizer, template, prefix, base, stats))
     }
 
-    /// Back to right after the image: the next question starts a new conversation.
+    /// Back to right after the image: the next question starts a new
+    /// conversation. The image's part of the KV cache stays where it is.
     pub fn reset(&mut self) {
-        self.session = self.base.clone();
+        self.session.rewind(self.start);
         self.context = self.prefix.clone();
         self.turns = 0;
     }

@@ -31,7 +31,10 @@ impl<'m> Session<'m> {
                 c.num_hidden_layers, c.num_key_value_heads, c.head_dim
             )));
         }
-        Ok(Self { model, cache: voco.kv_cache(), next: voco.next_position() })
+        // A cache read from a file of another float type converts here, once.
+        let dtype = model.precision.dtype;
+        let layers = voco.layers.iter().map(|(k, v)| (k.clone().cast(dtype), v.clone().cast(dtype))).collect();
+        Ok(Self { model, cache: KvCache::from_layers(layers), next: voco.next_position() })
     }
 
     /// An empty session (the uncompressed path feeds the whole prompt, image included).
@@ -49,6 +52,22 @@ impl<'m> Session<'m> {
         self.cache.len()
     }
 
+    /// The KV cache so far.
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// Where the conversation stands, to come back to with [`Session::rewind`].
+    pub fn mark(&self) -> Mark {
+        Mark { cached: self.cache.len(), next: self.next }
+    }
+
+    /// Back to `mark`: what was fed since is forgotten, nothing is copied.
+    pub fn rewind(&mut self, mark: Mark) {
+        self.cache.truncate(mark.cached);
+        self.next = mark.next;
+    }
+
     /// Run `ids` (images spliced at placeholders) causally after what is cached;
     /// the hidden states of the new positions.
     pub fn feed(&mut self, ids: &[i64], images: &[Tensor<3>]) -> Result<Tensor<3>> {
@@ -63,6 +82,13 @@ impl<'m> Session<'m> {
         let h = self.feed(ids, images)?;
         Ok(last_logits(self.model, h))
     }
+}
+
+/// A point of a [`Session`] to come back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    cached: usize,
+    next: usize,
 }
 
 /// The logits of the last position of `h: [1, L, hidden]`, on the host.

@@ -6,9 +6,11 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, sigmoid};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::module::layer_norm as burn_layer_norm;
+use burn::tensor::{Device, FloatDType, Int, Tensor};
 use vocollama_kernels::{KeyRule, PreparedRule, attention};
 
+use super::precision::in_f32;
 use crate::checkpoint::config::{ClipVisionConfig, SelectFeature, VisionActivation};
 use crate::error::{Error, Result};
 
@@ -60,6 +62,8 @@ pub struct ClipVision {
     select_feature: SelectFeature,
     #[module(skip)]
     image_size: usize,
+    #[module(skip)]
+    layer_norm_eps: f64,
 }
 
 /// How many encoder layers produce `hidden_states[select_layer]` (index 0 is the embeddings).
@@ -124,6 +128,7 @@ impl ClipVision {
             encoder: ClipEncoder { layers },
             select_feature,
             image_size: c.image_size,
+            layer_norm_eps: c.layer_norm_eps,
         })
     }
 
@@ -149,11 +154,12 @@ impl ClipVision {
         let cls = e.class_embedding.val().reshape([1, 1, d]).expand([b, 1, d]);
         let ids = Tensor::<1, Int>::arange(0..(p as i64 + 1), &patches.device()).unsqueeze::<2>();
         let mut x = Tensor::cat(vec![cls, patches], 1) + e.position_embedding.forward(ids);
-        x = self.pre_layrnorm.forward(x);
+        let eps = self.layer_norm_eps;
+        x = layer_norm(&self.pre_layrnorm, eps, x);
         // Every patch sees every patch; the rule is prepared once for all layers.
         let rule = KeyRule::full().prepare(&x.device(), b, p + 1, p + 1);
         for layer in &self.encoder.layers {
-            x = layer.forward(x, &rule);
+            x = layer.forward(x, eps, &rule);
         }
         match self.select_feature {
             SelectFeature::Patch => x.slice([0..b, 1..p + 1, 0..d]),
@@ -162,10 +168,19 @@ impl ClipVision {
     }
 }
 
+/// Layer normalisation computed in f32 whatever the model's float type (as
+/// PyTorch's kernels accumulate), the result back in that type.
+fn layer_norm(norm: &LayerNorm, eps: f64, x: Tensor<3>) -> Tensor<3> {
+    let dtype = x.dtype();
+    let f32 = |t: Tensor<1>| t.cast(FloatDType::F32);
+    let beta = norm.beta.as_ref().map(|b| f32(b.val()));
+    burn_layer_norm(x.cast(FloatDType::F32), f32(norm.gamma.val()), beta, eps).cast(dtype)
+}
+
 impl ClipEncoderLayer {
-    fn forward(&self, x: Tensor<3>, rule: &PreparedRule) -> Tensor<3> {
-        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), rule);
-        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+    fn forward(&self, x: Tensor<3>, eps: f64, rule: &PreparedRule) -> Tensor<3> {
+        let x = x.clone() + self.self_attn.forward(layer_norm(&self.layer_norm1, eps, x), rule);
+        x.clone() + self.mlp.forward(layer_norm(&self.layer_norm2, eps, x))
     }
 }
 
@@ -186,8 +201,8 @@ impl ClipMlp {
         let h = self.fc1.forward(x);
         let h = match self.act {
             // CLIP's quick_gelu: x * sigmoid(1.702 x); Burn has no built-in for it.
-            VisionActivation::QuickGelu => h.clone() * sigmoid(h * 1.702),
-            VisionActivation::Gelu => gelu(h),
+            VisionActivation::QuickGelu => in_f32(h, |h| h.clone() * sigmoid(h * 1.702)),
+            VisionActivation::Gelu => in_f32(h, gelu),
         };
         self.fc2.forward(h)
     }

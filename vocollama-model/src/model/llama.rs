@@ -8,10 +8,11 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::silu;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use vocollama_kernels::rope::apply_rope;
 use vocollama_kernels::{PreparedRule, attention};
 
+use super::precision::in_f32;
 use crate::checkpoint::config::LlamaConfig;
 use crate::checkpoint::weights::KeyMap;
 use crate::infer::kv_cache::KvCache;
@@ -134,23 +135,27 @@ impl Llama {
         cache: &mut KvCache,
     ) -> Tensor<3> {
         let [b, l, _] = x.dims();
+        // RoPE tables in f32, applied in the model's float type (as transformers does).
+        let dtype = x.dtype();
         let (cos, sin) = self.rope(positions);
+        let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
         // One rule for every layer: the fused kernel's integers, or the dense mask built once.
         let rule = layout.key_rule().prepare(&x.device(), b, l, cache.len() + l);
         let mut x = x;
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer.input_layernorm.forward(x.clone());
+            let h = rms_norm(&layer.input_layernorm, x.clone());
             let h = layer.self_attn.forward(h, &self.shape, &cos, &sin, &rule, cache, i);
             x = x + h;
-            let h = layer.post_attention_layernorm.forward(x.clone());
+            let h = rms_norm(&layer.post_attention_layernorm, x.clone());
             x = x + layer.mlp.forward(h);
         }
-        self.norm.forward(x)
+        cache.advance(l);
+        rms_norm(&self.norm, x)
     }
 
-    /// Hidden states `[b, l, hidden]` → logits `[b, l, vocab]`.
+    /// Hidden states `[b, l, hidden]` → logits `[b, l, vocab]`, in f32 whatever the model computes in.
     pub fn logits(&self, h: Tensor<3>) -> Tensor<3> {
-        match &self.lm_head {
+        let logits = match &self.lm_head {
             Some(head) => head.forward(h),
             None => {
                 let [b, l, d] = h.dims();
@@ -158,7 +163,8 @@ impl Llama {
                 let vocab = w.dims()[0];
                 h.reshape([b * l, d]).matmul(w.transpose()).reshape([b, l, vocab])
             }
-        }
+        };
+        logits.cast(FloatDType::F32)
     }
 
     /// HF's rotary tables for `positions: [b, l]`: cos and sin `[b, 1, l, head_dim]`.
@@ -172,6 +178,15 @@ impl Llama {
         let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
         (emb.clone().cos(), emb.sin())
     }
+}
+
+/// HF's `LlamaRMSNorm`: the root mean square in f32, the normalised values
+/// back in the input's float type, then the weight.
+fn rms_norm(norm: &RmsNorm, x: Tensor<3>) -> Tensor<3> {
+    let dtype = x.dtype();
+    let x = x.cast(FloatDType::F32);
+    let rms = (x.clone().square().mean_dim(2) + norm.epsilon).sqrt();
+    (x / rms).cast(dtype) * norm.gamma.val().unsqueeze()
 }
 
 impl LlamaAttention {
@@ -191,7 +206,7 @@ impl LlamaAttention {
         let q = apply_rope(split(self.q_proj.forward(x.clone()), s.heads), cos.clone(), sin.clone());
         let k = apply_rope(split(self.k_proj.forward(x.clone()), s.kv_heads), cos.clone(), sin.clone());
         let v = split(self.v_proj.forward(x), s.kv_heads);
-        let (k, v) = cache.append(layer, k, v);
+        let (k, v) = cache.write(layer, k, v);
         let o = attention(q, k, v, rule);
         self.o_proj.forward(o.swap_dims(1, 2).reshape([b, l, s.heads * s.head_dim]))
     }
@@ -199,7 +214,7 @@ impl LlamaAttention {
 
 impl LlamaMlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
+        let gate = in_f32(self.gate_proj.forward(x.clone()), silu);
         self.down_proj.forward(gate * self.up_proj.forward(x))
     }
 }

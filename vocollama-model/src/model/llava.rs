@@ -4,10 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use super::clip::ClipVision;
+use super::footprint;
 use super::llama::Llama;
+use super::precision::{self, Precision, Quantize, WeightDType};
 use super::projector::Projector;
 use super::random;
 use crate::checkpoint::config::{
@@ -16,7 +18,7 @@ use crate::checkpoint::config::{
 };
 use crate::checkpoint::fingerprint::{self, TowerIdentity};
 use crate::checkpoint::tower::{preprocessor_for, tower_dir};
-use crate::checkpoint::weights::{Checkpoint, Format, KeyMap, Tensors, load_module};
+use crate::checkpoint::weights::{Checkpoint, Format, KeyMap, Target, Tensors, load_module};
 use crate::error::{Error, Result};
 use crate::infer::kv_cache::KvCache;
 use crate::media::preprocess::{Pixels, Preprocessor};
@@ -34,6 +36,17 @@ pub fn expand_ids(ids: &[i64], per_image: usize) -> Vec<i64> {
 pub struct LoadOptions {
     /// The CLIP tower directory, overriding `mm_vision_tower` of config.json.
     pub vision_tower: Option<PathBuf>,
+    /// The float type weights and activations compute in (`auto`: the checkpoint's, as the backend allows).
+    pub dtype: WeightDType,
+    /// Quantization of the linear weights of the language model and the projector.
+    pub quantize: Quantize,
+}
+
+impl LoadOptions {
+    /// Everything in f32, as transformers' references are computed.
+    pub fn f32() -> Self {
+        Self { dtype: WeightDType::F32, ..Self::default() }
+    }
 }
 
 /// The vision half: tower, projector, and how images become pixels.
@@ -58,13 +71,40 @@ pub struct LlavaModel {
     pub device: Device,
     /// Identity of configs and weights, stamped into `.voco` files.
     pub fingerprint: [u8; 32],
+    /// What the weights and activations compute in.
+    pub precision: Precision,
+    /// Why that precision: asked for, or what `auto` made of the checkpoint and backend.
+    pub precision_why: String,
+}
+
+/// A CLIP tower's files: its config, where it is, and its own tensors
+/// (`None` when it lives in the model's checkpoint, as llava-hf keeps it).
+struct TowerFiles {
+    config: ClipVisionConfig,
+    dir: PathBuf,
+    checkpoint: Checkpoint,
+    tensors: Option<Tensors>,
 }
 
 impl LlavaModel {
+    /// Load a model directory at the precision `options` asks for, refusing
+    /// before any weight is read when the device or the host cannot hold it.
     pub fn load(dir: &Path, options: &LoadOptions, device: &Device) -> Result<Self> {
         let config = ModelConfig::from_dir(dir)?;
         let checkpoint = Checkpoint::discover(dir)?;
         let tensors = checkpoint.tensors()?;
+        let tower = match &config.mm {
+            None => None,
+            Some(mm) => Some(tower_files(dir, &config, mm, &checkpoint, options)?),
+        };
+        let cpu = !vocollama_kernels::fused::available(device);
+        let (precision, precision_why) =
+            precision::resolve(options.dtype, options.quantize, tensors.float_dtype(), device, cpu)?;
+        let vision_configs = tower.as_ref().zip(config.mm.as_ref()).map(|(t, mm)| (&t.config, mm));
+        let need = footprint::estimate(&config.llm, vision_configs, precision, !cpu)?;
+        let device_memory = if cpu { None } else { footprint::device_capacity(device) };
+        footprint::check(&need, precision, device_memory, crate::memory::available())?;
+
         let (llm_map, proj_map) = match config.layout {
             CheckpointLayout::LlavaOriginal | CheckpointLayout::Llama => (
                 Llama::key_map("model.", ""),
@@ -79,10 +119,12 @@ impl LlavaModel {
                 }
             }
         };
-        let llm = load_module(Llama::init(&config.llm, device), &tensors, &llm_map, "language model")?;
-        let vision = match &config.mm {
-            None => None,
-            Some(mm) => {
+        // Linear weights quantized where asked; the embeddings, norms and lm_head stay in the float type.
+        let quantized =
+            Target { dtype: precision.dtype, quantize: precision.quantize.scheme(), keep_float: &["lm_head"] };
+        let llm = load_module(Llama::init(&config.llm, device), &tensors, &llm_map, "language model", &quantized)?;
+        let vision = match (&config.mm, tower) {
+            (Some(mm), Some(tower)) => {
                 let projector = Projector::init(
                     mm.projector_type,
                     mm.mm_hidden_size,
@@ -90,14 +132,13 @@ impl LlavaModel {
                     mm.projector_bias,
                     device,
                 );
-                let projector = load_module(
-                    projector,
-                    &tensors,
-                    proj_map.as_ref().expect("multimodal layouts map the projector"),
-                    "projector",
-                )?;
-                Some(load_vision(dir, &config, &tensors, &checkpoint, options, projector, device)?)
+                let map = proj_map.as_ref().expect("multimodal layouts map the projector");
+                let projector = load_module(projector, &tensors, map, "projector", &quantized)?;
+                // The tower stays in the float type (CLIP's share of the weights is small).
+                let target = Target::float(precision.dtype);
+                Some(load_vision(dir, &config, &tensors, tower, projector, &target, device)?)
             }
+            _ => None,
         };
         let fingerprint = fingerprint::of_model(
             &config,
@@ -105,7 +146,7 @@ impl LlavaModel {
             vision.as_ref().map(|v| TowerIdentity { dir: &v.tower_dir, checkpoint: &v.tower_checkpoint }),
             vision.as_ref().map(|v| &v.preprocessor),
         )?;
-        Ok(Self { config, checkpoint, llm, vision, device: device.clone(), fingerprint })
+        Ok(Self { config, checkpoint, llm, vision, device: device.clone(), fingerprint, precision, precision_why })
     }
 
     /// A LLaVA-1.5 of the given shapes with random N(0, 0.02) weights, built in
@@ -141,7 +182,16 @@ impl LlavaModel {
             voco_num: Some(voco_tokens),
             declared_dtype: None,
         };
-        Ok(Self { config, checkpoint: nowhere, llm: model, vision: Some(stack), device: device.clone(), fingerprint })
+        Ok(Self {
+            config,
+            checkpoint: nowhere,
+            llm: model,
+            vision: Some(stack),
+            device: device.clone(),
+            fingerprint,
+            precision: Precision::F32,
+            precision_why: "random weights in f32".into(),
+        })
     }
 
     fn vision(&self) -> Result<&VisionStack> {
@@ -187,7 +237,8 @@ impl LlavaModel {
             )));
         }
         let data: Vec<f32> = pixels.iter().flat_map(|p| p.data.iter().copied()).collect();
-        let t = Tensor::<4>::from_data(TensorData::new(data, [pixels.len(), 3, size, size]), &self.device);
+        let dtype = DType::from(self.precision.dtype);
+        let t = Tensor::<4>::from_data(TensorData::new(data, [pixels.len(), 3, size, size]), (&self.device, dtype));
         let features = v.tower.forward(t);
         let pooling = self.config.mm.as_ref().map(|m| m.image_pooling);
         let features = if pooling == Some(ImagePooling::Avg) { features.mean_dim(1) } else { features };
@@ -260,41 +311,55 @@ impl LlavaModel {
     }
 }
 
-fn load_vision(
+/// Find a model's CLIP tower: its own directory (original LLaVA), or inside
+/// the model's checkpoint (llava-hf), with its config checked against the model's.
+fn tower_files(
     dir: &Path,
     config: &ModelConfig,
-    tensors: &Tensors,
+    mm: &MultimodalConfig,
     checkpoint: &Checkpoint,
     options: &LoadOptions,
-    projector: Projector,
-    device: &Device,
-) -> Result<VisionStack> {
-    let mm = config.mm.as_ref().expect("called for multimodal configs");
-    // llava-hf keeps the tower in its own checkpoint; LLaVA in a separate CLIP directory.
+) -> Result<TowerFiles> {
     let separate = tower_dir(dir, config, options.vision_tower.as_deref())?;
-    let (vconfig, tower_dir, tower_checkpoint, own) = match (&config.vision, separate) {
-        (Some(v), None) => (v.clone(), dir.to_path_buf(), checkpoint.clone(), None),
+    let tower = match (&config.vision, separate) {
+        (Some(v), None) => {
+            TowerFiles { config: v.clone(), dir: dir.to_path_buf(), checkpoint: checkpoint.clone(), tensors: None }
+        }
         (_, tower_dir) => {
             let tower_dir = tower_dir.expect("a separate tower unless the config embeds one");
             let c = clip_vision_config_from_dir(&tower_dir)?;
             let ck = Checkpoint::discover(&tower_dir)?;
             let t = ck.tensors()?;
-            (c, tower_dir, ck, Some(t))
+            TowerFiles { config: c, dir: tower_dir, checkpoint: ck, tensors: Some(t) }
         }
     };
-    if vconfig.hidden_size != mm.mm_hidden_size {
+    if tower.config.hidden_size != mm.mm_hidden_size {
         return Err(Error::config(
             &config.path,
             format!(
                 "mm_hidden_size is {} but the vision tower at {} has hidden_size {}",
                 mm.mm_hidden_size,
-                tower_dir.display(),
-                vconfig.hidden_size
+                tower.dir.display(),
+                tower.config.hidden_size
             ),
         ));
     }
+    Ok(tower)
+}
+
+fn load_vision(
+    dir: &Path,
+    config: &ModelConfig,
+    tensors: &Tensors,
+    files: TowerFiles,
+    projector: Projector,
+    target: &Target,
+    device: &Device,
+) -> Result<VisionStack> {
+    let mm = config.mm.as_ref().expect("called for multimodal configs");
+    let vconfig = files.config;
     let tower = ClipVision::init(&vconfig, mm.select_layer, mm.select_feature, device)?;
-    let tower = match &own {
+    let tower = match &files.tensors {
         Some(t) => {
             // A CLIPModel or a Hub CLIPVisionModel says `vision_model.*`; transformers 5 saves a bare tree.
             let map = if t.has_prefix("vision_model.") {
@@ -302,7 +367,7 @@ fn load_vision(
             } else {
                 KeyMap::new([("", "")])
             };
-            load_module(tower, t, &map, "vision tower")?
+            load_module(tower, t, &map, "vision tower", target)?
         }
         None => {
             let prefix =
@@ -312,9 +377,16 @@ fn load_vision(
             } else {
                 KeyMap::new([(prefix.to_string(), String::new())])
             };
-            load_module(tower, tensors, &map, "vision tower")?
+            load_module(tower, tensors, &map, "vision tower", target)?
         }
     };
-    let preprocessor = preprocessor_for(dir, config, &tower_dir, &vconfig)?;
-    Ok(VisionStack { tower, projector, preprocessor, config: vconfig, tower_dir, tower_checkpoint })
+    let preprocessor = preprocessor_for(dir, config, &files.dir, &vconfig)?;
+    Ok(VisionStack {
+        tower,
+        projector,
+        preprocessor,
+        config: vconfig,
+        tower_dir: files.dir,
+        tower_checkpoint: files.checkpoint,
+    })
 }

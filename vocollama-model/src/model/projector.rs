@@ -5,6 +5,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
+use super::precision::in_f32;
 use crate::checkpoint::config::ProjectorType;
 use crate::checkpoint::weights::KeyMap;
 
@@ -37,7 +38,7 @@ impl Projector {
         let mut x = x;
         for (i, layer) in self.layers.iter().enumerate() {
             if i > 0 {
-                x = gelu(x);
+                x = in_f32(x, gelu);
             }
             x = layer.forward(x);
         }

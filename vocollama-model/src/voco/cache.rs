@@ -5,7 +5,7 @@
 use burn::tensor::Tensor;
 
 use super::file::CacheDType;
-use crate::infer::kv_cache::KvCache;
+use crate::model::precision::Precision;
 
 /// Keys and values of the VoCo tokens of one compressed image, `[1, kv_heads, N, head_dim]` per layer.
 #[derive(Debug, Clone)]
@@ -15,6 +15,8 @@ pub struct VocoCache {
     pub positions: Vec<usize>,
     /// Frames whose tokens it holds, in time order, `len() / frames` each (1 for an image).
     pub frames: usize,
+    /// What the run that computed it held its weights in (`None`: read from a file that does not say).
+    pub computed_in: Option<Precision>,
 }
 
 impl VocoCache {
@@ -37,11 +39,6 @@ impl VocoCache {
         self.positions.last().map_or(0, |p| p + 1)
     }
 
-    /// A KV cache holding exactly the VoCo keys and values, ready for stage 2.
-    pub fn kv_cache(&self) -> KvCache {
-        KvCache::from_layers(self.layers.clone())
-    }
-
     /// `(layers, kv_heads, head_dim)`.
     pub fn geometry(&self) -> (usize, usize, usize) {
         let [_, kv, _, d] = self.layers[0].0.dims();
@@ -52,5 +49,11 @@ impl VocoCache {
     pub fn payload_bytes(&self, dtype: CacheDType) -> usize {
         let (l, kv, d) = self.geometry();
         2 * l * kv * self.len() * d * dtype.bytes()
+    }
+
+    /// Bytes of the keys and values as held on the device.
+    pub fn device_bytes(&self) -> usize {
+        let (l, kv, d) = self.geometry();
+        2 * l * kv * self.len() * d * self.layers[0].0.dtype().size()
     }
 }

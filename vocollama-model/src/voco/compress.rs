@@ -10,7 +10,6 @@ use burn::tensor::Tensor;
 use vocollama_kernels::voco_handoff;
 
 use super::cache::VocoCache;
-use super::file::CacheDType;
 use super::layout::{AttentionLayout, VocoSpan};
 use crate::backend::timed;
 use crate::error::{Error, Result};
@@ -64,7 +63,7 @@ pub struct ImageStats {
     pub vision_encode: Duration,
     /// Stage 1 (VoCo) or the uncompressed prefix through the LLM.
     pub compress: Duration,
-    /// Key/value bytes the questions attend to for the image (f32 on the device).
+    /// Key/value bytes the questions attend to for the image, as held on the device.
     pub cache_bytes: usize,
 }
 
@@ -75,7 +74,7 @@ pub struct ImageStats {
 pub fn compress(model: &LlavaModel, prompt: &Stage1Prompt, images: &[Pixels]) -> Result<(Vec<VocoCache>, ImageStats)> {
     let (embeds, vision_encode) = timed(&model.device, || model.encode_images(images))?;
     let (caches, compress) = timed(&model.device, || stage1(model, prompt, embeds))?;
-    let cache_bytes = caches.iter().map(|c| c.payload_bytes(CacheDType::F32)).sum();
+    let cache_bytes = caches.iter().map(VocoCache::device_bytes).sum();
     Ok((caches, ImageStats { vision_encode, compress, cache_bytes }))
 }
 
@@ -99,6 +98,7 @@ fn stage1(model: &LlavaModel, prompt: &Stage1Prompt, images: Tensor<3>) -> Resul
             layers: layers.iter().map(|(k, v)| (k.clone().narrow(0, b, 1), v.clone().narrow(0, b, 1))).collect(),
             positions: positions.clone(),
             frames: 1,
+            computed_in: Some(model.precision),
         })
         .collect())
 }

@@ -9,24 +9,30 @@
 //! | 4 | format version: 1 for one image, 2 for a video |
 //! | 32 | model fingerprint (SHA-256 of the configs and weight files' identity) |
 //! | 4 × 4 | N tokens (all frames together), layers, key/value heads, head dim |
-//! | 1 + 3 | dtype (0 f32, 1 f16, 2 bf16), 3 reserved zero bytes |
+//! | 1 | stored dtype (0 f32, 1 f16, 2 bf16) |
+//! | 1 | float type of the run that computed it (0 not recorded, 1 f32, 2 f16, 3 bf16) |
+//! | 1 | its quantization (0 none, 1 q8, 2 q4) |
+//! | 1 | reserved, zero |
 //! | 4 | version 2 only: frames K (each holds N / K tokens) |
 //! | 4 × N | absolute positions |
 //! | … | per layer: K then V, each `[kv_heads, N, head_dim]` |
 //! | 32 | SHA-256 of every byte before it |
 //!
-//! An image cache is written as version 1, so older readers still take it;
+//! The two bytes recording what computed the cache were reserved (zero) in
+//! the first files, so older readers take the newer ones and newer readers
+//! say "not recorded" for the older. An image cache is written as version 1, so older readers still take it;
 //! version-1 readers refuse a video file (its version is newer) rather than
 //! mistake K frames for one image with K·N tokens.
 
 use std::path::Path;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use half::{bf16, f16};
 use sha2::{Digest, Sha256};
 
 use super::cache::VocoCache;
 use crate::error::{Error, Result};
+use crate::model::precision::{Precision, Quantize};
 
 pub const MAGIC: [u8; 8] = *b"VOCO\r\n\x1a\n";
 /// The newest format version this code reads and writes.
@@ -65,6 +71,92 @@ impl CacheDType {
     }
 }
 
+/// What a `.voco` file's header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub version: u32,
+    /// The fingerprint of the model that made it.
+    pub fingerprint: [u8; 32],
+    /// VoCo tokens, all frames together.
+    pub tokens: usize,
+    pub layers: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// How the keys and values are stored.
+    pub dtype: CacheDType,
+    /// What the run that computed them held its weights in (`None`: not recorded, older files).
+    pub computed_in: Option<Precision>,
+    pub frames: usize,
+    /// Where the positions start.
+    positions_at: usize,
+}
+
+/// Codes of the float type that computed a cache (byte 61; 0 = not recorded).
+const COMPUTED: [(u8, FloatDType); 3] = [(1, FloatDType::F32), (2, FloatDType::F16), (3, FloatDType::BF16)];
+
+impl Header {
+    /// Parse and check the header of a file of `bytes.len()` bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < 8 || bytes[..8] != MAGIC {
+            return Err("not a .voco file (bad magic bytes)".into());
+        }
+        if bytes.len() < HEADER {
+            return Err(format!("truncated: {} bytes, the header alone is {HEADER}", bytes.len()));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+        let version = u32_at(8) as u32;
+        if version > VERSION {
+            return Err(format!(
+                "format version {version} is newer than this vocollama reads ({VERSION}): upgrade vocollama"
+            ));
+        }
+        if version == 0 {
+            return Err("format version 0 is not valid".into());
+        }
+        let (tokens, layers, kv_heads, head_dim) = (u32_at(44), u32_at(48), u32_at(52), u32_at(56));
+        let dtype = CacheDType::from_code(bytes[60]).ok_or_else(|| format!("unknown dtype code {}", bytes[60]))?;
+        let computed_in = match (bytes[61], Quantize::from_code(bytes[62])) {
+            (0, _) => None,
+            (code, Some(quantize)) => match COMPUTED.iter().find(|(c, _)| *c == code) {
+                Some(&(_, dtype)) => Some(Precision { dtype, quantize }),
+                None => return Err(format!("unknown computing dtype code {code}")),
+            },
+            (_, None) => return Err(format!("unknown quantization code {}", bytes[62])),
+        };
+        let (positions_at, frames) = match version {
+            1 => (HEADER, 1),
+            _ if bytes.len() < HEADER + 4 => {
+                return Err(format!("truncated: {} bytes, the header alone is {}", bytes.len(), HEADER + 4));
+            }
+            _ => (HEADER + 4, u32_at(HEADER)),
+        };
+        let fingerprint = bytes[12..44].try_into().expect("32 bytes");
+        let header =
+            Self { version, fingerprint, tokens, layers, kv_heads, head_dim, dtype, computed_in, frames, positions_at };
+        let expected = header.file_bytes().ok_or("header sizes overflow")?;
+        if bytes.len() != expected {
+            return Err(format!(
+                "{} bytes, but its header ({tokens} tokens, {layers} layers, {kv_heads} heads x {head_dim}) needs {expected}: {}",
+                bytes.len(),
+                if bytes.len() < expected { "truncated" } else { "trailing bytes" }
+            ));
+        }
+        Ok(header)
+    }
+
+    /// Bytes of the keys and values.
+    pub fn payload_bytes(&self) -> Option<usize> {
+        [self.layers, self.kv_heads, self.tokens, self.head_dim, self.dtype.bytes()]
+            .iter()
+            .try_fold(2usize, |acc, &x| acc.checked_mul(x))
+    }
+
+    /// Bytes of the whole file.
+    pub fn file_bytes(&self) -> Option<usize> {
+        self.positions_at.checked_add(self.tokens.checked_mul(4)?)?.checked_add(self.payload_bytes()?)?.checked_add(32)
+    }
+}
+
 impl VocoCache {
     /// Encode as a `.voco` file image.
     pub fn to_bytes(&self, fingerprint: &[u8; 32], dtype: CacheDType) -> Vec<u8> {
@@ -78,7 +170,11 @@ impl VocoCache {
         for v in [n, layers, kv, d] {
             out.extend_from_slice(&(v as u32).to_le_bytes());
         }
-        out.extend_from_slice(&[dtype.code(), 0, 0, 0]);
+        let (computed, quantize) = match self.computed_in {
+            None => (0, 0),
+            Some(p) => (COMPUTED.iter().find(|(_, d)| *d == p.dtype).map_or(0, |(c, _)| *c), p.quantize.code()),
+        };
+        out.extend_from_slice(&[dtype.code(), computed, quantize, 0]);
         if version == 2 {
             out.extend_from_slice(&(self.frames as u32).to_le_bytes());
         }
@@ -107,87 +203,54 @@ impl VocoCache {
         crate::io::atomic_write::write_atomic(path, &self.to_bytes(fingerprint, dtype))
     }
 
-    /// Read a `.voco` file made by the model with this `fingerprint`.
-    pub fn load(path: &Path, fingerprint: &[u8; 32], device: &Device) -> Result<Self> {
+    /// Read a `.voco` file made by the model with this `fingerprint`, its keys
+    /// and values converted once to `dtype` (the reading model's float type).
+    pub fn load(path: &Path, fingerprint: &[u8; 32], device: &Device, dtype: FloatDType) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_bytes(&bytes, fingerprint, device)
+        Self::from_bytes(&bytes, fingerprint, device, dtype)
             .map_err(|msg| Error::Invalid(format!("{}: {msg}", path.display())))
     }
 
-    pub fn from_bytes(bytes: &[u8], fingerprint: &[u8; 32], device: &Device) -> Result<Self, String> {
-        if bytes.len() < 8 || bytes[..8] != MAGIC {
-            return Err("not a .voco file (bad magic bytes)".into());
-        }
-        if bytes.len() < HEADER {
-            return Err(format!("truncated: {} bytes, the header alone is {HEADER}", bytes.len()));
-        }
-        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
-        let version = u32_at(8) as u32;
-        if version > VERSION {
-            return Err(format!(
-                "format version {version} is newer than this vocollama reads ({VERSION}): upgrade vocollama"
-            ));
-        }
-        if version == 0 {
-            return Err("format version 0 is not valid".into());
-        }
-        let (n, layers, kv, d) = (u32_at(44), u32_at(48), u32_at(52), u32_at(56));
-        let dtype = CacheDType::from_code(bytes[60]).ok_or_else(|| format!("unknown dtype code {}", bytes[60]))?;
-        let (header, frames) = match version {
-            1 => (HEADER, 1),
-            _ if bytes.len() < HEADER + 4 => {
-                return Err(format!("truncated: {} bytes, the header alone is {}", bytes.len(), HEADER + 4));
-            }
-            _ => (HEADER + 4, u32_at(HEADER)),
-        };
-        let payload = 2usize
-            .checked_mul(layers)
-            .and_then(|x| x.checked_mul(kv))
-            .and_then(|x| x.checked_mul(n))
-            .and_then(|x| x.checked_mul(d))
-            .and_then(|x| x.checked_mul(dtype.bytes()))
-            .ok_or("header sizes overflow")?;
-        let expected = header + 4 * n + payload + 32;
-        if bytes.len() != expected {
-            return Err(format!(
-                "{} bytes, but its header ({n} tokens, {layers} layers, {kv} heads x {d}) needs {expected}: {}",
-                bytes.len(),
-                if bytes.len() < expected { "truncated" } else { "trailing bytes" }
-            ));
-        }
-        let (body, sum) = bytes.split_at(expected - 32);
+    pub fn from_bytes(
+        bytes: &[u8],
+        fingerprint: &[u8; 32],
+        device: &Device,
+        dtype: FloatDType,
+    ) -> Result<Self, String> {
+        let h = Header::parse(bytes)?;
+        let (body, sum) = bytes.split_at(bytes.len() - 32);
         if Sha256::digest(body).as_slice() != sum {
             return Err("checksum mismatch: the file is corrupted".into());
         }
-        if bytes[12..44] != fingerprint[..] {
+        if h.fingerprint != *fingerprint {
             return Err(
                 "made by a different model (fingerprint mismatch): compress the image again with this model".into()
             );
         }
-        if n == 0 || layers == 0 {
+        let (n, kv, d) = (h.tokens, h.kv_heads, h.head_dim);
+        if n == 0 || h.layers == 0 {
             return Err("holds no VoCo tokens".into());
         }
-        if frames == 0 || n % frames != 0 {
-            return Err(format!("{n} VoCo tokens cannot be split into {frames} frames"));
+        if h.frames == 0 || n % h.frames != 0 {
+            return Err(format!("{n} VoCo tokens cannot be split into {} frames", h.frames));
         }
-        let positions = (0..n).map(|i| u32_at(header + 4 * i)).collect();
-        let mut at = header + 4 * n;
-        let count = kv * n * d;
-        let mut tensor = || {
-            let raw = &bytes[at..at + count * dtype.bytes()];
-            at += raw.len();
-            let values: Vec<f32> = match dtype {
-                CacheDType::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-                CacheDType::F16 => {
-                    raw.chunks_exact(2).map(|c| f16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect()
-                }
-                CacheDType::BF16 => {
-                    raw.chunks_exact(2).map(|c| bf16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect()
-                }
-            };
-            Tensor::<4>::from_data(TensorData::new(values, [1, kv, n, d]), device)
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+        let positions = (0..n).map(|i| u32_at(h.positions_at + 4 * i)).collect();
+        let stored = match h.dtype {
+            CacheDType::F32 => DType::F32,
+            CacheDType::F16 => DType::F16,
+            CacheDType::BF16 => DType::BF16,
         };
-        let layers = (0..layers).map(|_| (tensor(), tensor())).collect();
-        Ok(Self { layers, positions, frames })
+        let mut at = h.positions_at + 4 * n;
+        let size = kv * n * d * h.dtype.bytes();
+        let mut tensor = || {
+            let raw = bytes[at..at + size].to_vec();
+            at += size;
+            // The stored type converts to the reading model's on the host, once.
+            let data = TensorData::from_bytes_vec(raw, [1, kv, n, d], stored);
+            Tensor::<4>::from_data(data, (device, DType::from(dtype)))
+        };
+        let layers = (0..h.layers).map(|_| (tensor(), tensor())).collect();
+        Ok(Self { layers, positions, frames: h.frames, computed_in: h.computed_in })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 use image::RgbImage;
 use sha2::{Digest, Sha256};
 
@@ -40,8 +40,8 @@ impl FrameStore {
     }
 
     /// The cached frame, if present and whole (a damaged entry counts as missing and is rewritten).
-    pub fn get(&self, path: &Path, device: &Device) -> Option<VocoCache> {
-        VocoCache::load(path, &self.fingerprint, device).ok().filter(|c| c.frames == 1)
+    pub fn get(&self, path: &Path, device: &Device, dtype: FloatDType) -> Option<VocoCache> {
+        VocoCache::load(path, &self.fingerprint, device, dtype).ok().filter(|c| c.frames == 1)
     }
 
     /// Store a frame's cache in f32, so a frame read back answers exactly as one computed.

@@ -35,7 +35,7 @@ impl VocoCache {
             .iter()
             .map(|(k, v)| voco_handoff(k.clone(), v.clone(), 0, self.len(), delta, inv_freq))
             .collect();
-        Ok(VocoCache { layers, positions, frames: self.frames })
+        Ok(VocoCache { layers, positions, frames: self.frames, computed_in: self.computed_in })
     }
 
     /// Frame caches joined in time order under `policy`.
@@ -70,6 +70,7 @@ impl VocoCache {
             })
             .collect();
         let positions = placed.iter().flat_map(|f| f.positions.iter().copied()).collect();
-        Ok(VocoCache { layers, positions, frames: placed.iter().map(|f| f.frames).sum() })
+        let computed_in = first.computed_in.filter(|p| frames.iter().all(|f| f.computed_in == Some(*p)));
+        Ok(VocoCache { layers, positions, frames: placed.iter().map(|f| f.frames).sum(), computed_in })
     }
 }

@@ -11,7 +11,6 @@ use image::RgbImage;
 use super::budget::FrameBudget;
 use super::cache::VocoCache;
 use super::compress::{ImageStats, Stage1Prompt, compress};
-use super::file::CacheDType;
 use super::frame_store::FrameStore;
 use super::join::FramePositions;
 use crate::error::{Error, Result};
@@ -87,7 +86,7 @@ pub fn compress_video(
         seen += 1;
         let path = options.store.map(|s| s.path(&frame, n));
         if let (Some(store), Some(path)) = (options.store, &path)
-            && let Some(cache) = store.get(path, &model.device)
+            && let Some(cache) = store.get(path, &model.device, model.precision.dtype)
         {
             work.caches[slot] = Some(cache);
             on_frame();
@@ -105,7 +104,7 @@ pub fn compress_video(
     let Batches { caches, mut stats, computed, .. } = work;
     let caches: Vec<VocoCache> = caches.into_iter().map(|c| c.expect("every frame compressed or read")).collect();
     let cache = VocoCache::join(&caches, options.positions, model.llm.inv_freq())?;
-    stats.cache_bytes = cache.payload_bytes(CacheDType::F32);
+    stats.cache_bytes = cache.device_bytes();
     Ok(CompressedVideo { cache, computed, stats, budget })
 }
 

@@ -101,7 +101,8 @@ pub fn compress_at(model: &LlavaModel, ids: &[i64], voco: i64, image: Tensor<3>,
             (k.slice([0..b, 0..h, first..first + n, 0..d]), v.slice([0..b, 0..h, first..first + n, 0..d]))
         })
         .collect();
-    VocoCache { layers, positions: (start + first..start + first + n).collect(), frames: 1 }
+    let positions = (start + first..start + first + n).collect();
+    VocoCache { layers, positions, frames: 1, computed_in: Some(model.precision) }
 }
 
 /// The LLaMA decoder written out with Burn's attention and an explicit

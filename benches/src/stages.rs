@@ -225,7 +225,10 @@ pub fn measure(
         decode_flops: decode_flops(w.voco),
     };
     // Decoding near the start of the context and far into it, from the VoCo cache.
-    let far = 2000.min(c.max_position_embeddings - w.decode - 8);
+    // A VoCo cache's positions continue after the image's (design.md §5), so the
+    // context left is counted from where the cache's next position starts.
+    let skipped = cache.next_position() - w.voco;
+    let far = 2000.min(c.max_position_embeddings - skipped - w.decode - 8);
     let mut decode_by_position = [100, far].map(|positions| DecodeAt {
         positions,
         decode_ms: 0.0,

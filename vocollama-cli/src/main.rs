@@ -13,7 +13,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 use vocollama_model::checkpoint::config::ImagePooling;
 use vocollama_model::checkpoint::info;
 use vocollama_model::model::precision::{Quantize, WeightDType};
-use vocollama_model::{CacheDType, Compression, FramePositions, LoadOptions, SamplingConfig, backend};
+use vocollama_model::{CacheDType, Compression, FramePositions, LlavaModel, LoadOptions, SamplingConfig, backend};
 
 #[derive(Parser)]
 #[command(name = "vocollama", version, about = "VoCo-LLaMA: vision compression with LLaVA-1.5 models, on Burn")]
@@ -143,10 +143,14 @@ impl SamplingArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print a model's architecture, parameter counts, dtypes and KV-cache size per token.
+    /// Print a model's architecture, parameter counts, dtypes, KV-cache size per token and the memory it
+    /// needs at the precision asked for (and what a `.voco` file holds, with --cache).
     Info {
         #[command(flatten)]
         model: ModelArgs,
+        /// Also describe this `.voco` file: its tokens, frames, dtypes and whether this model made it.
+        #[arg(long)]
+        cache: Option<PathBuf>,
     },
     /// List the backends compiled into this build.
     Backends,
@@ -274,12 +278,17 @@ enum DataKind {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Info { model } => {
-            backend::device(&model.backend)?;
+        Command::Info { model, cache } => {
+            let device = backend::device(&model.backend)?;
             let info = info::describe(&model.model, model.vision_tower.as_deref())?;
             println!("{info}");
             if let Some(line) = run::video_context(&model.model, &info)? {
                 println!("{line}");
+            }
+            let plan = LlavaModel::plan(&model.model, &model.options(), &device)?;
+            println!("{}", run::compute_line(&plan, &model.backend));
+            if let Some(path) = cache {
+                println!("{}", run::cache_line(&path, &plan.fingerprint)?);
             }
         }
         Command::Backends => {

@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use vocollama_model::checkpoint::info::Info;
 use vocollama_model::media::frames::{self, Clip, FrameSampling};
+use vocollama_model::model::llava::LoadPlan;
+use vocollama_model::voco::file::Header;
 use vocollama_model::voco::{FrameBudget, FrameStore, VideoOptions, compress_video};
 use vocollama_model::{
     CacheDType, Chat, Compression, GenerateOptions, Generation, LlavaModel, Sampler, Tokenizer, VocoCache, backend,
@@ -284,4 +286,56 @@ pub fn video_context(dir: &Path, info: &Info) -> anyhow::Result<Option<String>> 
         budget.voco_frames(reserve),
         budget.image_frames(reserve)
     )))
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// `info`'s compute line: what the weights would be held in and why, and the memory that takes.
+pub fn compute_line(plan: &LoadPlan, backend: &str) -> String {
+    let f = &plan.footprint;
+    let mut line = format!(
+        "compute     {} on {backend} ({}); needs {} ({} of weights)",
+        plan.precision,
+        plan.precision_why,
+        gib(f.total()),
+        gib(f.weights)
+    );
+    if let Some(d) = plan.device_memory {
+        line.push_str(&format!(", the device holds {}", gib(d)));
+    }
+    if let Some(h) = plan.host_memory {
+        line.push_str(&format!(", the host has {} available", gib(h)));
+    }
+    if plan.check().is_err() {
+        line.push_str(": too large, loading it is refused (try --dtype f16 or --quantize)");
+    }
+    line
+}
+
+/// `info --cache`: what a `.voco` file holds, and whether the model made it.
+pub fn cache_line(path: &Path, fingerprint: &[u8; 32]) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    let h = Header::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let stored = match h.dtype {
+        CacheDType::F32 => "f32",
+        CacheDType::F16 => "f16",
+        CacheDType::BF16 => "bf16",
+    };
+    let computed = h.computed_in.map_or("not recorded".to_string(), |p| p.to_string());
+    Ok(format!(
+        "cache       {}: format {}, {} VoCo token{} ({} frame{}), {} layers x {} heads x {}, stored {stored}, computed in {computed}, {} bytes; {}",
+        path.display(),
+        h.version,
+        h.tokens,
+        if h.tokens == 1 { "" } else { "s" },
+        h.frames,
+        if h.frames == 1 { "" } else { "s" },
+        h.layers,
+        h.kv_heads,
+        h.head_dim,
+        bytes.len(),
+        if h.fingerprint == *fingerprint { "made by this model" } else { "made by another model" }
+    ))
 }

@@ -44,7 +44,17 @@ fn bench_measures_every_stage_on_every_backend() {
             assert!(f(t) > 0.0, "{r}");
         }
         assert!(f(&voco["decode_ms"]) > 0.0 && f(&r["gemm_gflops"]) > 0.0, "{r}");
+        // Decoding near the start and far into tiny's 1024-position context
+        // (the VoCo cache's positions start after the image's 67).
+        let at = r["decode_by_position"].as_array().unwrap();
+        assert_eq!(at.iter().map(|a| f(&a["positions"])).collect::<Vec<_>>(), [100.0, 1024.0 - 67.0 - 2.0 - 8.0]);
+        for a in at {
+            assert!(f(&a["decode_ms"]) > 0.0 && f(&a["decode_flops"]) > 0.0, "{r}");
+            assert!((0.0..1.0).contains(&f(&a["attention_share"])), "{r}");
+        }
+        assert!(f(&at[1]["attention_share"]) > f(&at[0]["attention_share"]), "{r}");
     }
+    assert!(md.contains("Decoding as the KV cache grows"), "{md}");
 }
 
 #[test]

@@ -143,13 +143,13 @@ impl fmt::Display for Info {
             if c.model_type.is_empty() { "?" } else { &c.model_type }
         )?;
         let fmt_name = match self.format {
-            Format::Safetensors => "safetensors (memory-mapped)",
+            Format::Safetensors => "safetensors",
             Format::Pytorch => "PyTorch .bin",
         };
         let dt: Vec<String> = self.dtypes.iter().map(|(d, n)| format!("{} {}", d.to_lowercase(), human(*n))).collect();
         writeln!(
             f,
-            "weights     {fmt_name}, {} file{}; on disk: {}{}; computed in f32",
+            "weights     {fmt_name}, {} file{}; on disk: {}{}",
             self.files,
             if self.files == 1 { "" } else { "s" },
             dt.join(", "),

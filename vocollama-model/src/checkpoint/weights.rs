@@ -472,9 +472,7 @@ impl Loader<'_> {
         let module = name.rsplit_once('.').map_or("", |(m, _)| m);
         let whole_blocks = t.dims()[D - 1].is_multiple_of(BLOCK);
         let t = match self.target.quantize {
-            Some(scheme) if whole_blocks && !self.target.keep_float.contains(&module) => {
-                t.quantize_dynamic(&scheme)
-            }
+            Some(scheme) if whole_blocks && !self.target.keep_float.contains(&module) => t.quantize_dynamic(&scheme),
             _ => t,
         };
         Ok(t.transpose())

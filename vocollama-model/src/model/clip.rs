@@ -4,12 +4,13 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::module::layer_norm as burn_layer_norm;
 use burn::tensor::{Device, FloatDType, Int, Tensor};
 use vocollama_kernels::{KeyRule, PreparedRule, attention};
 
+use super::linear::{linear, zeros};
 use super::precision::in_f32;
 use crate::checkpoint::config::{ClipVisionConfig, SelectFeature, VisionActivation};
 use crate::error::{Error, Result};
@@ -79,10 +80,6 @@ pub fn layers_to_run(num_layers: usize, select_layer: i64) -> Result<usize> {
     Ok(idx as usize)
 }
 
-fn linear(i: usize, o: usize, device: &Device) -> Linear {
-    LinearConfig::new(i, o).with_initializer(Initializer::Zeros).init(device)
-}
-
 impl ClipVision {
     /// A tower with the layers needed for `select_layer`, zero-initialised (weights are loaded next).
     pub fn init(
@@ -97,16 +94,16 @@ impl ClipVision {
         let layers = (0..run)
             .map(|_| ClipEncoderLayer {
                 self_attn: ClipAttention {
-                    q_proj: linear(d, d, device),
-                    k_proj: linear(d, d, device),
-                    v_proj: linear(d, d, device),
-                    out_proj: linear(d, d, device),
+                    q_proj: zeros(d, d, true, device),
+                    k_proj: zeros(d, d, true, device),
+                    v_proj: zeros(d, d, true, device),
+                    out_proj: zeros(d, d, true, device),
                     num_heads: c.num_attention_heads,
                 },
                 layer_norm1: norm(),
                 mlp: ClipMlp {
-                    fc1: linear(d, c.intermediate_size, device),
-                    fc2: linear(c.intermediate_size, d, device),
+                    fc1: zeros(d, c.intermediate_size, true, device),
+                    fc2: zeros(c.intermediate_size, d, true, device),
                     act: c.hidden_act,
                 },
                 layer_norm2: norm(),
@@ -188,23 +185,23 @@ impl ClipAttention {
     fn forward(&self, x: Tensor<3>, rule: &PreparedRule) -> Tensor<3> {
         let [b, l, d] = x.dims();
         let heads = |t: Tensor<3>| t.reshape([b, l, self.num_heads, d / self.num_heads]).swap_dims(1, 2);
-        let q = heads(self.q_proj.forward(x.clone()));
-        let k = heads(self.k_proj.forward(x.clone()));
-        let v = heads(self.v_proj.forward(x));
+        let q = heads(linear(&self.q_proj, x.clone()));
+        let k = heads(linear(&self.k_proj, x.clone()));
+        let v = heads(linear(&self.v_proj, x));
         let o = attention(q, k, v, rule);
-        self.out_proj.forward(o.swap_dims(1, 2).reshape([b, l, d]))
+        linear(&self.out_proj, o.swap_dims(1, 2).reshape([b, l, d]))
     }
 }
 
 impl ClipMlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.fc1.forward(x);
+        let h = linear(&self.fc1, x);
         let h = match self.act {
             // CLIP's quick_gelu: x * sigmoid(1.702 x); Burn has no built-in for it.
             VisionActivation::QuickGelu => in_f32(h, |h| h.clone() * sigmoid(h * 1.702)),
             VisionActivation::Gelu => in_f32(h, gelu),
         };
-        self.fc2.forward(h)
+        linear(&self.fc2, h)
     }
 }
 

@@ -6,12 +6,13 @@
 //! which keys text may see.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use vocollama_kernels::rope::apply_rope;
 use vocollama_kernels::{PreparedRule, attention};
 
+use super::linear::{linear, zeros};
 use super::precision::in_f32;
 use crate::checkpoint::config::LlamaConfig;
 use crate::checkpoint::weights::KeyMap;
@@ -62,10 +63,6 @@ struct Shape {
     inv_freq: Vec<f32>,
 }
 
-fn linear(i: usize, o: usize, device: &Device) -> Linear {
-    LinearConfig::new(i, o).with_bias(false).with_initializer(Initializer::Zeros).init(device)
-}
-
 impl Llama {
     /// A zero-initialised model of this shape (weights are loaded next).
     pub fn init(c: &LlamaConfig, device: &Device) -> Self {
@@ -74,15 +71,15 @@ impl Llama {
         let layers = (0..c.num_hidden_layers)
             .map(|_| LlamaDecoderLayer {
                 self_attn: LlamaAttention {
-                    q_proj: linear(d, c.num_attention_heads * hd, device),
-                    k_proj: linear(d, c.num_key_value_heads * hd, device),
-                    v_proj: linear(d, c.num_key_value_heads * hd, device),
-                    o_proj: linear(c.num_attention_heads * hd, d, device),
+                    q_proj: zeros(d, c.num_attention_heads * hd, false, device),
+                    k_proj: zeros(d, c.num_key_value_heads * hd, false, device),
+                    v_proj: zeros(d, c.num_key_value_heads * hd, false, device),
+                    o_proj: zeros(c.num_attention_heads * hd, d, false, device),
                 },
                 mlp: LlamaMlp {
-                    gate_proj: linear(d, c.intermediate_size, device),
-                    up_proj: linear(d, c.intermediate_size, device),
-                    down_proj: linear(c.intermediate_size, d, device),
+                    gate_proj: zeros(d, c.intermediate_size, false, device),
+                    up_proj: zeros(d, c.intermediate_size, false, device),
+                    down_proj: zeros(c.intermediate_size, d, false, device),
                 },
                 input_layernorm: norm(),
                 post_attention_layernorm: norm(),
@@ -93,7 +90,7 @@ impl Llama {
             embed_tokens: EmbeddingConfig::new(c.vocab_size, d).with_initializer(Initializer::Zeros).init(device),
             layers,
             norm: norm(),
-            lm_head: (!c.tie_word_embeddings).then(|| linear(d, c.vocab_size, device)),
+            lm_head: (!c.tie_word_embeddings).then(|| zeros(d, c.vocab_size, false, device)),
             shape: Shape { heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, head_dim: hd, inv_freq },
         }
     }
@@ -156,7 +153,7 @@ impl Llama {
     /// Hidden states `[b, l, hidden]` → logits `[b, l, vocab]`, in f32 whatever the model computes in.
     pub fn logits(&self, h: Tensor<3>) -> Tensor<3> {
         let logits = match &self.lm_head {
-            Some(head) => head.forward(h),
+            Some(head) => linear(head, h),
             None => {
                 let [b, l, d] = h.dims();
                 let w = self.embed_tokens.weight.val(); // [vocab, hidden]
@@ -203,18 +200,18 @@ impl LlamaAttention {
     ) -> Tensor<3> {
         let [b, l, _] = x.dims();
         let split = |t: Tensor<3>, heads: usize| t.reshape([b, l, heads, s.head_dim]).swap_dims(1, 2);
-        let q = apply_rope(split(self.q_proj.forward(x.clone()), s.heads), cos.clone(), sin.clone());
-        let k = apply_rope(split(self.k_proj.forward(x.clone()), s.kv_heads), cos.clone(), sin.clone());
-        let v = split(self.v_proj.forward(x), s.kv_heads);
+        let q = apply_rope(split(linear(&self.q_proj, x.clone()), s.heads), cos.clone(), sin.clone());
+        let k = apply_rope(split(linear(&self.k_proj, x.clone()), s.kv_heads), cos.clone(), sin.clone());
+        let v = split(linear(&self.v_proj, x), s.kv_heads);
         let (k, v) = cache.write(layer, k, v);
         let o = attention(q, k, v, rule);
-        self.o_proj.forward(o.swap_dims(1, 2).reshape([b, l, s.heads * s.head_dim]))
+        linear(&self.o_proj, o.swap_dims(1, 2).reshape([b, l, s.heads * s.head_dim]))
     }
 }
 
 impl LlamaMlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = in_f32(self.gate_proj.forward(x.clone()), silu);
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = in_f32(linear(&self.gate_proj, x.clone()), silu);
+        linear(&self.down_proj, gate * linear(&self.up_proj, x))
     }
 }

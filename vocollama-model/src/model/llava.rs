@@ -77,6 +77,31 @@ pub struct LlavaModel {
     pub precision_why: String,
 }
 
+/// What loading a model directory will hold, and what that needs.
+pub struct LoadPlan {
+    pub config: ModelConfig,
+    pub checkpoint: Checkpoint,
+    tensors: Tensors,
+    tower: Option<TowerFiles>,
+    preprocessor: Option<Preprocessor>,
+    /// The identity `.voco` files made by this model carry.
+    pub fingerprint: [u8; 32],
+    pub precision: Precision,
+    /// Why that precision.
+    pub precision_why: String,
+    pub footprint: footprint::Footprint,
+    /// What the device can hold (GPU backends that say), and what the host has available.
+    pub device_memory: Option<u64>,
+    pub host_memory: Option<u64>,
+}
+
+impl LoadPlan {
+    /// Refuse, in one line naming the sizes, what the device or the host cannot hold.
+    pub fn check(&self) -> Result<()> {
+        footprint::check(&self.footprint, self.precision, self.device_memory, self.host_memory)
+    }
+}
+
 /// A CLIP tower's files: its config, where it is, and its own tensors
 /// (`None` when it lives in the model's checkpoint, as llava-hf keeps it).
 struct TowerFiles {
@@ -87,9 +112,9 @@ struct TowerFiles {
 }
 
 impl LlavaModel {
-    /// Load a model directory at the precision `options` asks for, refusing
-    /// before any weight is read when the device or the host cannot hold it.
-    pub fn load(dir: &Path, options: &LoadOptions, device: &Device) -> Result<Self> {
+    /// What loading `dir` with `options` on `device` would hold and need, read
+    /// from its configs and tensor tables alone (no weights are read).
+    pub fn plan(dir: &Path, options: &LoadOptions, device: &Device) -> Result<LoadPlan> {
         let config = ModelConfig::from_dir(dir)?;
         let checkpoint = Checkpoint::discover(dir)?;
         let tensors = checkpoint.tensors()?;
@@ -101,9 +126,41 @@ impl LlavaModel {
         let (precision, precision_why) =
             precision::resolve(options.dtype, options.quantize, tensors.float_dtype(), device, cpu)?;
         let vision_configs = tower.as_ref().zip(config.mm.as_ref()).map(|(t, mm)| (&t.config, mm));
-        let need = footprint::estimate(&config.llm, vision_configs, precision, !cpu)?;
+        let footprint = footprint::estimate(&config.llm, vision_configs, precision, !cpu)?;
         let device_memory = if cpu { None } else { footprint::device_capacity(device) };
-        footprint::check(&need, precision, device_memory, crate::memory::available())?;
+        let preprocessor = match &tower {
+            Some(t) => Some(preprocessor_for(dir, &config, &t.dir, &t.config)?),
+            None => None,
+        };
+        let fingerprint = fingerprint::of_model(
+            &config,
+            &checkpoint,
+            tower.as_ref().map(|t| TowerIdentity { dir: &t.dir, checkpoint: &t.checkpoint }),
+            preprocessor.as_ref(),
+        )?;
+        Ok(LoadPlan {
+            config,
+            checkpoint,
+            tensors,
+            tower,
+            preprocessor,
+            fingerprint,
+            precision,
+            precision_why,
+            footprint,
+            device_memory,
+            host_memory: crate::memory::available(),
+        })
+    }
+
+    /// Load a model directory at the precision `options` asks for, refusing
+    /// before any weight is read when the device or the host cannot hold it.
+    pub fn load(dir: &Path, options: &LoadOptions, device: &Device) -> Result<Self> {
+        let plan = Self::plan(dir, options, device)?;
+        plan.check()?;
+        let LoadPlan {
+            config, checkpoint, tensors, tower, preprocessor, fingerprint, precision, precision_why, ..
+        } = plan;
 
         let (llm_map, proj_map) = match config.layout {
             CheckpointLayout::LlavaOriginal | CheckpointLayout::Llama => (
@@ -136,16 +193,11 @@ impl LlavaModel {
                 let projector = load_module(projector, &tensors, map, "projector", &quantized)?;
                 // The tower stays in the float type (CLIP's share of the weights is small).
                 let target = Target::float(precision.dtype);
-                Some(load_vision(dir, &config, &tensors, tower, projector, &target, device)?)
+                let preprocessor = preprocessor.expect("a tower comes with its preprocessing");
+                Some(load_vision(&config, &tensors, tower, preprocessor, projector, &target, device)?)
             }
             _ => None,
         };
-        let fingerprint = fingerprint::of_model(
-            &config,
-            &checkpoint,
-            vision.as_ref().map(|v| TowerIdentity { dir: &v.tower_dir, checkpoint: &v.tower_checkpoint }),
-            vision.as_ref().map(|v| &v.preprocessor),
-        )?;
         Ok(Self { config, checkpoint, llm, vision, device: device.clone(), fingerprint, precision, precision_why })
     }
 
@@ -348,10 +400,10 @@ fn tower_files(
 }
 
 fn load_vision(
-    dir: &Path,
     config: &ModelConfig,
     tensors: &Tensors,
     files: TowerFiles,
+    preprocessor: Preprocessor,
     projector: Projector,
     target: &Target,
     device: &Device,
@@ -380,7 +432,6 @@ fn load_vision(
             load_module(tower, tensors, &map, "vision tower", target)?
         }
     };
-    let preprocessor = preprocessor_for(dir, config, &files.dir, &vconfig)?;
     Ok(VisionStack {
         tower,
         projector,

@@ -7,6 +7,7 @@
 
 pub mod clip;
 pub mod footprint;
+pub mod linear;
 pub mod llama;
 pub mod llava;
 pub mod precision;

@@ -1,10 +1,11 @@
 //! The multimodal projector: `linear` or `mlpNx_gelu` (Linear, GELU, Linear, ...).
 
 use burn::module::Module;
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
+use super::linear::{linear, zeros};
 use super::precision::in_f32;
 use crate::checkpoint::config::ProjectorType;
 use crate::checkpoint::weights::KeyMap;
@@ -27,7 +28,7 @@ impl Projector {
         let layers = (0..kind.num_linears())
             .map(|i| {
                 let input = if i == 0 { vision_hidden } else { text_hidden };
-                LinearConfig::new(input, text_hidden).with_bias(bias).with_initializer(Initializer::Zeros).init(device)
+                zeros(input, text_hidden, bias, device)
             })
             .collect();
         Self { layers }
@@ -40,7 +41,7 @@ impl Projector {
             if i > 0 {
                 x = in_f32(x, gelu);
             }
-            x = layer.forward(x);
+            x = linear(layer, x);
         }
         x
     }

@@ -171,6 +171,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = CacheDType::F16)]
         cache_dtype: CacheDType,
     },
+    /// Save a model with its linear weights quantized (--quantize q8|q4): a new model directory that
+    /// loads quantized as it is, without quantizing again.
+    Quantize {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The new model directory to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Answer questions about an image; each question is answered from the same compression.
     Ask {
         #[command(flatten)]
@@ -299,6 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compress { model, image, voco_tokens, out, cache_dtype } => {
             run::compress(&model, &image, voco_tokens, &out, cache_dtype)?
         }
+        Command::Quantize { model, out } => run::quantize(&model, &out)?,
         Command::Ask { model, image, sampling, json, questions } => {
             run::ask(&model, &image, &sampling, json, &questions)?
         }

@@ -106,6 +106,36 @@ pub fn compress(
     Ok(())
 }
 
+/// Load with `--quantize` and save the model with its linear weights quantized.
+pub fn quantize(args: &ModelArgs, out: &Path) -> anyhow::Result<()> {
+    if args.quantize == vocollama_model::model::precision::Quantize::None {
+        anyhow::bail!("--quantize: expected q8 or q4 (the quantization to save the model with)");
+    }
+    if std::fs::symlink_metadata(out).is_ok() {
+        anyhow::bail!(
+            "--out {}: already exists (expected a new path for the quantized model directory)",
+            out.display()
+        );
+    }
+    let loaded = load(args)?;
+    let pb = spinner(format!("writing {}", out.display()));
+    let start = std::time::Instant::now();
+    let saved = vocollama_model::checkpoint::quantized::save(&loaded.model, out);
+    pb.finish_and_clear();
+    let saved = saved?;
+    eprintln!(
+        "wrote {}: {:.2} GiB of weights ({}; {} linear weights quantized){} in {:.1} s (load {:.1} s)",
+        out.display(),
+        saved.weights_bytes as f64 / (1u64 << 30) as f64,
+        loaded.model.precision,
+        saved.quantized_tensors,
+        if saved.tower.is_some() { ", the CLIP tower copied into vision_tower/" } else { "" },
+        start.elapsed().as_secs_f64(),
+        loaded.load.as_secs_f64()
+    );
+    Ok(())
+}
+
 /// A conversation being run from the command line: answers stream to stdout.
 struct Conversation<'a> {
     chat: Chat<'a>,

@@ -711,3 +711,38 @@ fn init_and_train_refuse_an_out_that_is_not_theirs() {
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
     assert!(names.iter().all(|n| !n.starts_with('.')), "no temporary directory left: {names:?}");
 }
+
+#[test]
+fn quantize_writes_a_model_that_answers_like_the_quantized_load() {
+    let m = model();
+    let img = image("wide.png");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q8");
+    let out_s = out.to_str().unwrap();
+    let r = vocollama(&["quantize", "--model", &m, "--quantize", "q8", "--out", out_s]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains("q8 linear weights") && r.stderr.contains("vision_tower/"), "{}", r.stderr);
+    let ask = |args: &[&str]| {
+        let all = [&["ask", "--image", &img, "--max-new-tokens", "8", "--json"][..], args, &[QUESTION]].concat();
+        let r = vocollama(&all);
+        assert!(r.ok, "{}", r.stderr);
+        (json_lines(&r.stdout), r.stderr)
+    };
+    let (want, _) = ask(&["--model", &m, "--quantize", "q8"]);
+    let (got, stderr) = ask(&["--model", out_s]);
+    assert_eq!(got, want, "the saved model answers as the model it was saved from");
+    assert!(stderr.contains("q8 linear weights") && stderr.contains("saved as q8"), "{stderr}");
+
+    // What it cannot do: one line each, nothing written.
+    assert_fails(
+        &vocollama(&["quantize", "--model", &m, "--out", tmp.path().join("x").to_str().unwrap()]),
+        "--quantize: expected q8 or q4",
+    );
+    assert_fails(&vocollama(&["quantize", "--model", &m, "--quantize", "q4", "--out", out_s]), "already exists");
+    assert_fails(
+        &vocollama(&["ask", "--model", out_s, "--quantize", "q4", "--image", &img, "q"]),
+        "saved quantized as q8",
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["q8"]);
+}

@@ -40,10 +40,6 @@ fn load(name: &str, tower: Option<&str>, case: &Case, device: &Device) -> LlavaM
     LlavaModel::load(&fixture(name), &options, device).unwrap_or_else(|e| panic!("{name} {}: {e}", case.label))
 }
 
-fn f32s(t: TensorData) -> Vec<f32> {
-    t.convert::<f32>().try_into_vec::<f32>().unwrap()
-}
-
 /// max|Δ|/max|ref| and the share of positions whose largest logit is the reference's.
 fn compare(got: &[f32], want: &[f32], vocab: usize) -> (f32, f32) {
     assert_eq!(got.len(), want.len());
@@ -75,15 +71,6 @@ fn llm_logits(model: &LlavaModel, ids: &[i64]) -> Vec<f32> {
     let t = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &model.device);
     let positions = model.positions(0, ids.len());
     let h = model.llm.forward(model.llm.embed(t), positions, &AttentionLayout::causal(), &mut model.llm.new_cache());
-    f32s(model.llm.logits(h).into_data())
-}
-
-/// The whole chain from the image file, as `parity.rs` runs it in f32.
-fn llava_logits(model: &LlavaModel, image: &std::path::Path, ids: &[i64]) -> Vec<f32> {
-    let pixels = model.load_image(image).unwrap();
-    let embeds = model.encode_image(&pixels).unwrap();
-    assert!(ids.contains(&IMAGE_TOKEN_INDEX));
-    let h = model.forward(ids, &[embeds], 0, &AttentionLayout::causal(), &mut model.llm.new_cache()).unwrap();
     f32s(model.llm.logits(h).into_data())
 }
 

@@ -7,5 +7,6 @@ pub mod config;
 pub(crate) mod fields;
 pub(crate) mod fingerprint;
 pub mod info;
+pub mod quantized;
 pub(crate) mod tower;
 pub mod weights;

@@ -1,6 +1,7 @@
 //! Checkpoint discovery and loading: safetensors (read tensor by tensor) or
 //! PyTorch `.bin`, single or sharded through an index json, f32/f16/bf16 on
-//! disk, loaded straight into the float type or quantization asked for.
+//! disk (or quantized as vocollama saves it), loaded straight into the float
+//! type or quantization asked for.
 //!
 //! A checkpoint's tensor names reach a module through a [`KeyMap`] of prefix
 //! pairs, which also maps back, so a missing tensor is reported by the name
@@ -16,8 +17,9 @@ use burn::store::{ModuleStore, PytorchStore};
 use burn::tensor::quantization::QuantScheme;
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
+use super::quantized;
 use crate::error::{Error, Result};
-use crate::model::precision::{BLOCK, dtype_bytes, float_dtype_of};
+use crate::model::precision::{BLOCK, Quantize, dtype_bytes, float_dtype_of};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -37,6 +39,8 @@ pub struct Checkpoint {
 pub struct Tensors {
     pub dir: PathBuf,
     pub entries: BTreeMap<String, Entry>,
+    /// How the linear weights were saved quantized (`checkpoint::quantized`), if they were.
+    pub quantized: Option<Quantize>,
 }
 
 /// One tensor of a checkpoint, not yet read.
@@ -52,6 +56,9 @@ enum Source {
     /// reads (no memory map: a mapped 14 GB file would count in the process's
     /// resident memory as it is read).
     Range { offset: u64, len: usize },
+    /// A quantized weight saved by vocollama: its values and its scales,
+    /// two byte ranges of one safetensors file (`checkpoint::quantized`).
+    Quantized { values: (u64, usize), scales: (u64, usize), quantize: Quantize },
     /// A tensor of a PyTorch `.bin` file, read by burn-store.
     Pickle(Box<PackTensor>),
 }
@@ -65,6 +72,14 @@ impl Entry {
                 read_at(&self.file, *offset, &mut bytes)?;
                 TensorData::try_from_bytes_vec(bytes, self.shape.clone(), self.dtype)
                     .map_err(|e| Error::weights(&self.file, format!("a tensor's bytes do not match its header: {e:?}")))
+            }
+            Source::Quantized { values, scales, quantize } => {
+                let mut v = vec![0u8; values.1];
+                read_at(&self.file, values.0, &mut v)?;
+                let mut s = vec![0u8; scales.1];
+                read_at(&self.file, scales.0, &mut s)?;
+                let shape = [self.shape[0], self.shape[1]];
+                quantized::unpack(v, &s, shape, *quantize).map_err(|e| Error::weights(&self.file, e.to_string()))
             }
             Source::Pickle(t) => burn::store::bridge::to_data(t)
                 .map_err(|e| Error::weights(&self.file, format!("not a readable PyTorch checkpoint: {e}"))),
@@ -93,7 +108,7 @@ const MAX_HEADER: u64 = 100 * 1024 * 1024;
 
 /// The tensor table of a safetensors file: every name, dtype, shape and byte
 /// range, checked against the file's length before anything is read.
-fn safetensors_table(file: &Path) -> Result<Vec<(String, Entry)>> {
+fn safetensors_table(file: &Path) -> Result<(Vec<(String, Entry)>, Option<Quantize>)> {
     let bad = |msg: String| Error::weights(file, format!("not a readable safetensors file: {msg}"));
     let len = std::fs::metadata(file).map_err(|e| Error::io(file, e))?.len();
     if len < 8 {
@@ -110,6 +125,19 @@ fn safetensors_table(file: &Path) -> Result<Vec<(String, Entry)>> {
     let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
     let table = json.as_object().ok_or_else(|| bad("the header is not a JSON object".into()))?;
     let data_start = 8 + n;
+    let quantize = match table.get("__metadata__").and_then(|m| m.get(quantized::METADATA_KEY)) {
+        None => None,
+        Some(q) => match (q.as_str(), table["__metadata__"].get("quantization_block").and_then(|b| b.as_str())) {
+            (Some("q8"), Some("32")) => Some(Quantize::Q8),
+            (Some("q4"), Some("32")) => Some(Quantize::Q4),
+            _ => {
+                return Err(bad(format!(
+                    "__metadata__ says quantization {q} (block {:?}); vocollama reads q8 and q4 in blocks of 32",
+                    table["__metadata__"].get("quantization_block")
+                )));
+            }
+        },
+    };
     let mut out = Vec::with_capacity(table.len());
     for (name, v) in table.iter().filter(|(k, _)| *k != "__metadata__") {
         let field = |k: &str| v.get(k).ok_or_else(|| bad(format!("tensor `{name}` has no `{k}`")));
@@ -154,7 +182,33 @@ fn safetensors_table(file: &Path) -> Result<Vec<(String, Entry)>> {
         let source = Source::Range { offset: data_start + offsets[0], len: bytes as usize };
         out.push((name.clone(), Entry { file: file.to_path_buf(), dtype, shape, source }));
     }
-    Ok(out)
+    match quantize {
+        Some(q) => join_scales(out, q).map_err(bad).map(|t| (t, Some(q))),
+        None => Ok((out, None)),
+    }
+}
+
+/// Each quantized weight of a table joined with its scales into one entry of
+/// the weight's `[out, in]` shape; a scale without its weight is an error.
+fn join_scales(table: Vec<(String, Entry)>, q: Quantize) -> std::result::Result<Vec<(String, Entry)>, String> {
+    let scheme = q.scheme().expect("a quantization");
+    let (scales, mut rest): (Vec<_>, Vec<_>) =
+        table.into_iter().partition(|(name, _)| name.ends_with(quantized::SCALE_SUFFIX));
+    let index: HashMap<String, usize> = rest.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+    for (scale_name, s) in scales {
+        let name = &scale_name[..scale_name.len() - quantized::SCALE_SUFFIX.len()];
+        let i = *index.get(name).ok_or_else(|| format!("tensor `{scale_name}` has no weight `{name}`"))?;
+        let v = &mut rest[i].1;
+        let shape = quantized::joined_shape(name, q, (v.dtype, &v.shape), (s.dtype, &s.shape))?;
+        let (Source::Range { offset: vo, len: vl }, Source::Range { offset: so, len: sl }) = (&v.source, &s.source)
+        else {
+            unreachable!("safetensors entries are byte ranges")
+        };
+        v.source = Source::Quantized { values: (*vo, *vl), scales: (*so, *sl), quantize: q };
+        v.dtype = DType::QFloat(scheme);
+        v.shape = shape.to_vec();
+    }
+    Ok(rest)
 }
 
 impl Checkpoint {
@@ -232,9 +286,17 @@ impl Checkpoint {
     /// Read every file's tensor table (the data stays on disk until loaded).
     pub fn tensors(&self) -> Result<Tensors> {
         let mut entries = BTreeMap::new();
+        let mut quantized = None;
         for file in &self.files {
             let table = match self.format {
-                Format::Safetensors => safetensors_table(file)?,
+                Format::Safetensors => {
+                    let (table, q) = safetensors_table(file)?;
+                    if q.is_some() && quantized.is_some_and(|was| Some(was) != q) {
+                        return Err(Error::weights(file, "its shards are quantized in different ways"));
+                    }
+                    quantized = quantized.or(q);
+                    table
+                }
                 Format::Pytorch => PytorchStore::from_file(file)
                     .map_indices_contiguous(false)
                     .get_all_tensors()
@@ -253,7 +315,7 @@ impl Checkpoint {
             };
             entries.extend(table);
         }
-        Ok(Tensors { dir: self.dir.clone(), entries })
+        Ok(Tensors { dir: self.dir.clone(), entries, quantized })
     }
 }
 
@@ -266,7 +328,11 @@ impl Tensors {
     pub fn dtype_census(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         for e in self.entries.values() {
-            *out.entry(format!("{:?}", e.dtype)).or_insert(0) += e.shape.iter().product::<usize>();
+            let name = match (e.dtype, self.quantized) {
+                (DType::QFloat(_), Some(q)) => format!("{} (blocks of {BLOCK})", q.name()),
+                (d, _) => format!("{d:?}"),
+            };
+            *out.entry(name).or_insert(0) += e.shape.iter().product::<usize>();
         }
         out
     }
@@ -321,7 +387,7 @@ pub struct PytorchParam {
 
 /// A parameter's PyTorch name (`path` with its last element possibly renamed)
 /// and whether it is a Linear weight, stored transposed in Burn (`[in, out]`).
-fn pytorch_name(path: &[String], containers: &[String]) -> (String, bool) {
+pub(crate) fn pytorch_name(path: &[String], containers: &[String]) -> (String, bool) {
     let module = containers.iter().rev().find(|c| c.starts_with("Struct:")).map(String::as_str);
     let mut path = path.to_vec();
     let name = path.last_mut().expect("a parameter has a name");
@@ -419,7 +485,7 @@ pub fn load_module<M: Module>(module: M, tensors: &Tensors, map: &KeyMap, what: 
                 format!("tensor `{key}` ({what}): expected shape {shape:?}, found {:?}", e.shape),
             ));
         }
-        if float_dtype_of(e.dtype).is_none() {
+        if float_dtype_of(e.dtype).is_none() && !matches!(e.dtype, DType::QFloat(_)) {
             return Err(Error::weights(
                 &e.file,
                 format!("tensor `{key}` ({what}): expected a float dtype, found {:?}", e.dtype),
@@ -462,7 +528,18 @@ struct Loader<'a> {
 impl Loader<'_> {
     fn tensor<const D: usize>(&self, name: &str, linear: bool, device: &Device) -> Result<Tensor<D>> {
         let key = self.chosen[name];
-        let data = self.tensors.entries[key].read()?;
+        let entry = &self.tensors.entries[key];
+        if matches!(entry.dtype, DType::QFloat(_)) {
+            // Saved quantized: to the device as it is, behind the transposed view.
+            if !linear {
+                return Err(Error::weights(
+                    &entry.file,
+                    format!("tensor `{key}` is quantized but is not a linear weight"),
+                ));
+            }
+            return Ok(Tensor::<D>::from_data(entry.read()?, device).transpose());
+        }
+        let data = entry.read()?;
         let t = Tensor::<D>::from_data(data, (device, DType::from(self.target.dtype)));
         if !linear {
             return Ok(t);

@@ -123,8 +123,27 @@ impl LlavaModel {
             Some(mm) => Some(tower_files(dir, &config, mm, &checkpoint, options)?),
         };
         let cpu = !vocollama_kernels::fused::available(device);
-        let (precision, precision_why) =
-            precision::resolve(options.dtype, options.quantize, tensors.float_dtype(), device, cpu)?;
+        // Weights saved quantized load as they are: asking for another quantization is an error.
+        let quantize = match (tensors.quantized, options.quantize) {
+            (None, asked) => asked,
+            (Some(saved), Quantize::None) => saved,
+            (Some(saved), asked) if asked == saved => saved,
+            (Some(saved), asked) => {
+                return Err(Error::Invalid(format!(
+                    "--quantize {}: {} holds linear weights saved quantized as {}; load them as they are \
+                     (--quantize {} or none) or quantize the unquantized model",
+                    asked.name(),
+                    dir.display(),
+                    saved.name(),
+                    saved.name()
+                )));
+            }
+        };
+        let (precision, mut precision_why) =
+            precision::resolve(options.dtype, quantize, tensors.float_dtype(), device, cpu)?;
+        if let Some(saved) = tensors.quantized {
+            precision_why.push_str(&format!("; linear weights saved as {}", saved.name()));
+        }
         let vision_configs = tower.as_ref().zip(config.mm.as_ref()).map(|(t, mm)| (&t.config, mm));
         let footprint = footprint::estimate(&config.llm, vision_configs, precision, !cpu)?;
         let device_memory = if cpu { None } else { footprint::device_capacity(device) };
@@ -162,20 +181,7 @@ impl LlavaModel {
             config, checkpoint, tensors, tower, preprocessor, fingerprint, precision, precision_why, ..
         } = plan;
 
-        let (llm_map, proj_map) = match config.layout {
-            CheckpointLayout::LlavaOriginal | CheckpointLayout::Llama => (
-                Llama::key_map("model.", ""),
-                config.mm.as_ref().map(|mm| Projector::original_key_map(mm.projector_type)),
-            ),
-            CheckpointLayout::LlavaHf => {
-                // transformers >= 4.52 saves `model.language_model.*`; the Hub's files say `language_model.model.*`.
-                if tensors.has_prefix("model.language_model.") {
-                    (Llama::key_map("model.language_model.", ""), Some(Projector::hf_key_map("model.")))
-                } else {
-                    (Llama::key_map("language_model.model.", "language_model."), Some(Projector::hf_key_map("")))
-                }
-            }
-        };
+        let (llm_map, proj_map) = key_maps(&config, &tensors);
         // Linear weights quantized where asked; the embeddings, norms and lm_head stay in the float type.
         let quantized =
             Target { dtype: precision.dtype, quantize: precision.quantize.scheme(), keep_float: &["lm_head"] };
@@ -360,6 +366,23 @@ impl LlavaModel {
             )));
         }
         Ok(self.llm.forward(x, self.positions(start, len), layout, cache))
+    }
+}
+
+/// Checkpoint names → module paths for the language model and the projector, by layout.
+pub(crate) fn key_maps(config: &ModelConfig, tensors: &Tensors) -> (KeyMap, Option<KeyMap>) {
+    match config.layout {
+        CheckpointLayout::LlavaOriginal | CheckpointLayout::Llama => {
+            (Llama::key_map("model.", ""), config.mm.as_ref().map(|mm| Projector::original_key_map(mm.projector_type)))
+        }
+        CheckpointLayout::LlavaHf => {
+            // transformers >= 4.52 saves `model.language_model.*`; the Hub's files say `language_model.model.*`.
+            if tensors.has_prefix("model.language_model.") {
+                (Llama::key_map("model.language_model.", ""), Some(Projector::hf_key_map("model.")))
+            } else {
+                (Llama::key_map("language_model.model.", "language_model."), Some(Projector::hf_key_map("")))
+            }
+        }
     }
 }
 

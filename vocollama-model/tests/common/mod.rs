@@ -146,3 +146,18 @@ pub fn forward_with_mask(llm: &Llama, x: Tensor<3>, positions: Vec<i64>, mask: V
     }
     llm.norm.forward(x)
 }
+
+/// Any tensor's values as f32.
+pub fn f32s(t: TensorData) -> Vec<f32> {
+    t.convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+/// The whole LLaVA chain from the image file to the logits of every position of `ids`.
+pub fn llava_logits(model: &LlavaModel, image: &std::path::Path, ids: &[i64]) -> Vec<f32> {
+    let pixels = model.load_image(image).unwrap();
+    let embeds = model.encode_image(&pixels).unwrap();
+    assert!(ids.contains(&vocollama_model::IMAGE_TOKEN_INDEX));
+    let layout = AttentionLayout::causal();
+    let h = model.forward(ids, &[embeds], 0, &layout, &mut model.llm.new_cache()).unwrap();
+    f32s(model.llm.logits(h).into_data())
+}

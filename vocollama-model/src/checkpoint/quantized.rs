@@ -1,0 +1,354 @@
+//! Quantized weights on disk (`docs/design.md` §13): a model loaded with
+//! `--quantize` is saved as a model directory whose linear weights stay
+//! quantized, and loads again without quantizing anything.
+//!
+//! In its safetensors file each quantized linear weight `<m>.weight` holds the
+//! values of Burn's block scheme in PyTorch's `[out, in]` layout — q8: `I8`
+//! `[out, in]`; q4: `U8` `[out, in / 2]`, two 4-bit two's-complement values a
+//! byte, the first in the low nibble — and `<m>.weight_scale` their `F16`
+//! scales `[out, in / 32]`, one per block of 32 along the input dimension
+//! (value × scale is the weight). `__metadata__` says `"quantization": "q8"`
+//! or `"q4"` and `"quantization_block": "32"`. These are the bytes of Burn's
+//! packed store (little-endian), so they go to the device as they are.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::quantization::QuantizedBytes;
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
+use half::f16;
+
+use super::weights::{KeyMap, pytorch_name};
+use crate::error::{Error, Result};
+use crate::model::llava::LlavaModel;
+use crate::model::precision::{BLOCK, Quantize, float_dtype_of};
+
+/// The safetensors metadata key naming the quantization.
+pub const METADATA_KEY: &str = "quantization";
+/// Appended to a quantized weight's name to name its scales.
+pub const SCALE_SUFFIX: &str = "_scale";
+
+/// The bytes of one quantized `[out, in]` weight as the file holds them.
+pub struct Packed {
+    pub values: Vec<u8>,
+    pub scales: Vec<u8>,
+}
+
+/// Bytes of the values and of the scales of an `[out, in]` weight.
+pub fn packed_sizes(quantize: Quantize, out: usize, inp: usize) -> (usize, usize) {
+    let values = match quantize {
+        Quantize::Q4 => out * inp / 2,
+        _ => out * inp,
+    };
+    (values, out * (inp / BLOCK) * 2)
+}
+
+/// The file's form of a quantized `[out, in]` weight.
+pub fn pack(weight: Tensor<2>, quantize: Quantize) -> Result<Packed> {
+    let [out, inp] = weight.dims();
+    let data = weight.into_data();
+    let DType::QFloat(scheme) = data.dtype() else {
+        return Err(Error::Invalid(format!("a weight to save quantized is {:?}", data.dtype())));
+    };
+    let (values, scales) = QuantizedBytes { bytes: data.into_bytes(), scheme, shape: [out, inp].into() }.into_vec_i8();
+    let values: Vec<u8> = match quantize {
+        Quantize::Q4 => values.chunks_exact(2).map(|p| (p[0] as u8 & 0x0f) | ((p[1] as u8 & 0x0f) << 4)).collect(),
+        _ => values.into_iter().map(|v| v as u8).collect(),
+    };
+    let scales: Vec<u8> = scales.block.iter().flat_map(|s| f16::from_f32(*s).to_le_bytes()).collect();
+    let (nv, ns) = packed_sizes(quantize, out, inp);
+    if values.len() != nv || scales.len() != ns {
+        return Err(Error::Invalid(format!(
+            "a quantized [{out}, {inp}] weight gave {} value and {} scale bytes, expected {nv} and {ns}",
+            values.len(),
+            scales.len()
+        )));
+    }
+    Ok(Packed { values, scales })
+}
+
+/// Burn's tensor data for a weight read from a file: the values, then the
+/// scales at a 4-byte boundary (Burn's layout of a quantized tensor's bytes).
+pub fn unpack(values: Vec<u8>, scales: &[u8], shape: [usize; 2], quantize: Quantize) -> Result<TensorData> {
+    let scheme = quantize.scheme().ok_or_else(|| Error::Invalid("unpacking unquantized weights".into()))?;
+    let mut bytes = values;
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
+    bytes.extend_from_slice(scales);
+    TensorData::try_from_bytes_vec(bytes, shape.to_vec(), DType::QFloat(scheme))
+        .map_err(|e| Error::Invalid(format!("quantized weight bytes do not fit their shape {shape:?}: {e:?}")))
+}
+
+/// The quantized weight named `values` and its scales, checked against each
+/// other: the weight's `[out, in]` shape.
+pub fn joined_shape(
+    name: &str,
+    quantize: Quantize,
+    values: (DType, &[usize]),
+    scales: (DType, &[usize]),
+) -> std::result::Result<[usize; 2], String> {
+    let (want_values, per_byte) = match quantize {
+        Quantize::Q4 => (DType::U8, 2),
+        _ => (DType::I8, 1),
+    };
+    let (&[out, cols], &[s_out, s_blocks]) = (values.1, scales.1) else {
+        return Err(format!(
+            "quantized tensor `{name}` and its scales must be 2-D, found {:?} and {:?}",
+            values.1, scales.1
+        ));
+    };
+    let inp = cols * per_byte;
+    if values.0 != want_values || scales.0 != DType::F16 {
+        return Err(format!(
+            "quantized tensor `{name}` ({}): expected {want_values:?} values and F16 scales, found {:?} and {:?}",
+            quantize.name(),
+            values.0,
+            scales.0
+        ));
+    }
+    if !inp.is_multiple_of(BLOCK) || (s_out, s_blocks) != (out, inp / BLOCK) {
+        return Err(format!(
+            "quantized tensor `{name}`: values {:?} need scales [{out}, {}], found {:?}",
+            values.1,
+            inp / BLOCK,
+            scales.1
+        ));
+    }
+    Ok([out, inp])
+}
+
+/// Every quantized Linear weight of `module` by its checkpoint name (through
+/// `map`), back in PyTorch's `[out, in]` layout (the view they load behind undone).
+pub fn quantized_weights<M: Module>(module: &M, map: &KeyMap) -> HashMap<String, Tensor<2>> {
+    struct Visit<'a> {
+        map: &'a KeyMap,
+        path: Vec<String>,
+        containers: Vec<String>,
+        out: HashMap<String, Tensor<2>>,
+    }
+    impl ModuleVisitor for Visit<'_> {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.push(name.to_string());
+            self.containers.push(container_type.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+            self.containers.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let (name, linear) = pytorch_name(&self.path, &self.containers);
+            let t = param.val();
+            if D == 2 && linear && matches!(t.dtype(), DType::QFloat(_)) {
+                // Back to [out, in] (the load's transposed view undone), then named 2-D.
+                let t = t.transpose();
+                let dims = t.dims();
+                self.out.insert(self.map.to_checkpoint(&name), t.reshape([dims[0], dims[D - 1]]));
+            }
+        }
+    }
+    let mut v = Visit { map, path: vec![], containers: vec![], out: HashMap::new() };
+    module.visit(&mut v);
+    v.out
+}
+
+/// What `save` wrote.
+#[derive(Debug)]
+pub struct Saved {
+    pub weights_bytes: u64,
+    pub quantized_tensors: usize,
+    /// Where the separate CLIP tower was copied to, if the model has one.
+    pub tower: Option<PathBuf>,
+}
+
+/// Write `model` (loaded with `--quantize`) as a new model directory `out`:
+/// its quantized linear weights as they are, every other tensor in the
+/// model's float type, its config and tokenizer files, and a separate CLIP
+/// tower copied into `out/vision_tower`. `out` must not exist; the directory
+/// is built beside it and renamed into place, so `out` is whole or absent.
+pub fn save(model: &LlavaModel, out: &Path) -> Result<Saved> {
+    let quantize = model.precision.quantize;
+    if quantize == Quantize::None {
+        return Err(Error::Invalid(
+            "--quantize: the model was loaded unquantized, so there is nothing quantized to save (use --quantize q8 or q4)"
+                .into(),
+        ));
+    }
+    if std::fs::symlink_metadata(out).is_ok() {
+        return Err(Error::Invalid(format!(
+            "--out {}: already exists (expected a new path for the quantized model directory)",
+            out.display()
+        )));
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name =
+        out.file_name().ok_or_else(|| Error::Invalid(format!("--out {}: not a directory name", out.display())))?;
+    let tmp = crate::io::atomic_write::fresh_dir(parent, &name.to_string_lossy())?;
+    let result = write_dir(model, quantize, &tmp).and_then(|saved| {
+        crate::io::atomic_write::rename_new(&tmp, out)?;
+        Ok(Saved { tower: saved.tower.map(|_| out.join(TOWER_DIR)), ..saved })
+    });
+    if result.is_err() {
+        // Only what this call created: its own fresh directory.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// The separate tower's directory inside a saved model.
+const TOWER_DIR: &str = "vision_tower";
+
+fn write_dir(model: &LlavaModel, quantize: Quantize, dir: &Path) -> Result<Saved> {
+    let source = &model.checkpoint.dir;
+    let config_path = source.join("config.json");
+    let mut config = crate::io::json::read_json(&config_path)?;
+    // A tower kept beside the model is copied in, and the config points at the copy.
+    let separate_tower = model.vision.as_ref().map(|v| &v.tower_dir).filter(|t| *t != source);
+    if let Some(tower) = separate_tower {
+        let target = dir.join(TOWER_DIR);
+        std::fs::create_dir(&target).map_err(|e| Error::io(&target, e))?;
+        copy_files(tower, &target, |_| true)?;
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert("mm_vision_tower".into(), TOWER_DIR.into());
+        }
+    }
+    let text = serde_json::to_string_pretty(&config).map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
+    write_new(&dir.join("config.json"), text.as_bytes())?;
+    // Tokenizer, preprocessing and generation files: every file but the config and weights.
+    let weights_file = |n: &str| {
+        n.ends_with(".safetensors") || n.ends_with(".bin") || n.ends_with(".index.json") || n == "config.json"
+    };
+    copy_files(source, dir, |n| !weights_file(n))?;
+
+    let tensors = model.checkpoint.tensors()?;
+    let (llm_map, proj_map) = crate::model::llava::key_maps(&model.config, &tensors);
+    let mut quantized = quantized_weights(&model.llm, &llm_map);
+    if let (Some(v), Some(map)) = (&model.vision, &proj_map) {
+        quantized.extend(quantized_weights(&v.projector, map));
+    }
+    let float = model.precision.dtype;
+    let path = dir.join("model.safetensors");
+    let weights_bytes = write_safetensors(&path, quantize, &tensors.entries, &quantized, float)?;
+    Ok(Saved { weights_bytes, quantized_tensors: quantized.len(), tower: separate_tower.cloned() })
+}
+
+/// One tensor of the file being written: its header fields and how to make its bytes.
+enum Planned<'a> {
+    Values(&'a Tensor<2>),
+    Scales,
+    Float(&'a super::weights::Entry),
+}
+
+fn write_safetensors(
+    path: &Path,
+    quantize: Quantize,
+    entries: &BTreeMap<String, super::weights::Entry>,
+    quantized: &HashMap<String, Tensor<2>>,
+    float: FloatDType,
+) -> Result<u64> {
+    // The header first: every size follows from the shapes.
+    let mut plan: Vec<(String, &str, Vec<usize>, usize, Planned)> = vec![];
+    for (key, e) in entries {
+        if let Some(t) = quantized.get(key) {
+            let [out, inp] = t.dims();
+            let (nv, ns) = packed_sizes(quantize, out, inp);
+            let cols = if quantize == Quantize::Q4 { inp / 2 } else { inp };
+            let vdt = if quantize == Quantize::Q4 { "U8" } else { "I8" };
+            plan.push((key.clone(), vdt, vec![out, cols], nv, Planned::Values(t)));
+            plan.push((format!("{key}{SCALE_SUFFIX}"), "F16", vec![out, inp / BLOCK], ns, Planned::Scales));
+        } else {
+            let dtype = if float_dtype_of(e.dtype).is_some() { DType::from(float) } else { e.dtype };
+            let name = safetensors_dtype(dtype).ok_or_else(|| {
+                Error::weights(&e.file, format!("tensor `{key}` has dtype {dtype:?}, which the saved file cannot hold"))
+            })?;
+            let n = e.shape.iter().product::<usize>() * dtype.size();
+            plan.push((key.clone(), name, e.shape.clone(), n, Planned::Float(e)));
+        }
+    }
+    let mut header = serde_json::Map::new();
+    header.insert(
+        "__metadata__".into(),
+        serde_json::json!({"format": "pt", METADATA_KEY: quantize.name(), "quantization_block": BLOCK.to_string()}),
+    );
+    let mut offset = 0usize;
+    for (name, dtype, shape, n, _) in &plan {
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}),
+        );
+        offset += n;
+    }
+    let mut head = serde_json::to_vec(&header).map_err(|e| Error::Invalid(e.to_string()))?;
+    head.resize(head.len().next_multiple_of(8), b' ');
+
+    let io = |e| Error::io(path, e);
+    let mut f = std::io::BufWriter::new(std::fs::File::create_new(path).map_err(io)?);
+    f.write_all(&(head.len() as u64).to_le_bytes()).map_err(io)?;
+    f.write_all(&head).map_err(io)?;
+    let mut pending_scales = None;
+    for (name, _, _, n, what) in plan {
+        let bytes = match what {
+            Planned::Values(t) => {
+                let p = pack(t.clone(), quantize)?;
+                pending_scales = Some(p.scales);
+                p.values
+            }
+            Planned::Scales => pending_scales.take().expect("scales follow their values"),
+            Planned::Float(e) => {
+                let data = e.read()?;
+                let data =
+                    if float_dtype_of(data.dtype()).is_some() { data.convert_dtype(DType::from(float)) } else { data };
+                data.into_bytes().to_vec()
+            }
+        };
+        if bytes.len() != n {
+            return Err(Error::Invalid(format!("tensor `{name}`: {} bytes, the header says {n}", bytes.len())));
+        }
+        f.write_all(&bytes).map_err(io)?;
+    }
+    let f = f.into_inner().map_err(|e| io(e.into_error()))?;
+    f.sync_all().map_err(io)?;
+    Ok(8 + head.len() as u64 + offset as u64)
+}
+
+fn safetensors_dtype(d: DType) -> Option<&'static str> {
+    Some(match d {
+        DType::F32 => "F32",
+        DType::F16 => "F16",
+        DType::BF16 => "BF16",
+        DType::F64 => "F64",
+        DType::I64 => "I64",
+        DType::I32 => "I32",
+        DType::I16 => "I16",
+        DType::I8 => "I8",
+        DType::U8 => "U8",
+        _ => return None,
+    })
+}
+
+/// Create `path` (it must not exist) holding `bytes`.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create_new(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(path, e))
+}
+
+/// Copy the regular files of `from` whose names `keep` accepts into `to`.
+fn copy_files(from: &Path, to: &Path, keep: impl Fn(&str) -> bool) -> Result<()> {
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let entry = entry.map_err(|e| Error::io(from, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let file_type = entry.file_type().map_err(|e| Error::io(&entry.path(), e))?;
+        if name.starts_with('.') || !keep(&name) || !(file_type.is_file() || file_type.is_symlink()) {
+            continue;
+        }
+        let src = entry.path();
+        if !src.is_file() {
+            continue;
+        }
+        let dst = to.join(&name);
+        let mut r = std::fs::File::open(&src).map_err(|e| Error::io(&src, e))?;
+        let mut w = std::fs::File::create_new(&dst).map_err(|e| Error::io(&dst, e))?;
+        std::io::copy(&mut r, &mut w).and_then(|_| w.sync_all()).map_err(|e| Error::io(&dst, e))?;
+    }
+    Ok(())
+}

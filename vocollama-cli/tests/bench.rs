@@ -77,3 +77,29 @@ fn bad_bench_inputs_are_one_clear_error_each() {
         assert!(lines[0].starts_with("error: ") && lines[0].contains(want), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn bench_measures_a_model_directory_at_each_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.md");
+    let model = common::fixture("llava-gqa-bf16");
+    let args = ["bench", "--model", model.to_str().unwrap(), "--precisions", "f32,f16,q8,q4"];
+    let rest = ["--reps", "1", "--decode", "2", "--text", "8", "--out", out.to_str().unwrap()];
+    let Out { ok, stdout, stderr } = vocollama(&[&args[..], &rest[..]].concat());
+    assert!(ok, "{stderr}");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
+    let runs = json["checkpoint"]["runs"].as_array().unwrap();
+    assert_eq!(runs.iter().map(|r| r["asked"].as_str().unwrap()).collect::<Vec<_>>(), ["f32", "f16", "q8", "q4"]);
+    for (r, want) in runs.iter().zip(["f32", "f16", "q8 linear weights", "q4 linear weights"]) {
+        assert_eq!(r["refused"], false, "{r}");
+        assert!(r["weights"].as_str().unwrap().contains(want), "{r}");
+        for key in ["load_s", "vision_ms", "stage1_ms", "prefill_ms", "decode_ms", "kv_bytes"] {
+            assert!(f(&r[key]) > 0.0, "{key} in {r}");
+        }
+    }
+    // The KV cache is held in the compute type: f16 holds half of f32's bytes.
+    assert_eq!(f(&runs[0]["kv_bytes"]), 2.0 * f(&runs[1]["kv_bytes"]));
+    assert!(stdout.contains("q4 linear weights"), "{stdout}");
+    let bad = vocollama(&["bench", "--model", model.to_str().unwrap(), "--precisions", "f8"]);
+    common::assert_fails(&bad, "--precisions: unknown precision `f8`");
+}

@@ -11,12 +11,12 @@
 //! or `"q4"` and `"quantization_block": "32"`. These are the bytes of Burn's
 //! packed store (little-endian), so they go to the device as they are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::quantization::QuantizedBytes;
+use burn::tensor::quantization::{QuantizedBytes, scale_to_dtype};
 use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use half::f16;
 
@@ -45,19 +45,59 @@ pub fn packed_sizes(quantize: Quantize, out: usize, inp: usize) -> (usize, usize
     (values, out * (inp / BLOCK) * 2)
 }
 
-/// The file's form of a quantized `[out, in]` weight.
-pub fn pack(weight: Tensor<2>, quantize: Quantize) -> Result<Packed> {
-    let [out, inp] = weight.dims();
-    let data = weight.into_data();
-    let DType::QFloat(scheme) = data.dtype() else {
-        return Err(Error::Invalid(format!("a weight to save quantized is {:?}", data.dtype())));
-    };
-    let (values, scales) = QuantizedBytes { bytes: data.into_bytes(), scheme, shape: [out, inp].into() }.into_vec_i8();
+/// The file's form of an `[out, in]` weight read from a checkpoint: quantized
+/// on the host as the load quantizes it, or as it is if it was saved quantized.
+pub fn pack(data: TensorData, shape: [usize; 2], quantize: Quantize) -> Result<Packed> {
+    match data.dtype() {
+        DType::QFloat(scheme) => {
+            let (values, scales) =
+                QuantizedBytes { bytes: data.into_bytes(), scheme, shape: shape.into() }.into_vec_i8();
+            encode(&values, &scales.block, quantize, shape)
+        }
+        _ => {
+            let weight = data
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::Invalid(format!("a weight is not readable as floats: {e:?}")))?;
+            quantize_host(&weight, shape, quantize)
+        }
+    }
+}
+
+/// Quantize an `[out, in]` float weight on the host, rows in parallel, with
+/// Burn's arithmetic for the scheme: per block of 32, scale = max|x| / 127
+/// (q8) or / 7 (q4) rounded up to f16, value = round(x / scale).
+pub fn quantize_host(weight: &[f32], shape: [usize; 2], quantize: Quantize) -> Result<Packed> {
+    use rayon::prelude::*;
+    let scheme = quantize.scheme().ok_or_else(|| Error::Invalid("quantizing with no quantization".into()))?;
+    let [out, inp] = shape;
+    if weight.len() != out * inp || !inp.is_multiple_of(BLOCK) {
+        return Err(Error::Invalid(format!("cannot quantize {} values as [{out}, {inp}] in blocks", weight.len())));
+    }
+    let (lo, hi) = scheme.value.range();
+    let scale_dtype = scheme.scale_dtype();
+    let mut values = vec![0i8; out * inp];
+    let mut scales = vec![0f32; out * inp / BLOCK];
+    values.par_chunks_mut(BLOCK).zip(scales.par_iter_mut()).zip(weight.par_chunks(BLOCK)).for_each(|((v, s), w)| {
+        let alpha = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let scale = scale_to_dtype(2.0 * alpha / (hi - lo), scale_dtype);
+        // An all-zero block still needs a usable scale.
+        *s = if scale > 0.0 && scale.is_finite() { scale } else { scale_to_dtype(f32::MIN_POSITIVE, scale_dtype) };
+        let inv = 1.0 / *s;
+        for (q, x) in v.iter_mut().zip(w) {
+            *q = (x * inv).round().clamp(lo, hi) as i8;
+        }
+    });
+    encode(&values, &scales, quantize, shape)
+}
+
+/// Values and scales in the file's byte form, checked against the shape.
+fn encode(values: &[i8], scales: &[f32], quantize: Quantize, [out, inp]: [usize; 2]) -> Result<Packed> {
     let values: Vec<u8> = match quantize {
         Quantize::Q4 => values.chunks_exact(2).map(|p| (p[0] as u8 & 0x0f) | ((p[1] as u8 & 0x0f) << 4)).collect(),
-        _ => values.into_iter().map(|v| v as u8).collect(),
+        _ => values.iter().map(|&v| v as u8).collect(),
     };
-    let scales: Vec<u8> = scales.block.iter().flat_map(|s| f16::from_f32(*s).to_le_bytes()).collect();
+    let scales: Vec<u8> = scales.iter().flat_map(|s| f16::from_f32(*s).to_le_bytes()).collect();
     let (nv, ns) = packed_sizes(quantize, out, inp);
     if values.len() != nv || scales.len() != ns {
         return Err(Error::Invalid(format!(
@@ -118,14 +158,13 @@ pub fn joined_shape(
     Ok([out, inp])
 }
 
-/// Every quantized Linear weight of `module` by its checkpoint name (through
-/// `map`), back in PyTorch's `[out, in]` layout (the view they load behind undone).
-pub fn quantized_weights<M: Module>(module: &M, map: &KeyMap) -> HashMap<String, Tensor<2>> {
+/// The checkpoint names (through `map`) of `module`'s quantized Linear weights.
+pub fn quantized_names<M: Module>(module: &M, map: &KeyMap) -> BTreeSet<String> {
     struct Visit<'a> {
         map: &'a KeyMap,
         path: Vec<String>,
         containers: Vec<String>,
-        out: HashMap<String, Tensor<2>>,
+        out: BTreeSet<String>,
     }
     impl ModuleVisitor for Visit<'_> {
         fn enter_module(&mut self, name: &str, container_type: &str) {
@@ -138,16 +177,12 @@ pub fn quantized_weights<M: Module>(module: &M, map: &KeyMap) -> HashMap<String,
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let (name, linear) = pytorch_name(&self.path, &self.containers);
-            let t = param.val();
-            if D == 2 && linear && matches!(t.dtype(), DType::QFloat(_)) {
-                // Back to [out, in] (the load's transposed view undone), then named 2-D.
-                let t = t.transpose();
-                let dims = t.dims();
-                self.out.insert(self.map.to_checkpoint(&name), t.reshape([dims[0], dims[D - 1]]));
+            if D == 2 && linear && matches!(param.val().dtype(), DType::QFloat(_)) {
+                self.out.insert(self.map.to_checkpoint(&name));
             }
         }
     }
-    let mut v = Visit { map, path: vec![], containers: vec![], out: HashMap::new() };
+    let mut v = Visit { map, path: vec![], containers: vec![], out: BTreeSet::new() };
     module.visit(&mut v);
     v.out
 }
@@ -222,9 +257,11 @@ fn write_dir(model: &LlavaModel, quantize: Quantize, dir: &Path) -> Result<Saved
 
     let tensors = model.checkpoint.tensors()?;
     let (llm_map, proj_map) = crate::model::llava::key_maps(&model.config, &tensors);
-    let mut quantized = quantized_weights(&model.llm, &llm_map);
+    // Which weights the model holds quantized; their bytes are made again from
+    // the checkpoint, on the host, exactly as the load made them (`quantize_host`).
+    let mut quantized = quantized_names(&model.llm, &llm_map);
     if let (Some(v), Some(map)) = (&model.vision, &proj_map) {
-        quantized.extend(quantized_weights(&v.projector, map));
+        quantized.extend(quantized_names(&v.projector, map));
     }
     let float = model.precision.dtype;
     let path = dir.join("model.safetensors");
@@ -234,7 +271,7 @@ fn write_dir(model: &LlavaModel, quantize: Quantize, dir: &Path) -> Result<Saved
 
 /// One tensor of the file being written: its header fields and how to make its bytes.
 enum Planned<'a> {
-    Values(&'a Tensor<2>),
+    Values(&'a super::weights::Entry),
     Scales,
     Float(&'a super::weights::Entry),
 }
@@ -243,18 +280,20 @@ fn write_safetensors(
     path: &Path,
     quantize: Quantize,
     entries: &BTreeMap<String, super::weights::Entry>,
-    quantized: &HashMap<String, Tensor<2>>,
+    quantized: &BTreeSet<String>,
     float: FloatDType,
 ) -> Result<u64> {
     // The header first: every size follows from the shapes.
     let mut plan: Vec<(String, &str, Vec<usize>, usize, Planned)> = vec![];
     for (key, e) in entries {
-        if let Some(t) = quantized.get(key) {
-            let [out, inp] = t.dims();
+        if quantized.contains(key) {
+            let &[out, inp] = e.shape.as_slice() else {
+                return Err(Error::weights(&e.file, format!("tensor `{key}`: a linear weight of shape {:?}", e.shape)));
+            };
             let (nv, ns) = packed_sizes(quantize, out, inp);
             let cols = if quantize == Quantize::Q4 { inp / 2 } else { inp };
             let vdt = if quantize == Quantize::Q4 { "U8" } else { "I8" };
-            plan.push((key.clone(), vdt, vec![out, cols], nv, Planned::Values(t)));
+            plan.push((key.clone(), vdt, vec![out, cols], nv, Planned::Values(e)));
             plan.push((format!("{key}{SCALE_SUFFIX}"), "F16", vec![out, inp / BLOCK], ns, Planned::Scales));
         } else {
             let dtype = if float_dtype_of(e.dtype).is_some() { DType::from(float) } else { e.dtype };
@@ -288,8 +327,8 @@ fn write_safetensors(
     let mut pending_scales = None;
     for (name, _, _, n, what) in plan {
         let bytes = match what {
-            Planned::Values(t) => {
-                let p = pack(t.clone(), quantize)?;
+            Planned::Values(e) => {
+                let p = pack(e.read()?, [e.shape[0], e.shape[1]], quantize)?;
                 pending_scales = Some(p.scales);
                 p.values
             }

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{ModuleStore, PytorchStore};
-use burn::tensor::quantization::QuantScheme;
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
 use super::quantized;
@@ -454,8 +453,8 @@ fn expected_shapes<M: Module>(module: &M) -> HashMap<String, Vec<usize>> {
 pub struct Target {
     /// Every float parameter's type (quantized ones aside).
     pub dtype: FloatDType,
-    /// The scheme Linear weights are quantized with, if any.
-    pub quantize: Option<QuantScheme>,
+    /// How Linear weights are quantized.
+    pub quantize: Quantize,
     /// Module paths (Burn's names) whose Linear weights stay unquantized.
     pub keep_float: &'static [&'static str],
 }
@@ -463,7 +462,7 @@ pub struct Target {
 impl Target {
     /// Every parameter in `dtype`, nothing quantized.
     pub fn float(dtype: FloatDType) -> Self {
-        Self { dtype, quantize: None, keep_float: &[] }
+        Self { dtype, quantize: Quantize::None, keep_float: &[] }
     }
 }
 
@@ -540,19 +539,28 @@ impl Loader<'_> {
             return Ok(Tensor::<D>::from_data(entry.read()?, device).transpose());
         }
         let data = entry.read()?;
-        let t = Tensor::<D>::from_data(data, (device, DType::from(self.target.dtype)));
-        if !linear {
-            return Ok(t);
-        }
-        // Quantized in PyTorch's layout, blocks running along the input dimension;
-        // a layer whose input is not a whole number of blocks stays in the float type.
+        // Quantized in PyTorch's layout, blocks running along the input dimension,
+        // on the host (every core) so the device receives the quantized bytes; a
+        // layer whose input is not a whole number of blocks stays in the float type.
         let module = name.rsplit_once('.').map_or("", |(m, _)| m);
-        let whole_blocks = t.dims()[D - 1].is_multiple_of(BLOCK);
-        let t = match self.target.quantize {
-            Some(scheme) if whole_blocks && !self.target.keep_float.contains(&module) => t.quantize_dynamic(&scheme),
-            _ => t,
+        let shape = entry.shape.clone();
+        let q = self.target.quantize;
+        let quantize = q != Quantize::None
+            && linear
+            && shape.len() == 2
+            && shape[1].is_multiple_of(BLOCK)
+            && !self.target.keep_float.contains(&module);
+        let t = if quantize {
+            let shape = [shape[0], shape[1]];
+            let weight = data.convert::<f32>().try_into_vec::<f32>().map_err(|e| {
+                Error::weights(&entry.file, format!("tensor `{key}`: not readable as floats: {e:?}"))
+            })?;
+            let packed = quantized::quantize_host(&weight, shape, q)?;
+            Tensor::<D>::from_data(quantized::unpack(packed.values, &packed.scales, shape, q)?, device)
+        } else {
+            Tensor::<D>::from_data(data, (device, DType::from(self.target.dtype)))
         };
-        Ok(t.transpose())
+        Ok(if linear { t.transpose() } else { t })
     }
 }
 

@@ -47,9 +47,14 @@ impl Timing {
 
     pub fn line(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let rate = |n: usize, d: Duration| if d.is_zero() { 0.0 } else { n as f64 / d.as_secs_f64() };
+        // Tokens a second, or seconds a token when that is slower than one a second.
+        let rate = |n: usize, d: Duration| match n as f64 / d.as_secs_f64() {
+            _ if n == 0 || d.is_zero() => "0.0 tok/s".to_string(),
+            r if r < 1.0 => format!("{:.1} s/tok", 1.0 / r),
+            r => format!("{r:.1} tok/s"),
+        };
         format!(
-            "timing: vision encode {:.1} ms | compress {:.1} ms | prefill {} tok, {:.1} tok/s | decode {} tok, {:.1} tok/s | cache {} bytes | weights {} | load {:.2} s{}",
+            "timing: vision encode {:.1} ms | compress {:.1} ms | prefill {} tok, {} | decode {} tok, {} | cache {} bytes | weights {} | load {:.2} s{}",
             ms(self.image.vision_encode),
             ms(self.image.compress),
             self.prefill_tokens,

@@ -90,6 +90,26 @@ fn a_saved_cache_answers_like_the_image() {
         let got = logits(&["--cache", file.to_str().unwrap()]);
         assert_close(&format!("from a {dtype} cache"), &got, &reference_f32("voco_n2_logits"), tol);
     }
+    // A cache computed in f16 answers a run of another precision of the same
+    // checkpoint, and says what computed it.
+    let f16_run = dir.path().join("computed-in-f16.voco");
+    let r =
+        vocollama(&["compress", "--model", &m, "--dtype", "f16", "--image", &img, "--out", f16_run.to_str().unwrap()]);
+    assert!(r.ok, "{}", r.stderr);
+    let info = vocollama(&["info", "--model", &m, "--cache", f16_run.to_str().unwrap()]);
+    assert!(info.ok, "{}", info.stderr);
+    let line = info.stdout.lines().find(|l| l.starts_with("cache ")).unwrap_or_else(|| panic!("{}", info.stdout));
+    for want in ["2 VoCo tokens", "stored f16", "computed in f16", "made by this model"] {
+        assert!(line.contains(want), "missing {want:?} in {line}");
+    }
+    let got = logits(&["--cache", f16_run.to_str().unwrap()]);
+    assert_close("f32 run from a cache computed in f16", &got, &reference_f32("voco_n2_logits"), 1e-2);
+    for precision in [["--dtype", "f16"], ["--quantize", "q8"]] {
+        let r = vocollama(
+            &[&["ask", "--model", &m, "--cache", f16_run.to_str().unwrap()][..], &precision, &[QUESTION]].concat(),
+        );
+        assert!(r.ok && !r.stdout.trim().is_empty(), "{precision:?}: {}", r.stderr);
+    }
     // 2 layers x (K,V) x 2 kv heads x 16 dims x 2 bytes = 256 bytes per VoCo token in f16.
     let header_and_sums = std::fs::metadata(dir.path().join("wide-f16.voco")).unwrap().len() - 2 * 256;
     assert!(header_and_sums < 200, "{header_and_sums} bytes besides the payload");

@@ -9,7 +9,7 @@ mod common;
 use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
 use common::*;
 use vocollama_model::model::precision::{Quantize, WeightDType};
-use vocollama_model::{AttentionLayout, IMAGE_TOKEN_INDEX, LlavaModel, LoadOptions, Session};
+use vocollama_model::{AttentionLayout, LlavaModel, LoadOptions, Session};
 
 /// A precision under test: what is asked, and its tolerance against the f32 reference.
 struct Case {

@@ -552,9 +552,10 @@ impl Loader<'_> {
             && !self.target.keep_float.contains(&module);
         let t = if quantize {
             let shape = [shape[0], shape[1]];
-            let weight = data.convert::<f32>().try_into_vec::<f32>().map_err(|e| {
-                Error::weights(&entry.file, format!("tensor `{key}`: not readable as floats: {e:?}"))
-            })?;
+            let weight = data
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::weights(&entry.file, format!("tensor `{key}`: not readable as floats: {e:?}")))?;
             let packed = quantized::quantize_host(&weight, shape, q)?;
             Tensor::<D>::from_data(quantized::unpack(packed.values, &packed.scales, shape, q)?, device)
         } else {

@@ -1,24 +1,61 @@
-//! Files are written whole or not at all: a temporary file beside the target,
-//! synced, then renamed over it.
+//! Files are written whole or not at all, and nothing that is not the
+//! program's own is replaced: a fresh temporary file (a random name, created
+//! exclusively, so a planted link is never followed) beside the target,
+//! synced, then renamed over it; a target that exists and is not a regular
+//! file is refused; the temporary file is removed on every error.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// Write `bytes` to `path`, whole or not at all.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+    refuse_unless_regular(path)?;
+    let (tmp, mut f) = fresh_file(path)?;
+    let written = f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| {
+        drop(f);
         std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
+    });
+    written.map_err(|e| {
+        // Only the file this call created.
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// An existing `path` may be replaced only if it is a regular file (not a
+/// device, a directory or a symbolic link).
+pub fn refuse_unless_regular(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => {
+            let t = m.file_type();
+            let what = if t.is_symlink() {
+                "a symbolic link"
+            } else if t.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file"
+            };
+            Err(Error::Invalid(format!("{}: exists and is {what}; refusing to replace it", path.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A new temporary file beside `path`, created exclusively with a random name.
+fn fresh_file(path: &Path) -> Result<(PathBuf, std::fs::File)> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut last = None;
+    for _ in 0..16 {
+        let tmp = path.with_file_name(format!(".{name}.{}-{:016x}.tmp", std::process::id(), rand_tail()));
+        match std::fs::File::create_new(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    Err(Error::io(path, last.expect("tried at least once")))
 }
 
 /// A new, empty directory in `parent` named after `name` with a random tail,
@@ -66,5 +103,62 @@ pub fn rename_new(from: &Path, to: &Path) -> Result<()> {
             return Err(Error::io(to, std::io::ErrorKind::AlreadyExists.into()));
         }
         std::fs::rename(from, to).map_err(|e| Error::io(to, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_regular_file_is_replaced_whole_and_no_temporary_file_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert_eq!(names(dir.path()), ["out.bin"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_links_and_directories_are_refused_and_left_as_they_are() {
+        use std::os::unix::fs::FileTypeExt;
+        // A device node (as root, replacing /dev/null would break the system).
+        let e = write_atomic(Path::new("/dev/null"), b"x").unwrap_err().to_string();
+        assert!(e.contains("/dev/null") && e.contains("not a regular file"), "{e}");
+        assert!(std::fs::symlink_metadata("/dev/null").unwrap().file_type().is_char_device());
+
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("theirs.txt");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = write_atomic(&link, b"x").unwrap_err().to_string();
+        assert!(e.contains("a symbolic link"), "{e}");
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let e = write_atomic(&sub, b"x").unwrap_err().to_string();
+        assert!(e.contains("a directory"), "{e}");
+        assert_eq!(names(dir.path()), ["link", "sub", "theirs.txt"], "no temporary file left");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // The parent does not exist: nothing can be created, nothing is left.
+        let path = dir.path().join("missing/out.bin");
+        assert!(write_atomic(&path, b"x").is_err());
+        assert!(names(dir.path()).is_empty());
     }
 }

@@ -183,8 +183,7 @@ impl LlavaModel {
 
         let (llm_map, proj_map) = key_maps(&config, &tensors);
         // Linear weights quantized where asked; the embeddings, norms and lm_head stay in the float type.
-        let quantized =
-            Target { dtype: precision.dtype, quantize: precision.quantize, keep_float: &["lm_head"] };
+        let quantized = Target { dtype: precision.dtype, quantize: precision.quantize, keep_float: &["lm_head"] };
         let llm = load_module(Llama::init(&config.llm, device), &tensors, &llm_map, "language model", &quantized)?;
         let vision = match (&config.mm, tower) {
             (Some(mm), Some(tower)) => {

@@ -130,6 +130,15 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
+    /// The settings checked before any work, named by their flags.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.config().check().map_err(|e| {
+            let msg = e.to_string();
+            let (field, rest) = msg.split_once(':').unwrap_or((&msg, ""));
+            anyhow::anyhow!("--{}:{rest}", field.replace('_', "-"))
+        })
+    }
+
     pub fn config(&self) -> SamplingConfig {
         SamplingConfig {
             temperature: self.temperature,
@@ -188,7 +197,7 @@ enum Command {
         image: ImageArgs,
         #[command(flatten)]
         sampling: SamplingArgs,
-        /// One JSON object per question: {"question", "answer", "token_ids"}.
+        /// One JSON object per question: {"question", "answer", "token_ids", "finish_reason"}.
         #[arg(long)]
         json: bool,
         /// The questions.
@@ -212,7 +221,7 @@ enum Command {
         clip: VideoArgs,
         #[command(flatten)]
         sampling: SamplingArgs,
-        /// One JSON object per question: {"question", "answer", "token_ids"}.
+        /// One JSON object per question: {"question", "answer", "token_ids", "finish_reason"}.
         #[arg(long)]
         json: bool,
         /// The questions (optional with --out).
@@ -310,10 +319,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Quantize { model, out } => run::quantize(&model, &out)?,
         Command::Ask { model, image, sampling, json, questions } => {
+            sampling.check()?;
             run::ask(&model, &image, &sampling, json, &questions)?
         }
-        Command::Chat { model, image, sampling } => run::chat(&model, &image, &sampling)?,
+        Command::Chat { model, image, sampling } => {
+            sampling.check()?;
+            run::chat(&model, &image, &sampling)?
+        }
         Command::Video { model, clip, sampling, json, questions } => {
+            sampling.check()?;
             run::video(&model, &clip, &sampling, json, &questions)?
         }
         Command::Bench(args) => {
@@ -338,6 +352,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, which turns a closed pipe into a panic in `println!`;
+    // a command-line tool ends quietly instead, as `head` expects.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -35,9 +35,19 @@ fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
 }
 
 impl Loaded {
-    /// `--voco-tokens`, else `voco_num` of config.json, else 2.
-    fn voco_tokens(&self, arg: Option<usize>) -> usize {
-        arg.or(self.model.config.voco_num).unwrap_or(2)
+    /// `--voco-tokens`, else `voco_num` of config.json, else 2; no more than
+    /// fit in the context beside the image (checked before any prompt is built).
+    fn voco_tokens(&self, arg: Option<usize>) -> anyhow::Result<usize> {
+        let n = arg.or(self.model.config.voco_num).unwrap_or(2);
+        let context = self.model.config.llm.max_position_embeddings;
+        let image = self.model.image_tokens();
+        let room = context.saturating_sub(image + 2);
+        if n > room {
+            anyhow::bail!(
+                "--voco-tokens {n}: at most {room} fit in the model's context of {context} positions beside the image's {image} tokens"
+            );
+        }
+        Ok(n)
     }
 
     /// Compress `image` (stage 1); the chat over it and the cache.
@@ -52,7 +62,7 @@ impl Loaded {
     /// The conversation `args` ask for: from an image (compressed or not) or from a `.voco` file.
     fn open(&self, args: &ImageArgs) -> anyhow::Result<Chat<'_>> {
         match (&args.image, &args.cache, args.compression) {
-            (Some(image), _, Compression::Voco) => Ok(self.compress(image, self.voco_tokens(args.voco_tokens))?.0),
+            (Some(image), _, Compression::Voco) => Ok(self.compress(image, self.voco_tokens(args.voco_tokens)?)?.0),
             (Some(image), _, Compression::None) => {
                 let pixels = self.model.load_image(image)?;
                 let pb = spinner("running the image tokens".into());
@@ -98,7 +108,7 @@ pub fn compress(
     dtype: CacheDType,
 ) -> anyhow::Result<()> {
     let loaded = load(args)?;
-    let (chat, cache) = loaded.compress(image, loaded.voco_tokens(voco_tokens))?;
+    let (chat, cache) = loaded.compress(image, loaded.voco_tokens(voco_tokens)?)?;
     cache.save(out, &loaded.model.fingerprint, dtype)?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     eprintln!("wrote {}: {} VoCo tokens, {bytes} bytes", out.display(), cache.len());
@@ -160,7 +170,7 @@ impl<'a> Conversation<'a> {
             self.chat.reset();
             let g = self.turn(question, !json)?;
             if json {
-                let line = serde_json::json!({"question": question, "answer": g.text, "token_ids": g.ids});
+                let line = serde_json::json!({"question": question, "answer": g.text, "token_ids": g.ids, "finish_reason": g.stop.finish_reason()});
                 println!("{line}");
             }
         }
@@ -198,23 +208,77 @@ pub fn ask(
     Ok(())
 }
 
+/// The longest line `chat` reads as one question.
+const MAX_LINE: usize = 64 * 1024;
+
 pub fn chat(args: &ModelArgs, image: &ImageArgs, sampling: &SamplingArgs) -> anyhow::Result<()> {
     let loaded = load(args)?;
     let mut c = Conversation::open(&loaded, image, sampling)?;
     eprintln!("ask about the image; /reset starts over, /exit or end of input quits");
-    for line in std::io::stdin().lock().lines() {
-        let line = line.context("reading the question from stdin")?;
+    let mut input = std::io::stdin().lock();
+    let mut number = 0;
+    // A bad line is reported and skipped; the conversation goes on.
+    while let Some(line) = read_line(&mut input, MAX_LINE).context("reading the question from stdin")? {
+        number += 1;
+        let line = match line {
+            Ok(line) => line,
+            Err(why) => {
+                eprintln!("error: line {number}: {why}; skipped");
+                continue;
+            }
+        };
         match line.trim() {
             "" => continue,
             "/exit" => break,
             "/reset" => c.chat.reset(),
-            question => {
-                c.turn(question, true)?;
-            }
+            question => match c.turn(question, true) {
+                Ok(g) if g.stop == vocollama_model::StopReason::ContextFull => {
+                    eprintln!("(the model's context is full: /reset to start over)")
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("error: line {number}: {e}; /reset starts over"),
+            },
         }
     }
     eprintln!("{}", c.timing.line());
     Ok(())
+}
+
+/// The next line of `input` (without its newline), at most `max` bytes: `None`
+/// at the end, `Err(why)` for a line too long (the rest of it is read and
+/// dropped) or not UTF-8.
+fn read_line(input: &mut impl BufRead, max: usize) -> std::io::Result<Option<Result<String, String>>> {
+    let mut buf = Vec::new();
+    let n = <&mut _ as std::io::Read>::take(&mut *input, max as u64 + 1).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if buf.len() > max {
+        // Drop the rest of the line, a bounded chunk at a time.
+        loop {
+            let chunk = input.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    input.consume(i + 1);
+                    break;
+                }
+                None => {
+                    let len = chunk.len();
+                    input.consume(len);
+                }
+            }
+        }
+        return Ok(Some(Err(format!("longer than {max} bytes"))));
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(Some(String::from_utf8(buf).map_err(|_| "not UTF-8".to_string())))
 }
 
 pub fn logits(args: &ModelArgs, image: &ImageArgs, prompt: &str, out: &Path) -> anyhow::Result<()> {
@@ -249,7 +313,7 @@ pub fn video(
         _ => unreachable!("clap requires one frame source"),
     };
     let picked = frames::sample(&clip.times, frame_sampling)?;
-    let n = loaded.voco_tokens(source.voco_tokens);
+    let n = loaded.voco_tokens(source.voco_tokens)?;
     let mut longest = 0;
     for q in questions {
         longest = longest.max(loaded.tokenizer.encode(q)?.len());

@@ -45,3 +45,24 @@ fn bad_model_dir_is_one_line_and_a_failure() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("error: /nonexistent/model/config.json"), "{err}");
 }
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::process::{Command, Stdio};
+    // `vocollama info | head -1`: the reader goes away before the writer is done.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vocollama"))
+        .args(["info", "--model", fixture("llava-gqa-bf16").to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(out.status.success() || out.status.signal() == Some(libc::SIGPIPE), "{:?}", out.status);
+    }
+}

@@ -212,6 +212,23 @@ fn ask_answers_greedily_like_transformers_and_reuses_one_compression() {
 }
 
 #[test]
+fn an_answer_that_reaches_the_context_is_kept_with_its_reason() {
+    let m = model();
+    let img = image("wide.png");
+    let r = vocollama(&["ask", "--model", &m, "--image", &img, "--max-new-tokens", "100000", "--json", QUESTION]);
+    assert!(r.ok, "{}", r.stderr);
+    let line = &json_lines(&r.stdout)[0];
+    assert_eq!(line["finish_reason"], "length", "{line}");
+    // The fixture's context is 512 positions; the image and prompt take about 120 of them.
+    let n = line["token_ids"].as_array().unwrap().len();
+    assert!(n > 300 && n < 512, "{n} tokens");
+    assert!(!line["answer"].as_str().unwrap().is_empty());
+    // A short limit is `length` too; EOS would be `stop`.
+    let r = vocollama(&["ask", "--model", &m, "--image", &img, "--max-new-tokens", "3", "--json", QUESTION]);
+    assert_eq!(json_lines(&r.stdout)[0]["finish_reason"], "length");
+}
+
+#[test]
 fn sampling_is_seeded() {
     let m = model();
     let img = image("wide.png");
@@ -263,6 +280,29 @@ fn chat_keeps_the_conversation_across_turns() {
 }
 
 #[test]
+fn chat_reports_a_bad_line_and_answers_the_next() {
+    let m = model();
+    let img = image("wide.png");
+    let q = "What colour is the circle?";
+    let mut input = Vec::new();
+    input.extend_from_slice(b"\xff\xfe not text\n");
+    input.extend_from_slice(&vec![b'a'; 70 * 1024]);
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(format!("{}\n", "word ".repeat(600)).as_bytes());
+    input.extend_from_slice(format!("{q}\n").as_bytes());
+    let args = ["chat", "--model", &m, "--dtype", "f32", "--image", &img, "--max-new-tokens", "6"];
+    let r = vocollama_bytes(&args, &input);
+    assert!(r.ok, "{}", r.stderr);
+    for want in ["line 1: not UTF-8; skipped", "line 2: longer than 65536 bytes; skipped", "line 3: ", "context"] {
+        assert!(r.stderr.contains(want), "missing {want:?} in {}", r.stderr);
+    }
+    // The question after them is answered as on its own.
+    let alone = vocollama_stdin(&args, &format!("{q}\n"));
+    assert_eq!(r.stdout, alone.stdout);
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+}
+
+#[test]
 fn bad_inputs_are_one_clear_error_each() {
     let dir = tempfile::tempdir().unwrap();
     let m = model();
@@ -284,6 +324,22 @@ fn bad_inputs_are_one_clear_error_each() {
         &vocollama(&["ask", "--model", &m, "--dtype", "f32", "--image", &img, "--voco-tokens", "0", q]),
         "at least 1",
     );
+    // More VoCo tokens than the context holds: refused before any prompt is built.
+    assert_fails(
+        &vocollama(&["ask", "--model", &m, "--dtype", "f32", "--image", &img, "--voco-tokens", "3000000000", q]),
+        "--voco-tokens 3000000000: at most",
+    );
+    // Sampling settings that would sample nonsense, named by their flags.
+    for (flag, value, want) in [
+        ("--temperature", "NaN", "--temperature: expected a finite number"),
+        ("--temperature", "-1", "--temperature: expected a finite number"),
+        ("--top-p", "0", "--top-p: expected a number in (0, 1]"),
+        ("--top-p", "1.5", "--top-p: expected a number in (0, 1]"),
+        ("--repetition-penalty", "0", "--repetition-penalty: expected a finite number > 0"),
+    ] {
+        let arg = format!("{flag}={value}");
+        assert_fails(&vocollama(&["ask", "--model", &m, "--image", &img, &arg, q]), want);
+    }
     let long = "word ".repeat(600);
     assert_fails(
         &vocollama(&["ask", "--model", &m, "--dtype", "f32", "--image", &img, &long]),
@@ -543,7 +599,9 @@ fn video_memory_stays_flat_in_the_number_of_frames() {
     };
     let (few, many) = (peak("4"), peak("64"));
     eprintln!("peak memory: 4 frames {few:.1} MiB, 64 frames {many:.1} MiB");
-    assert!(many - few < 4.0, "peak memory grows with the frames: 4 frames {few:.1} MiB, 64 frames {many:.1} MiB");
+    // Allocator and thread-pool noise between runs reaches ~4 MiB under a loaded machine;
+    // holding the frames would add 12.
+    assert!(many - few < 6.0, "peak memory grows with the frames: 4 frames {few:.1} MiB, 64 frames {many:.1} MiB");
 }
 
 #[test]

@@ -32,6 +32,11 @@ pub fn vocollama(args: &[&str]) -> Out {
 
 /// Run `vocollama args` with `input` on its standard input.
 pub fn vocollama_stdin(args: &[&str], input: &str) -> Out {
+    vocollama_bytes(args, input.as_bytes())
+}
+
+/// Run `vocollama args` with these bytes on its standard input.
+pub fn vocollama_bytes(args: &[&str], input: &[u8]) -> Out {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vocollama"))
         .args(args)
         .stdin(Stdio::piped())
@@ -39,7 +44,7 @@ pub fn vocollama_stdin(args: &[&str], input: &str) -> Out {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run vocollama");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     Out {
         ok: out.status.success(),

@@ -1,6 +1,6 @@
 //! The decode loop: prefill a turn's prompt into a [`Session`], then sample
-//! one token at a time until EOS or the token limit, streaming whole
-//! characters as they complete.
+//! one token at a time until EOS, the token limit or the end of the context,
+//! streaming whole characters as they complete.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,18 @@ impl GenerateOptions {
 pub enum StopReason {
     Eos,
     MaxTokens,
+    /// The model's context is full: the answer so far is kept.
+    ContextFull,
+}
+
+impl StopReason {
+    /// OpenAI's `finish_reason`: `stop` at EOS, `length` at a limit.
+    pub fn finish_reason(self) -> &'static str {
+        match self {
+            StopReason::Eos => "stop",
+            StopReason::MaxTokens | StopReason::ContextFull => "length",
+        }
+    }
 }
 
 /// One answer and what it cost.
@@ -76,8 +88,14 @@ pub fn generate(
     };
     let start = Instant::now();
     let mut decode_tokens = 0;
-    let mut stop = StopReason::MaxTokens;
-    for step in 0..options.max_new_tokens {
+    // Each generated token is fed at the next position: stop where the context ends.
+    let room = session.model().config.llm.max_position_embeddings.saturating_sub(session.position());
+    let (limit, mut stop) = if room < options.max_new_tokens {
+        (room, StopReason::ContextFull)
+    } else {
+        (options.max_new_tokens, StopReason::MaxTokens)
+    };
+    for step in 0..limit {
         let id = sampler.sample(&logits, context) as u32;
         if options.stop.contains(&id) {
             stop = StopReason::Eos;
@@ -86,7 +104,7 @@ pub fn generate(
         context.push(i64::from(id));
         emit(stream.push(id), &mut text);
         decode_tokens += 1;
-        if step + 1 == options.max_new_tokens {
+        if step + 1 == limit {
             // The last one is fed without logits, so the session holds the whole answer.
             session.feed(&[i64::from(id)], &[])?;
         } else {

@@ -23,6 +23,25 @@ impl Default for SamplingConfig {
     }
 }
 
+impl SamplingConfig {
+    /// Refuse settings that would sample nonsense, naming the first bad one.
+    pub fn check(&self) -> crate::Result<()> {
+        let bad = |field: &str, want: &str, got: f32| {
+            Err(crate::Error::Invalid(format!("{field}: expected {want}, got {got}")))
+        };
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad("temperature", "a finite number ≥ 0 (0 = greedy)", self.temperature);
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", "a number in (0, 1]", self.top_p);
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad("repetition_penalty", "a finite number > 0 (1 = off)", self.repetition_penalty);
+        }
+        Ok(())
+    }
+}
+
 /// A seeded sampler (SplitMix64: small, fast, reproducible on every platform).
 #[derive(Debug, Clone)]
 pub struct Sampler {

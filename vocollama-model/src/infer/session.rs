@@ -42,6 +42,11 @@ impl<'m> Session<'m> {
         Self { model, cache: model.llm.new_cache(), next: 0 }
     }
 
+    /// The model the session runs.
+    pub fn model(&self) -> &'m LlavaModel {
+        self.model
+    }
+
     /// The absolute position the next token takes.
     pub fn position(&self) -> usize {
         self.next

@@ -107,7 +107,10 @@ const MAX_HEADER: u64 = 100 * 1024 * 1024;
 
 /// The tensor table of a safetensors file: every name, dtype, shape and byte
 /// range, checked against the file's length before anything is read.
-fn safetensors_table(file: &Path) -> Result<(Vec<(String, Entry)>, Option<Quantize>)> {
+/// A file's tensors by name, in the order read.
+type Table = Vec<(String, Entry)>;
+
+fn safetensors_table(file: &Path) -> Result<(Table, Option<Quantize>)> {
     let bad = |msg: String| Error::weights(file, format!("not a readable safetensors file: {msg}"));
     let len = std::fs::metadata(file).map_err(|e| Error::io(file, e))?.len();
     if len < 8 {
@@ -189,7 +192,7 @@ fn safetensors_table(file: &Path) -> Result<(Vec<(String, Entry)>, Option<Quanti
 
 /// Each quantized weight of a table joined with its scales into one entry of
 /// the weight's `[out, in]` shape; a scale without its weight is an error.
-fn join_scales(table: Vec<(String, Entry)>, q: Quantize) -> std::result::Result<Vec<(String, Entry)>, String> {
+fn join_scales(table: Table, q: Quantize) -> std::result::Result<Table, String> {
     let scheme = q.scheme().expect("a quantization");
     let (scales, mut rest): (Vec<_>, Vec<_>) =
         table.into_iter().partition(|(name, _)| name.ends_with(quantized::SCALE_SUFFIX));

@@ -15,12 +15,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::tensor::quantization::{QuantizedBytes, scale_to_dtype};
-use burn::tensor::{DType, FloatDType, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, TensorData};
 use half::f16;
 
-use super::weights::{KeyMap, pytorch_name};
+use super::weights::{KeyMap, pytorch_params};
 use crate::error::{Error, Result};
 use crate::model::llava::LlavaModel;
 use crate::model::precision::{BLOCK, Quantize, float_dtype_of};
@@ -160,31 +160,7 @@ pub fn joined_shape(
 
 /// The checkpoint names (through `map`) of `module`'s quantized Linear weights.
 pub fn quantized_names<M: Module>(module: &M, map: &KeyMap) -> BTreeSet<String> {
-    struct Visit<'a> {
-        map: &'a KeyMap,
-        path: Vec<String>,
-        containers: Vec<String>,
-        out: BTreeSet<String>,
-    }
-    impl ModuleVisitor for Visit<'_> {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.push(name.to_string());
-            self.containers.push(container_type.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.pop();
-            self.containers.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let (name, linear) = pytorch_name(&self.path, &self.containers);
-            if D == 2 && linear && matches!(param.val().dtype(), DType::QFloat(_)) {
-                self.out.insert(self.map.to_checkpoint(&name));
-            }
-        }
-    }
-    let mut v = Visit { map, path: vec![], containers: vec![], out: BTreeSet::new() };
-    module.visit(&mut v);
-    v.out
+    pytorch_params(module, false).into_iter().filter(|p| p.quantized).map(|p| map.to_checkpoint(&p.name)).collect()
 }
 
 /// What `save` wrote.

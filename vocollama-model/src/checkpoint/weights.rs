@@ -385,11 +385,13 @@ pub struct PytorchParam {
     pub shape: Vec<usize>,
     /// The values in that layout, in f32, when asked for.
     pub data: Option<TensorData>,
+    /// Held quantized (a Linear weight loaded with `--quantize`).
+    pub quantized: bool,
 }
 
 /// A parameter's PyTorch name (`path` with its last element possibly renamed)
 /// and whether it is a Linear weight, stored transposed in Burn (`[in, out]`).
-pub(crate) fn pytorch_name(path: &[String], containers: &[String]) -> (String, bool) {
+fn pytorch_name(path: &[String], containers: &[String]) -> (String, bool) {
     let module = containers.iter().rev().find(|c| c.starts_with("Struct:")).map(String::as_str);
     let mut path = path.to_vec();
     let name = path.last_mut().expect("a parameter has a name");
@@ -439,7 +441,9 @@ pub fn pytorch_params<M: Module>(module: &M, read: bool) -> Vec<PytorchParam> {
                 let t = if linear { t.swap_dims(0, 1) } else { t };
                 t.cast(FloatDType::F32).into_data()
             });
-            self.out.push(PytorchParam { name, shape, data });
+            // An uninitialised parameter is not read (nor allocated) to learn its type.
+            let quantized = param.is_initialized() && matches!(param.val().dtype(), DType::QFloat(_));
+            self.out.push(PytorchParam { name, shape, data, quantized });
         }
     }
     let mut v = Visit { read, path: vec![], containers: vec![], out: vec![] };

@@ -121,12 +121,7 @@ pub fn quantize(args: &ModelArgs, out: &Path) -> anyhow::Result<()> {
     if args.quantize == vocollama_model::model::precision::Quantize::None {
         anyhow::bail!("--quantize: expected q8 or q4 (the quantization to save the model with)");
     }
-    if std::fs::symlink_metadata(out).is_ok() {
-        anyhow::bail!(
-            "--out {}: already exists (expected a new path for the quantized model directory)",
-            out.display()
-        );
-    }
+    vocollama_model::checkpoint::quantized::check_out(out)?;
     let loaded = load(args)?;
     let pb = spinner(format!("writing {}", out.display()));
     let start = std::time::Instant::now();

@@ -45,8 +45,9 @@ pub fn packed_sizes(quantize: Quantize, out: usize, inp: usize) -> (usize, usize
     (values, out * (inp / BLOCK) * 2)
 }
 
-/// The file's form of an `[out, in]` weight read from a checkpoint: quantized
-/// on the host as the load quantizes it, or as it is if it was saved quantized.
+/// The quantized form of an `[out, in]` weight read from a checkpoint, as the
+/// load hands it to the device and the saved file holds it: quantized on the
+/// host, or as it is if it was saved quantized.
 pub fn pack(data: TensorData, shape: [usize; 2], quantize: Quantize) -> Result<Packed> {
     match data.dtype() {
         DType::QFloat(scheme) => {
@@ -67,7 +68,7 @@ pub fn pack(data: TensorData, shape: [usize; 2], quantize: Quantize) -> Result<P
 /// Quantize an `[out, in]` float weight on the host, rows in parallel, with
 /// Burn's arithmetic for the scheme: per block of 32, scale = max|x| / 127
 /// (q8) or / 7 (q4) rounded up to f16, value = round(x / scale).
-pub fn quantize_host(weight: &[f32], shape: [usize; 2], quantize: Quantize) -> Result<Packed> {
+fn quantize_host(weight: &[f32], shape: [usize; 2], quantize: Quantize) -> Result<Packed> {
     use rayon::prelude::*;
     let scheme = quantize.scheme().ok_or_else(|| Error::Invalid("quantizing with no quantization".into()))?;
     let [out, inp] = shape;
@@ -185,16 +186,11 @@ pub fn save(model: &LlavaModel, out: &Path) -> Result<Saved> {
                 .into(),
         ));
     }
-    if std::fs::symlink_metadata(out).is_ok() {
-        return Err(Error::Invalid(format!(
-            "--out {}: already exists (expected a new path for the quantized model directory)",
-            out.display()
-        )));
+    check_out(out)?;
+    if out.file_name().is_none() {
+        return Err(Error::Invalid(format!("--out {}: not a directory name", out.display())));
     }
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name =
-        out.file_name().ok_or_else(|| Error::Invalid(format!("--out {}: not a directory name", out.display())))?;
-    let tmp = crate::io::atomic_write::fresh_dir(parent, &name.to_string_lossy())?;
+    let tmp = crate::io::atomic_write::fresh_dir(out)?;
     let result = write_dir(model, quantize, &tmp).and_then(|saved| {
         crate::io::atomic_write::rename_new(&tmp, out)?;
         Ok(Saved { tower: saved.tower.map(|_| out.join(TOWER_DIR)), ..saved })
@@ -204,6 +200,17 @@ pub fn save(model: &LlavaModel, out: &Path) -> Result<Saved> {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// `--out` of a quantized model must be a new path (checked before any work).
+pub fn check_out(out: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(out).is_ok() {
+        return Err(Error::Invalid(format!(
+            "--out {}: already exists (expected a new path for the quantized model directory)",
+            out.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The separate tower's directory inside a saved model.

@@ -389,25 +389,46 @@ pub struct PytorchParam {
     pub quantized: bool,
 }
 
-/// A parameter's PyTorch name (`path` with its last element possibly renamed)
-/// and whether it is a Linear weight, stored transposed in Burn (`[in, out]`).
-fn pytorch_name(path: &[String], containers: &[String]) -> (String, bool) {
-    let module = containers.iter().rev().find(|c| c.starts_with("Struct:")).map(String::as_str);
-    let mut path = path.to_vec();
-    let name = path.last_mut().expect("a parameter has a name");
-    let linear = match (module, name.as_str()) {
-        (Some("Struct:Linear"), "weight") => true,
-        (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "gamma") => {
-            *name = "weight".into();
-            false
-        }
-        (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "beta") => {
-            *name = "bias".into();
-            false
-        }
-        _ => false,
-    };
-    (path.join("."), linear)
+/// Where a module walk (a visitor or a mapper) stands: the names and
+/// container types entered so far.
+#[derive(Default)]
+struct ModulePath {
+    path: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl ModulePath {
+    fn enter(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    /// The current parameter's PyTorch name (the path with its last element
+    /// possibly renamed) and whether it is a Linear weight, stored transposed
+    /// in Burn (`[in, out]`).
+    fn pytorch_name(&self) -> (String, bool) {
+        let module = self.containers.iter().rev().find(|c| c.starts_with("Struct:")).map(String::as_str);
+        let mut path = self.path.clone();
+        let name = path.last_mut().expect("a parameter has a name");
+        let linear = match (module, name.as_str()) {
+            (Some("Struct:Linear"), "weight") => true,
+            (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "gamma") => {
+                *name = "weight".into();
+                false
+            }
+            (Some("Struct:LayerNorm" | "Struct:RmsNorm"), "beta") => {
+                *name = "bias".into();
+                false
+            }
+            _ => false,
+        };
+        (path.join("."), linear)
+    }
 }
 
 /// Every float parameter of `module` in PyTorch terms. With `read` false no
@@ -416,21 +437,18 @@ fn pytorch_name(path: &[String], containers: &[String]) -> (String, bool) {
 pub fn pytorch_params<M: Module>(module: &M, read: bool) -> Vec<PytorchParam> {
     struct Visit {
         read: bool,
-        path: Vec<String>,
-        containers: Vec<String>,
+        at: ModulePath,
         out: Vec<PytorchParam>,
     }
     impl ModuleVisitor for Visit {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.push(name.to_string());
-            self.containers.push(container_type.to_string());
+            self.at.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.pop();
-            self.containers.pop();
+            self.at.exit();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let (name, linear) = pytorch_name(&self.path, &self.containers);
+            let (name, linear) = self.at.pytorch_name();
             let mut shape = param.lazy_shape().to_vec();
             if linear {
                 shape.swap(0, 1);
@@ -446,7 +464,7 @@ pub fn pytorch_params<M: Module>(module: &M, read: bool) -> Vec<PytorchParam> {
             self.out.push(PytorchParam { name, shape, data, quantized });
         }
     }
-    let mut v = Visit { read, path: vec![], containers: vec![], out: vec![] };
+    let mut v = Visit { read, at: ModulePath::default(), out: vec![] };
     module.visit(&mut v);
     v.out
 }
@@ -512,7 +530,7 @@ pub fn load_module<M: Module>(module: M, tensors: &Tensors, map: &KeyMap, what: 
             ),
         ));
     }
-    let mut loader = Loader { tensors, chosen, target, path: vec![], containers: vec![], error: None };
+    let mut loader = Loader { tensors, chosen, target, at: ModulePath::default(), error: None };
     let module = module.map(&mut loader);
     match loader.error {
         Some(e) => Err(e),
@@ -526,8 +544,7 @@ struct Loader<'a> {
     /// Module path (PyTorch leaf names) → checkpoint name.
     chosen: HashMap<String, &'a str>,
     target: &'a Target,
-    path: Vec<String>,
-    containers: Vec<String>,
+    at: ModulePath,
     error: Option<Error>,
 }
 
@@ -559,11 +576,8 @@ impl Loader<'_> {
             && !self.target.keep_float.contains(&module);
         let t = if quantize {
             let shape = [shape[0], shape[1]];
-            let weight = data
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| Error::weights(&entry.file, format!("tensor `{key}`: not readable as floats: {e:?}")))?;
-            let packed = quantized::quantize_host(&weight, shape, q)?;
+            let packed = quantized::pack(data, shape, q)
+                .map_err(|e| Error::weights(&entry.file, format!("tensor `{key}`: {e}")))?;
             Tensor::<D>::from_data(quantized::unpack(packed.values, &packed.scales, shape, q)?, device)
         } else {
             Tensor::<D>::from_data(data, (device, DType::from(self.target.dtype)))
@@ -574,20 +588,18 @@ impl Loader<'_> {
 
 impl ModuleMapper for Loader<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.containers.push(container_type.to_string());
+        self.at.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.containers.pop();
+        self.at.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         if self.error.is_some() {
             return param;
         }
-        let (name, linear) = pytorch_name(&self.path, &self.containers);
+        let (name, linear) = self.at.pytorch_name();
         match self.tensor::<D>(&name, linear && D == 2, &param.lazy_device()) {
             Ok(t) => {
                 let id = param.id;

@@ -45,34 +45,30 @@ pub fn refuse_unless_regular(path: &Path) -> Result<()> {
 
 /// A new temporary file beside `path`, created exclusively with a random name.
 fn fresh_file(path: &Path) -> Result<(PathBuf, std::fs::File)> {
+    fresh(path, |tmp| std::fs::File::create_new(tmp))
+}
+
+/// A new, empty directory beside `path` named after it with a random tail,
+/// created exclusively (an existing path, a planted symlink included, is
+/// never reused).
+pub fn fresh_dir(path: &Path) -> Result<PathBuf> {
+    fresh(path, |tmp| std::fs::create_dir(tmp)).map(|(dir, ())| dir)
+}
+
+/// `create` at a fresh name `.NAME.PID-RANDOM.tmp` beside `path`, retried
+/// while the name is taken.
+fn fresh<T>(path: &Path, create: impl Fn(&Path) -> std::io::Result<T>) -> Result<(PathBuf, T)> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut last = None;
     for _ in 0..16 {
         let tmp = path.with_file_name(format!(".{name}.{}-{:016x}.tmp", std::process::id(), rand_tail()));
-        match std::fs::File::create_new(&tmp) {
-            Ok(f) => return Ok((tmp, f)),
+        match create(&tmp) {
+            Ok(made) => return Ok((tmp, made)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => return Err(Error::io(&tmp, e)),
         }
     }
     Err(Error::io(path, last.expect("tried at least once")))
-}
-
-/// A new, empty directory in `parent` named after `name` with a random tail,
-/// created exclusively (an existing path, a planted symlink included, is
-/// never reused).
-pub fn fresh_dir(parent: &Path, name: &str) -> Result<std::path::PathBuf> {
-    let mut last = None;
-    for _ in 0..16 {
-        let tail: u64 = rand_tail();
-        let dir = parent.join(format!(".{name}.{}-{tail:016x}.tmp", std::process::id()));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(Error::io(&dir, e)),
-        }
-    }
-    Err(Error::io(parent, last.expect("tried at least once")))
 }
 
 /// A random 64-bit value from the standard library's hasher seed.

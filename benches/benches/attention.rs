@@ -52,7 +52,9 @@ fn measure(device: &Device, image: usize, reps: usize) -> (Duration, Duration, f
     let q = Tensor::<4>::random([1, HEADS, TEXT, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);
     let k = Tensor::<4>::random([1, HEADS, lk, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);
     let v = Tensor::<4>::random([1, HEADS, lk, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);
-    let fused = time(reps, device, || fused_attention(q.clone(), k.clone(), v.clone(), &rule).expect("CubeCL device"));
+    let fused = time(reps, device, || {
+        fused_attention(q.clone(), k.clone(), v.clone(), &rule).expect("a device that runs the fused attention")
+    });
     let mask = Tensor::<3, Bool>::from_data(TensorData::new(rule.dense(1, TEXT, lk), [1, TEXT, lk]), device)
         .unsqueeze_dim::<4>(1)
         .expand([1, HEADS, TEXT, lk]);

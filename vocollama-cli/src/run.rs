@@ -75,7 +75,7 @@ impl Loaded {
             }
             (None, Some(path), Compression::Voco) => {
                 let m = &self.model;
-                let cache = VocoCache::load(path, &m.fingerprint, &m.device, m.precision.dtype)?;
+                let cache = VocoCache::load(path, &m.cache_spec(), &m.device, m.precision.dtype)?;
                 if let Some(n) = args.voco_tokens.filter(|&n| n != cache.tokens_per_frame()) {
                     bail!(
                         "{}: the cache holds {} VoCo tokens per frame, --voco-tokens asks for {n}",
@@ -313,7 +313,7 @@ pub fn video(
     for q in questions {
         longest = longest.max(loaded.tokenizer.encode(q)?.len());
     }
-    let store = source.frame_cache.as_deref().map(|d| FrameStore::open(d, model.fingerprint)).transpose()?;
+    let store = source.frame_cache.as_deref().map(|d| FrameStore::open(d, model.cache_spec())).transpose()?;
     let options = VideoOptions {
         voco_tokens: n,
         positions: source.frame_positions,
@@ -326,6 +326,9 @@ pub fn video(
         compress_video(model, &loaded.tokenizer, clip.frames(&picked), picked.len(), &options, &mut || pb.inc(1));
     pb.finish_and_clear();
     let video = video?;
+    if let Some(why) = &video.store_failed {
+        eprintln!("warning: the frame cache kept no new frames ({why}); the clip was compressed without it");
+    }
     let mut chat = Chat::from_cache(model, &loaded.tokenizer, &video.cache)?;
     chat.stats = video.stats;
     if let Some(out) = &source.out {
@@ -405,8 +408,9 @@ pub fn compute_line(plan: &LoadPlan, backend: &str) -> String {
 
 /// `info --cache`: what a `.voco` file holds, and whether the model made it.
 pub fn cache_line(path: &Path, fingerprint: &[u8; 32]) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-    let h = Header::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // The header alone is read: the file's length is checked against it, not loaded.
+    let h = Header::read(path)?;
+    let len = h.file_bytes().expect("checked against the file's length");
     let stored = match h.dtype {
         CacheDType::F32 => "f32",
         CacheDType::F16 => "f16",
@@ -424,7 +428,7 @@ pub fn cache_line(path: &Path, fingerprint: &[u8; 32]) -> anyhow::Result<String>
         h.layers,
         h.kv_heads,
         h.head_dim,
-        bytes.len(),
+        len,
         if h.fingerprint == *fingerprint { "made by this model" } else { "made by another model" }
     ))
 }

@@ -683,6 +683,35 @@ fn video_cache_files_frame_store_and_batches() {
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "voco"))
         .count();
     assert_eq!(entries, 8, "one cache per distinct frame");
+    // Entries are bound to their frames: two swapped are not taken, an entry that is a
+    // directory is neither read nor replaced, and the clip answers the same all along.
+    let mut names: Vec<_> = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    let (a, b, c) = (&names[0], &names[1], &names[2]);
+    let swap = dir.path().join("swap");
+    std::fs::rename(a, &swap).unwrap();
+    std::fs::rename(b, a).unwrap();
+    std::fs::rename(&swap, b).unwrap();
+    std::fs::remove_file(c).unwrap();
+    std::fs::create_dir(c).unwrap();
+    let r = run(&["--frame-positions", "shared", "--frame-cache", store.to_str().unwrap()]);
+    assert!(r.stderr.contains("(3 computed, 5 from the frame cache)"), "{}", r.stderr);
+    assert!(r.stderr.contains("warning: the frame cache kept no new frames"), "{}", r.stderr);
+    assert!(c.is_dir(), "the directory in the store is left as it was");
+    let shared = vocollama(&[
+        "ask",
+        "--model",
+        &m,
+        "--dtype",
+        "f32",
+        "--cache",
+        dir.path().join("shared.voco").to_str().unwrap(),
+        "--max-new-tokens",
+        "6",
+        "--json",
+        q,
+    ]);
+    assert_eq!(json_lines(&r.stdout)[0]["token_ids"], json_lines(&shared.stdout)[0]["token_ids"]);
     // `info` counts the frames that fit.
     let r = vocollama(&["info", "--model", &m]);
     assert!(r.ok, "{}", r.stderr);

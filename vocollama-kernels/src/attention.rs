@@ -83,10 +83,11 @@ impl KeyRule {
 
     /// The rule made ready for one forward on `device` — `batch` samples,
     /// `lq` queries against `lk` keys — and shared by all its layers: the
-    /// integers the fused kernel reads on CubeCL devices, else (for rules
-    /// beyond plain causal) the dense mask Burn's attention takes.
+    /// integers the fused attention reads where it runs (see
+    /// [`crate::fused::runs`]), else (for rules beyond plain causal) the
+    /// dense mask Burn's attention takes.
     pub fn prepare(&self, device: &Device, batch: usize, lq: usize, lk: usize) -> PreparedRule {
-        if crate::fused::available(device) {
+        if crate::fused::runs(device, lq) {
             let rules = crate::fused::rule_tensor(self, batch, device);
             return PreparedRule { causal: self.causal, lq, lk, form: Form::Fused(rules) };
         }

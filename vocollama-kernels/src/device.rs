@@ -14,3 +14,14 @@ pub fn memory_capacity(device: &Device) -> Option<u64> {
         _ => None,
     }
 }
+
+/// Whether `device` is a CubeCL runtime's (a GPU, or a software one such as lavapipe);
+/// `false` for the CPU backend and for autodiff devices.
+pub fn is_cubecl(device: &Device) -> bool {
+    #[allow(unreachable_patterns)]
+    match device.as_dispatch() {
+        #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal", feature = "cuda"))]
+        DispatchDevice::Cube(_) => true,
+        _ => false,
+    }
+}

@@ -1,29 +1,34 @@
-//! The fused kernel against the tensor-op reference on a CubeCL device (wgpu;
-//! in CI the software Vulkan driver): random inputs, sizes off the tile, GQA,
-//! VoCo spans of 1..16, decode against a long cache, padding, batches.
-#![cfg(feature = "wgpu")]
+//! The fused attention against the tensor-op reference on every device that
+//! runs it — the CubeCL kernel (wgpu; in CI the software Vulkan driver; CUDA)
+//! and its CPU counterpart on flex: random inputs, sizes off the tile, GQA,
+//! VoCo spans of 1..16, decode against a long cache, padding, batches, a
+//! cache buffer with spare rows and strided keys.
 
 mod common;
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, Tensor};
 use common::max_rel;
-use vocollama_kernels::attention::reference;
+use vocollama_kernels::attention::{attention, reference};
 use vocollama_kernels::fused::fused_attention;
 use vocollama_kernels::{KeyRule, SampleRule};
 
-fn device() -> Device {
-    common::cube_device()
+/// The devices of this build that run the fused attention (never empty).
+fn devices() -> Vec<(&'static str, Device)> {
+    let v: Vec<_> = common::devices().into_iter().filter(|(_, d)| vocollama_kernels::fused::available(d)).collect();
+    assert!(!v.is_empty(), "no device of this build runs the fused attention");
+    v
 }
 
 #[allow(clippy::too_many_arguments)]
 fn check(label: &str, rule: &KeyRule, b: usize, h: usize, kvh: usize, lq: usize, lk: usize, d: usize) {
-    let device = device();
-    let q = Tensor::<4>::random([b, h, lq, d], Distribution::Normal(0.0, 1.0), &device);
-    let k = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
-    let v = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
-    let want = reference(q.clone(), k.clone(), v.clone(), rule);
-    let rel = max_rel(fused_attention(q, k, v, rule).unwrap(), want);
-    assert!(rel <= 1e-4, "{label}: max|Δ|/max|ref| = {rel:e}");
+    for (name, device) in devices() {
+        let q = Tensor::<4>::random([b, h, lq, d], Distribution::Normal(0.0, 1.0), &device);
+        let k = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
+        let v = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
+        let want = reference(q.clone(), k.clone(), v.clone(), rule);
+        let rel = max_rel(fused_attention(q, k, v, rule).unwrap(), want);
+        assert!(rel <= 1e-4, "{name} {label}: max|Δ|/max|ref| = {rel:e}");
+    }
 }
 
 fn voco(first: usize, n: usize) -> KeyRule {
@@ -67,23 +72,48 @@ fn batches_with_padding_and_their_own_spans() {
 
 #[test]
 fn half_precision_inputs() {
-    use burn::tensor::DType;
-    let device = device();
-    let mut checked = 0;
-    for dtype in [DType::F16, DType::BF16] {
-        if !device.supports_dtype(dtype) {
-            // lavapipe has f16 but no bf16: say so in the log, test it where it exists.
-            eprintln!("this wgpu adapter has no {dtype:?}: the {dtype:?} kernel is not exercised here");
-            continue;
+    for (name, device) in devices() {
+        let mut checked = 0;
+        for dtype in [DType::F16, DType::BF16] {
+            if !device.supports_dtype(dtype) {
+                // lavapipe has f16 but no bf16: say so in the log, test it where it exists.
+                eprintln!("{name} has no {dtype:?}: the {dtype:?} attention is not exercised there");
+                continue;
+            }
+            checked += 1;
+            let rule = voco(40, 2);
+            let rand =
+                |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(dtype);
+            let (q, k, v) = (rand([1, 4, 11, 64]), rand([1, 2, 53, 64]), rand([1, 2, 53, 64]));
+            let f32s = |t: &Tensor<4>| t.clone().cast(DType::F32);
+            let want = reference(f32s(&q), f32s(&k), f32s(&v), &rule);
+            let got = fused_attention(q, k, v, &rule).unwrap();
+            assert_eq!(got.dtype(), dtype, "{name}: the output keeps the input's float type");
+            let rel = max_rel(got.cast(DType::F32), want);
+            assert!(rel <= 1e-2, "{name} {dtype:?}: max|Δ|/max|ref| = {rel:e}");
         }
-        checked += 1;
-        let rule = voco(40, 2);
-        let rand = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(dtype);
-        let (q, k, v) = (rand([1, 4, 11, 64]), rand([1, 2, 53, 64]), rand([1, 2, 53, 64]));
-        let f32s = |t: &Tensor<4>| t.clone().cast(DType::F32);
-        let want = reference(f32s(&q), f32s(&k), f32s(&v), &rule);
-        let rel = max_rel(fused_attention(q, k, v, &rule).unwrap().cast(DType::F32), want);
-        assert!(rel <= 1e-2, "{dtype:?}: max|Δ|/max|ref| = {rel:e}");
+        assert!(checked > 0, "{name} has neither f16 nor bf16: the half-precision attention went untested");
     }
-    assert!(checked > 0, "the adapter has neither f16 nor bf16: the half-precision kernel went untested");
+}
+
+/// A KV cache as the model holds it: a buffer with spare rows past `lk` (never read, here
+/// filled with NaN so reading one shows), and keys that are a strided view of another layout.
+#[test]
+fn cache_buffers_with_spare_rows_and_strided_keys() {
+    let (b, h, kvh, d, lk, spare) = (1, 8, 2, 64, 300, 212);
+    let rule = voco(100, 4);
+    for (name, device) in devices() {
+        for lq in [1, 3, 16, 40] {
+            let rand = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let q = rand([b, lq, h, d]).swap_dims(1, 2);
+            let (k, v) = (rand([b, lk, kvh, d]).swap_dims(1, 2), rand([b, kvh, lk, d]));
+            let nan = Tensor::<4>::full([b, kvh, spare, d], f32::NAN, &device);
+            let buffer = |t: Tensor<4>| Tensor::cat(vec![t, nan.clone()], 2);
+            let want = reference(q.clone(), k.clone(), v.clone(), &rule);
+            let prepared = rule.prepare(&device, b, lq, lk);
+            let got = attention(q, buffer(k), buffer(v), &prepared);
+            let rel = max_rel(got, want);
+            assert!(rel <= 1e-4, "{name} lq={lq}: max|Δ|/max|ref| = {rel:e}");
+        }
+    }
 }

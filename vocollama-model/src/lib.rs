@@ -48,4 +48,4 @@ pub use infer::session::Session;
 pub use media::preprocess::Pixels;
 pub use model::llava::{IMAGE_TOKEN_INDEX, LlavaModel, LoadOptions};
 pub use text::Tokenizer;
-pub use voco::{AttentionLayout, CacheDType, FramePositions, Stage1Prompt, VocoCache};
+pub use voco::{AttentionLayout, CacheDType, CacheSpec, FramePositions, Stage1Prompt, VocoCache};

@@ -150,7 +150,7 @@ fn a_video_cache_file_keeps_its_frames() {
         assert_eq!((joined.frames, joined.tokens_per_frame()), (3, N));
         let bytes = joined.to_bytes(&m.fingerprint, CacheDType::F32);
         assert_eq!(bytes[8], 2);
-        let back = VocoCache::from_bytes(&bytes, &m.fingerprint, &device, burn::tensor::FloatDType::F32).unwrap();
+        let back = VocoCache::from_bytes(&bytes, &m.cache_spec(), &device, burn::tensor::FloatDType::F32).unwrap();
         assert_eq!((back.frames, &back.positions), (3, &joined.positions));
         for ((bk, bv), (jk, jv)) in back.layers.iter().zip(&joined.layers) {
             assert_eq!(max_rel(bk.clone(), jk.clone()), 0.0);

@@ -10,7 +10,7 @@ use vocollama_model::infer::sampling::argmax;
 use vocollama_model::infer::session::last_logits;
 use vocollama_model::model::llava::expand_ids;
 use vocollama_model::{
-    AttentionLayout, CacheDType, KvCache, LlavaModel, LoadOptions, Pixels, Session, Stage1Prompt, VocoCache,
+    AttentionLayout, CacheDType, CacheSpec, KvCache, LlavaModel, LoadOptions, Pixels, Session, Stage1Prompt, VocoCache,
 };
 
 const VOCO: i64 = 511;
@@ -139,7 +139,7 @@ fn voco_file_round_trip_is_exact_in_f32() {
             cache.save(&path, &m.fingerprint, dtype).unwrap();
             let size = std::fs::metadata(&path).unwrap().len() as usize;
             assert_eq!(size, 8 + 4 + 32 + 16 + 4 + 4 * 8 + cache.payload_bytes(dtype) + 32);
-            let loaded = VocoCache::load(&path, &m.fingerprint, &device, FloatDType::F32).unwrap();
+            let loaded = VocoCache::load(&path, &m.cache_spec(), &device, FloatDType::F32).unwrap();
             assert_eq!(loaded.positions, cache.positions);
             let got = Session::from_voco(&m, &loaded).unwrap().next_logits(text, &[]).unwrap();
             let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
@@ -162,17 +162,50 @@ fn voco_file_errors() {
     let (prefix, _) = split(&n2);
     let cache = compress_one(&m, prefix, VOCO, &pixels(&m));
     let good = cache.to_bytes(&m.fingerprint, CacheDType::F16);
-    let err = |b: &[u8], fp: &[u8; 32]| VocoCache::from_bytes(b, fp, &device, FloatDType::F32).unwrap_err();
+    use sha2::Digest;
+    let spec = m.cache_spec();
+    let err = |b: &[u8], spec: &CacheSpec| VocoCache::from_bytes(b, spec, &device, FloatDType::F32).unwrap_err();
 
-    assert!(err(&good, &[7; 32]).contains("different model"));
-    assert!(err(&good[..good.len() - 10], &m.fingerprint).contains("truncated"));
-    assert!(err(b"hello", &m.fingerprint).contains("not a .voco file"));
+    assert!(err(&good, &CacheSpec { fingerprint: [7; 32], ..spec.clone() }).contains("different model"));
+    assert!(err(&good[..good.len() - 10], &spec).contains("truncated"));
+    assert!(err(b"hello", &spec).contains("not a .voco file"));
     let mut bad = good.clone();
     bad[200] ^= 1;
-    assert!(err(&bad, &m.fingerprint).contains("corrupted"));
+    assert!(err(&bad, &spec).contains("corrupted"));
     let mut newer = good.clone();
     newer[8] = 9;
-    assert!(err(&newer, &m.fingerprint).contains("newer"));
+    assert!(err(&newer, &spec).contains("newer"));
+    // The geometry is compared with the model's from the header, before any tensor is made.
+    let e = err(&good, &CacheSpec { layers: spec.layers + 1, ..spec.clone() });
+    assert!(e.contains(&format!("declares {} layers", spec.layers)), "{e}");
+    // A position beyond the context (checksum made good again, so only the position is wrong).
+    let mut far = good[..good.len() - 32].to_vec();
+    far[64..68].copy_from_slice(&(spec.context as u32).to_le_bytes());
+    let sum = sha2::Sha256::digest(&far);
+    far.extend_from_slice(&sum);
+    let e = err(&far, &spec);
+    assert!(e.contains("outside the model's context"), "{e}");
+
+    // Files: an endless device is refused before it is read; a header declaring sizes that
+    // overflow, or more than the file holds, is refused from the header and the file's length.
+    let e =
+        VocoCache::load(std::path::Path::new("/dev/zero"), &spec, &device, FloatDType::F32).unwrap_err().to_string();
+    assert!(e.contains("/dev/zero: not a regular file"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.voco");
+    let mut h = good[..64].to_vec();
+    for at in [44, 48, 52, 56] {
+        h[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    }
+    std::fs::write(&huge, &h).unwrap();
+    let e = VocoCache::load(&huge, &spec, &device, FloatDType::F32).unwrap_err().to_string();
+    assert!(e.contains("huge.voco") && (e.contains("overflow") || e.contains("needs")), "{e}");
+    let many = dir.path().join("many-layers.voco");
+    let mut h = good.clone();
+    h[48..52].copy_from_slice(&1_000_000u32.to_le_bytes());
+    std::fs::write(&many, &h).unwrap();
+    let e = VocoCache::load(&many, &spec, &device, FloatDType::F32).unwrap_err().to_string();
+    assert!(e.contains("1000000 layers") && e.contains("needs"), "{e}");
     // Another model's fingerprint differs: the tied LLaMA has no tower, the llava-hf fixture other weights.
     let other = LlavaModel::load(&fixture("llava-hf"), &LoadOptions::f32(), &device).unwrap();
     assert_ne!(other.fingerprint, m.fingerprint);

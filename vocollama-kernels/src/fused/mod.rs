@@ -1,8 +1,11 @@
-//! Fused attention as a Burn backend extension: one implementation for every
-//! CubeCL runtime (wgpu, Vulkan, Metal, CUDA), reached through `Dispatch`.
-//! Devices without it (Flex, autodiff) use the tensor-op reference in
+//! Fused attention as a Burn backend extension, reached through `Dispatch`:
+//! one kernel for every CubeCL runtime (wgpu, Vulkan, Metal, CUDA), and its
+//! CPU counterpart on flex for short query blocks (`cpu`). Other devices
+//! (autodiff) and flex's long blocks use the tensor-op reference in
 //! [`crate::attention`].
 
+#[cfg(feature = "flex")]
+mod cpu;
 mod kernel;
 
 use burn::backend::cubecl::dtype_to_storage_type;
@@ -16,7 +19,7 @@ use cubecl::{CubeCount, CubeDim};
 
 use crate::attention::KeyRule;
 
-#[backend_extension(Cube, Fusion)]
+#[backend_extension(Cube, Fusion, Flex)]
 pub trait FusedAttention: Backend {
     /// Attention of `q` over the first `lk` rows of `k, v` (grouped heads
     /// allowed; the rows beyond are a cache's spare capacity, never read) under
@@ -85,13 +88,39 @@ impl FusedAttention for CubeBackend {
     }
 }
 
-/// Whether `device` runs the fused kernel (a CubeCL device without autodiff).
+#[cfg(feature = "flex")]
+impl FusedAttention for burn_flex::Flex {
+    fn fused_attention(
+        q: burn_flex::FlexTensor,
+        k: burn_flex::FlexTensor,
+        v: burn_flex::FlexTensor,
+        rules: burn_flex::FlexTensor,
+        lk: usize,
+        causal: bool,
+    ) -> burn_flex::FlexTensor {
+        cpu::fused_attention(q, k, v, rules, lk, causal)
+    }
+}
+
+/// Whether `device` runs the fused attention at all: a CubeCL device or the CPU backend (not autodiff).
 pub fn available(device: &burn::tensor::Device) -> bool {
     #[allow(unreachable_patterns)]
     match device.as_dispatch() {
-        #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "metal", feature = "cuda"))]
-        DispatchDevice::Cube(_) => true,
-        _ => false,
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        _ => crate::device::is_cubecl(device),
+    }
+}
+
+/// Whether the fused attention is the one to run for `lq` query rows on `device`: always on
+/// a CubeCL device; on the CPU for short blocks, where it saves the copy of the cached keys
+/// and values that Burn's attention makes (a long block's matrix products outweigh that copy).
+pub fn runs(device: &burn::tensor::Device, lq: usize) -> bool {
+    #[allow(unreachable_patterns)]
+    match device.as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => lq <= cpu::MAX_QUERY_ROWS,
+        _ => available(device),
     }
 }
 

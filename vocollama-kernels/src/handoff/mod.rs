@@ -101,7 +101,7 @@ pub fn voco_handoff(
 ) -> (Tensor<4>, Tensor<4>) {
     let [_, _, l, d] = k.dims();
     assert!(first + n <= l && d == 2 * inv_freq.len(), "handoff of rows {first}+{n} of {l}, head dim {d}");
-    if !crate::fused::available(&k.device()) {
+    if !crate::device::is_cubecl(&k.device()) {
         return handoff_reference(k, v, first, n, delta, inv_freq);
     }
     let device = k.device();

@@ -19,7 +19,16 @@ pub fn devices() -> Vec<(&'static str, Device)> {
         );
         v.push(("wgpu", d));
     }
-    assert!(!v.is_empty(), "no backend to test: build with --features flex and/or wgpu");
+    #[cfg(feature = "cuda")]
+    {
+        let d = Device::cuda(0);
+        assert!(
+            vocollama_kernels::fused::available(&d),
+            "cuda is compiled in but its device does not take the kernels"
+        );
+        v.push(("cuda", d));
+    }
+    assert!(!v.is_empty(), "no backend to test: build with --features flex, wgpu or cuda");
     v
 }
 
@@ -28,7 +37,7 @@ pub fn cube_device() -> Device {
     devices()
         .into_iter()
         .map(|(_, d)| d)
-        .find(vocollama_kernels::fused::available)
+        .find(vocollama_kernels::device::is_cubecl)
         .expect("no CubeCL backend compiled in: build with --features wgpu to test the kernels")
 }
 

@@ -22,6 +22,7 @@ use crate::checkpoint::weights::{Checkpoint, Format, KeyMap, Target, Tensors, lo
 use crate::error::{Error, Result};
 use crate::infer::kv_cache::KvCache;
 use crate::media::preprocess::{Pixels, Preprocessor};
+use crate::voco::file::CacheSpec;
 use crate::voco::layout::AttentionLayout;
 
 /// LLaVA's placeholder id for "the image goes here" in token id lists.
@@ -112,6 +113,18 @@ struct TowerFiles {
 }
 
 impl LlavaModel {
+    /// What a VoCo cache must be for this model to read it.
+    pub fn cache_spec(&self) -> CacheSpec {
+        let c = &self.config.llm;
+        CacheSpec {
+            fingerprint: self.fingerprint,
+            layers: c.num_hidden_layers,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            context: c.max_position_embeddings,
+        }
+    }
+
     /// What loading `dir` with `options` on `device` would hold and need, read
     /// from its configs and tensor tables alone (no weights are read).
     pub fn plan(dir: &Path, options: &LoadOptions, device: &Device) -> Result<LoadPlan> {
@@ -122,7 +135,7 @@ impl LlavaModel {
             None => None,
             Some(mm) => Some(tower_files(dir, &config, mm, &checkpoint, options)?),
         };
-        let cpu = !vocollama_kernels::fused::available(device);
+        let cpu = !vocollama_kernels::device::is_cubecl(device);
         // Weights saved quantized load as they are: asking for another quantization is an error.
         let quantize = match (tensors.quantized, options.quantize) {
             (None, asked) => asked,

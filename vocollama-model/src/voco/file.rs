@@ -24,6 +24,8 @@
 //! version-1 readers refuse a video file (its version is newer) rather than
 //! mistake K frames for one image with K·N tokens.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
@@ -94,14 +96,61 @@ pub struct Header {
 /// Codes of the float type that computed a cache (byte 61; 0 = not recorded).
 const COMPUTED: [(u8, FloatDType); 3] = [(1, FloatDType::F32), (2, FloatDType::F16), (3, FloatDType::BF16)];
 
+/// What a cache must be for a model to read it: made by that model (its
+/// fingerprint), in its geometry, with positions inside its context. A file is
+/// compared with it from its header alone, before its payload is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    pub fingerprint: [u8; 32],
+    pub layers: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Positions must be below this (the model's context).
+    pub context: usize,
+}
+
+impl CacheSpec {
+    /// Whether a header fits this spec: the reason it does not, in words.
+    fn check(&self, h: &Header) -> Result<(), String> {
+        if h.fingerprint != self.fingerprint {
+            return Err(
+                "made by a different model (fingerprint mismatch): compress the image again with this model".into()
+            );
+        }
+        if (h.layers, h.kv_heads, h.head_dim) != (self.layers, self.kv_heads, self.head_dim) {
+            return Err(format!(
+                "its header declares {} layers x {} heads x {}, the model has {} x {} x {}",
+                h.layers, h.kv_heads, h.head_dim, self.layers, self.kv_heads, self.head_dim
+            ));
+        }
+        if h.tokens == 0 {
+            return Err("holds no VoCo tokens".into());
+        }
+        if h.tokens >= self.context {
+            return Err(format!(
+                "declares {} VoCo tokens, more than the model's context of {}",
+                h.tokens, self.context
+            ));
+        }
+        if h.frames == 0 || h.tokens % h.frames != 0 {
+            return Err(format!("{} VoCo tokens cannot be split into {} frames", h.tokens, h.frames));
+        }
+        Ok(())
+    }
+}
+
 impl Header {
-    /// Parse and check the header of a file of `bytes.len()` bytes.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+    /// Bytes of a header, version 2 (the longest); a file's first bytes up to this hold its header.
+    pub const MAX_BYTES: usize = HEADER + 4;
+
+    /// Parse and check the header at the start of `bytes` of a file of `file_len` bytes:
+    /// its sizes are checked against that length (with checked arithmetic) before anything is read.
+    pub fn parse(bytes: &[u8], file_len: u64) -> Result<Self, String> {
         if bytes.len() < 8 || bytes[..8] != MAGIC {
             return Err("not a .voco file (bad magic bytes)".into());
         }
         if bytes.len() < HEADER {
-            return Err(format!("truncated: {} bytes, the header alone is {HEADER}", bytes.len()));
+            return Err(format!("truncated: {file_len} bytes, the header alone is {HEADER}"));
         }
         let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
         let version = u32_at(8) as u32;
@@ -126,7 +175,7 @@ impl Header {
         let (positions_at, frames) = match version {
             1 => (HEADER, 1),
             _ if bytes.len() < HEADER + 4 => {
-                return Err(format!("truncated: {} bytes, the header alone is {}", bytes.len(), HEADER + 4));
+                return Err(format!("truncated: {file_len} bytes, the header alone is {}", HEADER + 4));
             }
             _ => (HEADER + 4, u32_at(HEADER)),
         };
@@ -134,14 +183,21 @@ impl Header {
         let header =
             Self { version, fingerprint, tokens, layers, kv_heads, head_dim, dtype, computed_in, frames, positions_at };
         let expected = header.file_bytes().ok_or("header sizes overflow")?;
-        if bytes.len() != expected {
+        if file_len != expected as u64 {
             return Err(format!(
-                "{} bytes, but its header ({tokens} tokens, {layers} layers, {kv_heads} heads x {head_dim}) needs {expected}: {}",
-                bytes.len(),
-                if bytes.len() < expected { "truncated" } else { "trailing bytes" }
+                "{file_len} bytes, but its header ({tokens} tokens, {layers} layers, {kv_heads} heads x {head_dim}) needs {expected}: {}",
+                if file_len < expected as u64 { "truncated" } else { "trailing bytes" }
             ));
         }
         Ok(header)
+    }
+
+    /// Read and check the header of the file at `path`, reading no more than the header.
+    pub fn read(path: &Path) -> Result<Self> {
+        let (mut file, len) = open_regular(path)?;
+        let mut prefix = Vec::with_capacity(Self::MAX_BYTES);
+        (&mut file).take(Self::MAX_BYTES as u64).read_to_end(&mut prefix).map_err(|e| Error::io(path, e))?;
+        Self::parse(&prefix, len).map_err(|msg| invalid(path, msg))
     }
 
     /// Bytes of the keys and values.
@@ -203,39 +259,34 @@ impl VocoCache {
         crate::io::atomic_write::write_atomic(path, &self.to_bytes(fingerprint, dtype))
     }
 
-    /// Read a `.voco` file made by the model with this `fingerprint`, its keys
-    /// and values converted once to `dtype` (the reading model's float type).
-    pub fn load(path: &Path, fingerprint: &[u8; 32], device: &Device, dtype: FloatDType) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_bytes(&bytes, fingerprint, device, dtype)
-            .map_err(|msg| Error::Invalid(format!("{}: {msg}", path.display())))
+    /// Read a `.voco` file that fits `spec` (made by the reading model), its keys
+    /// and values converted once to `dtype` (the reading model's float type). The
+    /// header is checked against the file's length and the spec before the rest
+    /// is read, and nothing beyond the length it declares is read.
+    pub fn load(path: &Path, spec: &CacheSpec, device: &Device, dtype: FloatDType) -> Result<Self> {
+        let header = Header::read(path)?;
+        spec.check(&header).map_err(|msg| invalid(path, msg))?;
+        let expected = header.file_bytes().expect("checked by Header::parse") as u64;
+        let (file, _) = open_regular(path)?;
+        let mut bytes = Vec::with_capacity(expected as usize);
+        file.take(expected + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, spec, device, dtype).map_err(|msg| invalid(path, msg))
     }
 
-    pub fn from_bytes(
-        bytes: &[u8],
-        fingerprint: &[u8; 32],
-        device: &Device,
-        dtype: FloatDType,
-    ) -> Result<Self, String> {
-        let h = Header::parse(bytes)?;
+    /// Decode a `.voco` file image that fits `spec`.
+    pub fn from_bytes(bytes: &[u8], spec: &CacheSpec, device: &Device, dtype: FloatDType) -> Result<Self, String> {
+        let h = Header::parse(bytes, bytes.len() as u64)?;
+        spec.check(&h)?;
         let (body, sum) = bytes.split_at(bytes.len() - 32);
         if Sha256::digest(body).as_slice() != sum {
             return Err("checksum mismatch: the file is corrupted".into());
         }
-        if h.fingerprint != *fingerprint {
-            return Err(
-                "made by a different model (fingerprint mismatch): compress the image again with this model".into()
-            );
-        }
         let (n, kv, d) = (h.tokens, h.kv_heads, h.head_dim);
-        if n == 0 || h.layers == 0 {
-            return Err("holds no VoCo tokens".into());
-        }
-        if h.frames == 0 || n % h.frames != 0 {
-            return Err(format!("{n} VoCo tokens cannot be split into {} frames", h.frames));
-        }
         let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
-        let positions = (0..n).map(|i| u32_at(h.positions_at + 4 * i)).collect();
+        let positions: Vec<usize> = (0..n).map(|i| u32_at(h.positions_at + 4 * i)).collect();
+        if let Some(&p) = positions.iter().find(|&&p| p >= spec.context) {
+            return Err(format!("position {p} is outside the model's context of {}", spec.context));
+        }
         let stored = match h.dtype {
             CacheDType::F32 => DType::F32,
             CacheDType::F16 => DType::F16,
@@ -253,4 +304,19 @@ impl VocoCache {
         let layers = (0..h.layers).map(|_| (tensor(), tensor())).collect();
         Ok(Self { layers, positions, frames: h.frames, computed_in: h.computed_in })
     }
+}
+
+/// The file at `path`, refused unless it is a regular file (a device or a pipe
+/// could be read without end), with its length.
+fn open_regular(path: &Path) -> Result<(File, u64)> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(invalid(path, "not a regular file".into()));
+    }
+    Ok((file, meta.len()))
+}
+
+fn invalid(path: &Path, msg: String) -> Error {
+    Error::Invalid(format!("{}: {msg}", path.display()))
 }

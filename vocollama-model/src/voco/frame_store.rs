@@ -9,44 +9,56 @@ use image::RgbImage;
 use sha2::{Digest, Sha256};
 
 use super::cache::VocoCache;
-use super::file::CacheDType;
+use super::file::{CacheDType, CacheSpec};
 use crate::error::{Error, Result};
 
 pub struct FrameStore {
     dir: PathBuf,
-    fingerprint: [u8; 32],
+    /// The model's: entries are checked against it, with the entry's own key as fingerprint.
+    spec: CacheSpec,
+}
+
+/// Where one frame's cache lives, and the key it is stamped with.
+pub struct Entry {
+    pub path: PathBuf,
+    /// SHA-256 over the model's fingerprint, N and the pixels: the file name, and the
+    /// fingerprint written into the entry, so an entry renamed or swapped is not taken.
+    key: [u8; 32],
 }
 
 impl FrameStore {
-    /// The store in `dir` (created with its first entry) for the model with `fingerprint`.
-    pub fn open(dir: &Path, fingerprint: [u8; 32]) -> Result<Self> {
+    /// The store in `dir` (created with its first entry) for the model whose caches fit `spec`.
+    pub fn open(dir: &Path, spec: CacheSpec) -> Result<Self> {
         if dir.exists() && !dir.is_dir() {
             return Err(Error::Invalid(format!("{}: not a directory", dir.display())));
         }
-        Ok(Self { dir: dir.to_path_buf(), fingerprint })
+        Ok(Self { dir: dir.to_path_buf(), spec })
     }
 
-    /// The file a frame's cache lives in: SHA-256 over the model (its
+    /// The entry of a frame compressed into `n` VoCo tokens: keyed by the model (its
     /// fingerprint covers weights, configs and preprocessing), N and the pixels.
-    pub fn path(&self, frame: &RgbImage, n: usize) -> PathBuf {
+    pub fn entry(&self, frame: &RgbImage, n: usize) -> Entry {
         let mut h = Sha256::new();
-        h.update(self.fingerprint);
+        h.update(self.spec.fingerprint);
         for v in [n as u64, frame.width() as u64, frame.height() as u64] {
             h.update(v.to_le_bytes());
         }
         h.update(frame.as_raw());
-        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{hex}.voco"))
+        let key: [u8; 32] = h.finalize().into();
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        Entry { path: self.dir.join(format!("{hex}.voco")), key }
     }
 
-    /// The cached frame, if present and whole (a damaged entry counts as missing and is rewritten).
-    pub fn get(&self, path: &Path, device: &Device, dtype: FloatDType) -> Option<VocoCache> {
-        VocoCache::load(path, &self.fingerprint, device, dtype).ok().filter(|c| c.frames == 1)
+    /// The cached frame, if present, whole and stamped with this entry's key (anything
+    /// else — missing, damaged, another frame's, not a file — counts as missing and is recomputed).
+    pub fn get(&self, entry: &Entry, device: &Device, dtype: FloatDType) -> Option<VocoCache> {
+        let spec = CacheSpec { fingerprint: entry.key, ..self.spec.clone() };
+        VocoCache::load(&entry.path, &spec, device, dtype).ok().filter(|c| c.frames == 1)
     }
 
     /// Store a frame's cache in f32, so a frame read back answers exactly as one computed.
-    pub fn put(&self, path: &Path, cache: &VocoCache) -> Result<()> {
+    pub fn put(&self, entry: &Entry, cache: &VocoCache) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        cache.save(path, &self.fingerprint, CacheDType::F32)
+        cache.save(&entry.path, &entry.key, CacheDType::F32)
     }
 }

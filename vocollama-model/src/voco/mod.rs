@@ -16,7 +16,7 @@ pub mod video;
 pub use budget::FrameBudget;
 pub use cache::VocoCache;
 pub use compress::{ImageStats, Stage1Prompt, compress};
-pub use file::CacheDType;
+pub use file::{CacheDType, CacheSpec};
 pub use frame_store::FrameStore;
 pub use join::FramePositions;
 pub use layout::{AttentionLayout, VocoSpan};

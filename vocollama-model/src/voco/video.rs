@@ -4,14 +4,12 @@
 //! time order. A clip whose positions cannot fit in the context is refused
 //! before any work.
 
-use std::path::PathBuf;
-
 use image::RgbImage;
 
 use super::budget::FrameBudget;
 use super::cache::VocoCache;
 use super::compress::{ImageStats, Stage1Prompt, compress};
-use super::frame_store::FrameStore;
+use super::frame_store::{Entry, FrameStore};
 use super::join::FramePositions;
 use crate::error::{Error, Result};
 use crate::media::preprocess::Pixels;
@@ -42,6 +40,9 @@ pub struct CompressedVideo {
     pub stats: ImageStats,
     /// Where the clip's positions go in the context.
     pub budget: FrameBudget,
+    /// Why the frame store could not keep the computed frames, if it could not (the
+    /// clip is answered all the same: the store only saves work).
+    pub store_failed: Option<String>,
 }
 
 /// Compress the `count` frames of `frames` (decoded one at a time as the
@@ -79,20 +80,21 @@ pub fn compress_video(
         pending: Vec::new(),
         stats: ImageStats::default(),
         computed: 0,
+        store_failed: None,
     };
     let mut seen = 0;
     for (slot, frame) in frames.into_iter().enumerate().take(count) {
         let frame = frame?;
         seen += 1;
-        let path = options.store.map(|s| s.path(&frame, n));
-        if let (Some(store), Some(path)) = (options.store, &path)
-            && let Some(cache) = store.get(path, &model.device, model.precision.dtype)
+        let entry = options.store.map(|s| s.entry(&frame, n));
+        if let (Some(store), Some(entry)) = (options.store, &entry)
+            && let Some(cache) = store.get(entry, &model.device, model.precision.dtype)
         {
             work.caches[slot] = Some(cache);
             on_frame();
             continue;
         }
-        work.pending.push((slot, model.preprocess(&frame)?, path));
+        work.pending.push((slot, model.preprocess(&frame)?, entry));
         if work.pending.len() == options.frame_batch {
             work.flush(on_frame)?;
         }
@@ -101,11 +103,11 @@ pub fn compress_video(
     if seen != count {
         return Err(Error::Invalid(format!("the clip gave {seen} frames, not the {count} asked for")));
     }
-    let Batches { caches, mut stats, computed, .. } = work;
+    let Batches { caches, mut stats, computed, store_failed, .. } = work;
     let caches: Vec<VocoCache> = caches.into_iter().map(|c| c.expect("every frame compressed or read")).collect();
     let cache = VocoCache::join(&caches, options.positions, model.llm.inv_freq())?;
     stats.cache_bytes = cache.device_bytes();
-    Ok(CompressedVideo { cache, computed, stats, budget })
+    Ok(CompressedVideo { cache, computed, stats, budget, store_failed })
 }
 
 /// Frames on their way through stage 1, a batch at a time.
@@ -116,9 +118,11 @@ struct Batches<'a> {
     /// Each frame's cache, by its place in the clip, once computed or read.
     caches: Vec<Option<VocoCache>>,
     /// Frames waiting for the tower: their place, pixels and where the store keeps them.
-    pending: Vec<(usize, Pixels, Option<PathBuf>)>,
+    pending: Vec<(usize, Pixels, Option<Entry>)>,
     stats: ImageStats,
     computed: usize,
+    /// The first failure to write to the store; after it the store is not written to.
+    store_failed: Option<String>,
 }
 
 impl Batches<'_> {
@@ -128,13 +132,15 @@ impl Batches<'_> {
             return Ok(());
         }
         let (slots, pixels): (Vec<_>, Vec<Pixels>) =
-            std::mem::take(&mut self.pending).into_iter().map(|(slot, pixels, path)| ((slot, path), pixels)).unzip();
+            std::mem::take(&mut self.pending).into_iter().map(|(slot, pixels, entry)| ((slot, entry), pixels)).unzip();
         let (batch, cost) = compress(self.model, &self.prompt, &pixels)?;
         self.stats.vision_encode += cost.vision_encode;
         self.stats.compress += cost.compress;
-        for ((slot, path), cache) in slots.into_iter().zip(batch) {
-            if let (Some(store), Some(path)) = (self.store, &path) {
-                store.put(path, &cache)?;
+        for ((slot, entry), cache) in slots.into_iter().zip(batch) {
+            if let (Some(store), Some(entry), None) = (self.store, &entry, &self.store_failed)
+                && let Err(e) = store.put(entry, &cache)
+            {
+                self.store_failed = Some(e.to_string());
             }
             self.caches[slot] = Some(cache);
             self.computed += 1;

@@ -298,15 +298,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info { model, cache } => {
             let device = backend::device(&model.backend)?;
+            // Everything is read and checked before anything is printed: an error prints alone.
             let info = info::describe(&model.model, model.vision_tower.as_deref())?;
+            let video = run::video_context(&model.model, &info)?;
+            let plan = LlavaModel::plan(&model.model, &model.options(), &device)?;
+            let cache = cache.map(|path| run::cache_line(&path, &plan.fingerprint)).transpose()?;
             println!("{info}");
-            if let Some(line) = run::video_context(&model.model, &info)? {
+            if let Some(line) = video {
                 println!("{line}");
             }
-            let plan = LlavaModel::plan(&model.model, &model.options(), &device)?;
             println!("{}", run::compute_line(&plan, &model.backend));
-            if let Some(path) = cache {
-                println!("{}", run::cache_line(&path, &plan.fingerprint)?);
+            if let Some(line) = cache {
+                println!("{line}");
             }
         }
         Command::Backends => {
@@ -362,8 +365,47 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error with every cause in its chain, on one line: `context: cause: ...`; a
+/// cause whose text its context already quotes is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+    use anyhow::Context;
+
+    #[test]
+    fn an_error_prints_its_whole_chain_on_one_line() {
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8");
+        let e = Err::<(), _>(io).context("reading the question from stdin").unwrap_err();
+        assert_eq!(one_line(&e), "reading the question from stdin: stream did not contain valid UTF-8");
+        // The library's errors quote their cause already: it is not said twice.
+        let lib = vocollama_model::Error::io(
+            std::path::Path::new("/m/config.json"),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "No such file"),
+        );
+        let e = Err::<(), _>(lib).context("resuming from /m").unwrap_err();
+        assert_eq!(one_line(&e), "resuming from /m: /m/config.json: No such file");
+        let e = anyhow::anyhow!("ffmpeg failed: line one\nline two\n");
+        assert_eq!(one_line(&e), "ffmpeg failed: line one; line two");
     }
 }

@@ -16,7 +16,7 @@ fn bench_measures_every_stage_on_every_backend() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report.md");
     let args = ["bench", "--shape", "tiny", "--backends", "flex,wgpu", "--reps", "1", "--decode", "2", "--gemm", "128"];
-    let Out { ok, stdout, stderr } = vocollama(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+    let Out { ok, stdout, stderr, .. } = vocollama(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
     assert!(ok, "{stderr}");
     let md = std::fs::read_to_string(&out).unwrap();
     assert_eq!(md, stdout, "the report printed is the report written");
@@ -70,7 +70,7 @@ fn bad_bench_inputs_are_one_clear_error_each() {
         ),
         (vec!["--shape", "tiny", "--text", "5000"], "positions but the `tiny` shape's context is 1024"),
     ] {
-        let Out { ok, stdout, stderr } = vocollama(&[&["bench"][..], &args].concat());
+        let Out { ok, stdout, stderr, .. } = vocollama(&[&["bench"][..], &args].concat());
         assert!(!ok && stdout.is_empty(), "{args:?}: {stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
@@ -85,7 +85,7 @@ fn bench_measures_a_model_directory_at_each_precision() {
     let model = common::fixture("llava-gqa-bf16");
     let args = ["bench", "--model", model.to_str().unwrap(), "--precisions", "f32,f16,q8,q4"];
     let rest = ["--reps", "1", "--decode", "2", "--text", "8", "--out", out.to_str().unwrap()];
-    let Out { ok, stdout, stderr } = vocollama(&[&args[..], &rest[..]].concat());
+    let Out { ok, stdout, stderr, .. } = vocollama(&[&args[..], &rest[..]].concat());
     assert!(ok, "{stderr}");
     let json: Value = serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
     let runs = json["checkpoint"]["runs"].as_array().unwrap();

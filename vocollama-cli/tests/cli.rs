@@ -7,7 +7,7 @@ use common::{Out, fixture, vocollama};
 #[test]
 fn info_describes_an_original_llava_checkpoint() {
     let dir = fixture("llava-gqa-bf16");
-    let Out { ok, stdout: out, stderr: err } = vocollama(&["info", "--model", dir.to_str().unwrap()]);
+    let Out { ok, stdout: out, stderr: err, .. } = vocollama(&["info", "--model", dir.to_str().unwrap()]);
     assert!(ok, "{err}");
     for want in [
         "LLaVA original layout",
@@ -26,7 +26,7 @@ fn info_describes_an_original_llava_checkpoint() {
 
 #[test]
 fn info_takes_a_vision_tower_override() {
-    let Out { ok, stdout: out, stderr: err } = vocollama(&[
+    let Out { ok, stdout: out, stderr: err, .. } = vocollama(&[
         "info",
         "--model",
         fixture("llava-mha-f16-bin").to_str().unwrap(),
@@ -39,7 +39,7 @@ fn info_takes_a_vision_tower_override() {
 
 #[test]
 fn bad_model_dir_is_one_line_and_a_failure() {
-    let Out { ok, stdout: out, stderr: err } = vocollama(&["info", "--model", "/nonexistent/model"]);
+    let Out { ok, stdout: out, stderr: err, .. } = vocollama(&["info", "--model", "/nonexistent/model"]);
     assert!(!ok);
     assert!(out.is_empty());
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -760,6 +760,12 @@ fn training_commands_end_to_end() {
     resumed.extend(["--model", &p("new"), "--resume", &p("trained/checkpoint-3")].map(String::from));
     let r = ok(&resumed.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(r.stderr.contains("step 6/6"), "{}", r.stderr);
+    // An error keeps its cause after its context, on one line.
+    let mut bad = args(&p("resumed-bad"));
+    bad.extend(["--model", &p("new"), "--resume", &p("new")].map(String::from));
+    let r = vocollama(&bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_fails(&r, &format!("resuming from {}: ", p("new")));
+    assert!(r.stderr.trim_end().len() > format!("error: resuming from {}: ", p("new")).len() + 5, "{}", r.stderr);
     let r = ok(&["eval", "--model", &p("trained"), "--data", &p("data/test.json"), "--out", &p("eval.json")]);
     assert!(
         r.stdout.contains("compression voco (N = 1)") && r.stdout.contains("colour") && r.stdout.contains("all"),

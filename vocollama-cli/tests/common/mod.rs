@@ -22,6 +22,8 @@ pub fn model() -> String {
 /// What one run of the binary did.
 pub struct Out {
     pub ok: bool,
+    /// The exit status (`None`: killed by a signal, as an abort is).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -48,14 +50,16 @@ pub fn vocollama_bytes(args: &[&str], input: &[u8]) -> Out {
     let out = child.wait_with_output().unwrap();
     Out {
         ok: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into(),
         stderr: String::from_utf8_lossy(&out.stderr).into(),
     }
 }
 
-/// A failure: non-zero exit, nothing on stdout, one `error:` line naming `want`.
+/// A failure: exit status 1, nothing on stdout, one `error:` line naming `want`.
 pub fn assert_fails(r: &Out, want: &str) {
     assert!(!r.ok, "expected a failure, got {}", r.stdout);
+    assert_eq!(r.code, Some(1), "exit status (101 is a panic, none a signal such as an abort): {}", r.stderr);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     assert!(r.stderr.starts_with("error: ") && r.stderr.contains(want), "missing {want:?} in {}", r.stderr);

@@ -37,16 +37,21 @@ pub fn tower_dir(dir: &Path, config: &ModelConfig, vision_tower: Option<&Path>) 
     }
 }
 
-/// Find `mm_vision_tower` on this machine: a path (relative to the model
-/// directory, then to the working directory), a sibling directory named like
-/// the Hub repository, or the HF hub cache. Nothing is downloaded.
+/// Find `mm_vision_tower` on this machine: a directory inside the model
+/// directory, a sibling directory named like the Hub repository (its last
+/// component), or the HF hub cache. Nothing is downloaded, and a path that
+/// leaves the model directory (absolute, or climbing with `..`) is not
+/// followed: a model from someone else must not open files anywhere; a tower
+/// elsewhere is named on the command line (`--vision-tower`).
 fn resolve_tower(dir: &Path, config: &ModelConfig) -> Result<PathBuf> {
     let name = config.mm.as_ref().and_then(|m| m.vision_tower.clone()).ok_or_else(|| {
         Error::config(&config.path, "field `mm_vision_tower` is missing; pass the CLIP directory with --vision-tower")
     })?;
     let mut tried = Vec::new();
     let as_path = Path::new(&name);
-    let mut candidates = vec![dir.join(as_path), as_path.to_path_buf()];
+    let inside = as_path.components().next().is_some()
+        && as_path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    let mut candidates = if inside { vec![dir.join(as_path)] } else { Vec::new() };
     if let Some(base) = as_path.file_name() {
         candidates.push(dir.join(base));
         if let Some(parent) = dir.parent() {
@@ -69,10 +74,11 @@ fn resolve_tower(dir: &Path, config: &ModelConfig) -> Result<PathBuf> {
         }
         tried.push(c.display().to_string());
     }
+    let outside = if inside { "" } else { " (a path leaving the model directory is not followed)" };
     Err(Error::config(
         &config.path,
         format!(
-            "mm_vision_tower \"{name}\" was not found on this machine (tried {}); pass the CLIP directory with --vision-tower",
+            "mm_vision_tower \"{name}\" was not found on this machine{outside} (tried {}); pass the CLIP directory with --vision-tower",
             tried.join(", ")
         ),
     ))

@@ -276,6 +276,14 @@ impl Checkpoint {
             let file = file.as_str().ok_or_else(|| {
                 Error::weights(index, format!("weight_map[`{key}`]: expected a file name, found {file}"))
             })?;
+            // A model's own files name places inside it only: a shard is a file of the directory.
+            let mut parts = Path::new(file).components();
+            if !matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None)) {
+                return Err(Error::weights(
+                    index,
+                    format!("weight_map[`{key}`]: \"{file}\" is not a file name in the model directory"),
+                ));
+            }
             files.insert(file.to_string());
         }
         let files: Vec<PathBuf> = files.into_iter().map(|f| dir.join(f)).collect();

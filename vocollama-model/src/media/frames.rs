@@ -122,12 +122,9 @@ impl Clip {
     /// The frames at `picked` (ascending indices), decoded one at a time as the iterator is advanced.
     pub fn frames<'a>(&'a self, picked: &'a [usize]) -> Box<dyn Iterator<Item = Result<RgbImage>> + 'a> {
         match &self.source {
-            Source::Files(paths) | Source::Decoded(_, paths) => Box::new(picked.iter().map(|&i| {
-                let p = &paths[i];
-                image::open(p)
-                    .map(|img| img.to_rgb8())
-                    .map_err(|e| image_error(p, format!("not a decodable image frame: {e}")))
-            })),
+            Source::Files(paths) | Source::Decoded(_, paths) => {
+                Box::new(picked.iter().map(|&i| super::decode::open_rgb(&paths[i])))
+            }
             Source::Gif(path) => {
                 let frames = match gif_frames(path) {
                     Ok(f) => f,
@@ -174,9 +171,7 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// A GIF's frames as composited for display, decoded lazily.
 fn gif_frames(path: &Path) -> Result<impl Iterator<Item = Result<image::Frame>>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(file))
-        .map_err(|e| image_error(path, format!("not a GIF: {e}")))?;
+    let decoder = super::decode::gif_decoder(path)?;
     let path = path.to_path_buf();
     Ok(decoder
         .into_frames()
@@ -194,24 +189,22 @@ pub fn sample(times: &[f64], sampling: FrameSampling) -> Result<Vec<usize>> {
             Err(Error::Invalid(format!("--fps must be a positive number, not {f}")))
         }
         FrameSampling::Fps(f) => {
-            // The frame shown at each tick 0, 1/f, 2/f, … of the clip.
+            // The frames shown at the ticks 0, 1/f, 2/f, … of the clip: frame j is on screen
+            // over [times[j], times[j + 1]) (the last one at its own time only), and is kept
+            // when a tick falls there — found per frame, so the work is the clip's length
+            // however fine the ticks.
+            let eps = 1e-9;
             let end = times[n - 1];
-            let mut picked = Vec::new();
-            let mut j = 0;
-            let mut tick = 0usize;
-            loop {
-                let t = tick as f64 / f;
-                if t > end + 1e-9 {
-                    break;
-                }
-                while j + 1 < n && times[j + 1] <= t + 1e-9 {
-                    j += 1;
-                }
-                if picked.last() != Some(&j) {
-                    picked.push(j);
-                }
-                tick += 1;
-            }
+            let picked = (0..n)
+                .filter(|&j| {
+                    let lo = times[j] - eps;
+                    let first_tick = (lo * f).ceil().max(0.0) / f;
+                    match times.get(j + 1) {
+                        Some(&next) => first_tick < next - eps && first_tick <= end + eps,
+                        None => first_tick <= end + eps,
+                    }
+                })
+                .collect();
             Ok(picked)
         }
     }
@@ -232,6 +225,39 @@ mod tests {
         assert_eq!(sample(&times, FrameSampling::Fps(1.0)).unwrap(), [0, 2, 4, 6, 8]);
         assert!(sample(&times, FrameSampling::Count(0)).unwrap_err().to_string().contains("at least 1"));
         assert!(sample(&times, FrameSampling::Fps(0.0)).is_err());
+    }
+
+    /// The frames shown at each tick, by walking the ticks (the definition; slow for fine ticks).
+    fn walk_ticks(times: &[f64], f: f64) -> Vec<usize> {
+        let (mut picked, mut j, mut tick) = (Vec::new(), 0, 0usize);
+        loop {
+            let t = tick as f64 / f;
+            if t > times[times.len() - 1] + 1e-9 {
+                return picked;
+            }
+            while j + 1 < times.len() && times[j + 1] <= t + 1e-9 {
+                j += 1;
+            }
+            if picked.last() != Some(&j) {
+                picked.push(j);
+            }
+            tick += 1;
+        }
+    }
+
+    #[test]
+    fn fps_sampling_equals_the_ticks_and_costs_the_clip_not_the_rate() {
+        let uneven: Vec<f64> = [0.0, 0.04, 0.1, 0.5, 0.52, 1.3, 2.0, 2.01, 3.5].to_vec();
+        let even: Vec<f64> = (0..50).map(|i| i as f64 / 30.0).collect();
+        for times in [&uneven, &even] {
+            for f in [0.3, 1.0, 2.5, 10.0, 29.97, 30.0, 100.0, 1000.0] {
+                assert_eq!(sample(times, FrameSampling::Fps(f)).unwrap(), walk_ticks(times, f), "fps {f}");
+            }
+        }
+        // A rate of 1e12 would walk 3.5e12 ticks: it keeps every frame at once.
+        let all = sample(&uneven, FrameSampling::Fps(1e12)).unwrap();
+        assert_eq!(all, (0..uneven.len()).collect::<Vec<_>>());
+        assert!(sample(&uneven, FrameSampling::Fps(f64::INFINITY)).is_err());
     }
 
     #[test]

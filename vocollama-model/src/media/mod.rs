@@ -2,5 +2,6 @@
 //! the tower takes ([`preprocess`]), and the frames of a clip taken one at a
 //! time from a directory, a GIF or a video ([`frames`]).
 
+pub mod decode;
 pub mod frames;
 pub mod preprocess;

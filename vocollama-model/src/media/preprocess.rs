@@ -130,12 +130,45 @@ impl Preprocessor {
 
     /// Decode an image file and preprocess it.
     pub fn load(&self, path: &Path) -> Result<Pixels> {
-        let img = image::open(path)
-            .map_err(|e| Error::Image { path: path.to_path_buf(), msg: format!("cannot decode image: {e}") })?;
-        Ok(self.apply(&img.to_rgb8()))
+        let img = super::decode::open_rgb(path)?;
+        self.apply(&img).map_err(|e| match e {
+            Error::Invalid(msg) => Error::Image { path: path.to_path_buf(), msg },
+            e => e,
+        })
     }
 
-    pub fn apply(&self, img: &RgbImage) -> Pixels {
+    /// The sizes of each step for a `w x h` picture: (padded side, resized height and width),
+    /// every one checked against the pixel budget before any of them is allocated.
+    fn steps(&self, w: usize, h: usize) -> Result<(usize, (usize, usize))> {
+        let budget = |what: &str, w: usize, h: usize| {
+            super::decode::check_pixels(what, w as u64, h as u64).map_err(Error::Invalid)
+        };
+        let (w, h) = if self.pad_to_square { (w.max(h), w.max(h)) } else { (w, h) };
+        if w == 0 || h == 0 {
+            return Err(Error::Invalid("the image has no pixels".into()));
+        }
+        budget("padded to a square, the image", w, h)?;
+        let resized = match self.resize {
+            None => (h, w),
+            Some(Resize::Exact(h, w)) => (h, w),
+            Some(Resize::ShortestEdge(s)) => {
+                // HF get_resize_output_image_size(default_to_square=False)
+                let (short, long) = if w <= h { (w, h) } else { (h, w) };
+                let new_long = (s as f64 * long as f64 / short as f64) as usize;
+                if w <= h { (new_long, s) } else { (s, new_long) }
+            }
+        };
+        budget("resized, the image", resized.1, resized.0)?;
+        if let Some((ch, cw)) = self.crop {
+            budget("the crop", cw, ch)?;
+        }
+        Ok((w, resized))
+    }
+
+    /// Preprocess a decoded picture; one whose padding or resizing would exceed the
+    /// pixel budget is refused before that step allocates anything.
+    pub fn apply(&self, img: &RgbImage) -> Result<Pixels> {
+        let (_, (nh, nw)) = self.steps(img.width() as usize, img.height() as usize)?;
         let mean = self.normalize.map(|(m, _)| m).unwrap_or(CLIP_MEAN);
         let mut img = if self.pad_to_square {
             // LLaVA: tuple(int(x * 255) for x in image_processor.image_mean)
@@ -143,20 +176,8 @@ impl Preprocessor {
         } else {
             img.clone()
         };
-        if let Some(resize) = self.resize {
-            let (w, h) = (img.width() as usize, img.height() as usize);
-            let (nh, nw) = match resize {
-                Resize::Exact(h, w) => (h, w),
-                Resize::ShortestEdge(s) => {
-                    // HF get_resize_output_image_size(default_to_square=False)
-                    let (short, long) = if w <= h { (w, h) } else { (h, w) };
-                    let new_long = (s as f64 * long as f64 / short as f64) as usize;
-                    if w <= h { (new_long, s) } else { (s, new_long) }
-                }
-            };
-            if (nh, nw) != (h, w) {
-                img = resize_bicubic(&img, nw, nh);
-            }
+        if (nh, nw) != (img.height() as usize, img.width() as usize) {
+            img = resize_bicubic(&img, nw, nh);
         }
         let (h, w) = (img.height() as usize, img.width() as usize);
         let (ch, cw) = self.crop.unwrap_or((h, w));
@@ -185,7 +206,7 @@ impl Preprocessor {
                 }
             }
         }
-        Pixels { data, height: ch, width: cw }
+        Ok(Pixels { data, height: ch, width: cw })
     }
 }
 

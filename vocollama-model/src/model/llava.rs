@@ -280,7 +280,7 @@ impl LlavaModel {
 
     /// Preprocess a decoded image (a video frame) for this model.
     pub fn preprocess(&self, image: &image::RgbImage) -> Result<Pixels> {
-        Ok(self.vision()?.preprocessor.apply(image))
+        self.vision()?.preprocessor.apply(image)
     }
 
     /// Decode and preprocess an image file for this model.

@@ -1,0 +1,157 @@
+//! Hostile inputs (`assets/hostile/`, written by `tools/make_hostile.py`): small
+//! files that declare far more than they hold, files cut short, endless
+//! devices, run-away parameters. Each is refused with one `error:` line naming
+//! the input and the limit, exit status 1, and little memory: every run of the
+//! binary in this file (alone in its test binary, so no other test's runs are
+//! counted) stays under 256 MiB resident.
+
+mod common;
+
+use common::*;
+
+fn hostile(name: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/hostile").join(name);
+    assert!(p.is_file(), "{} is missing: run tools/make_hostile.py", p.display());
+    p.to_str().unwrap().into()
+}
+
+/// The largest resident set of any finished child of this process, MiB.
+fn children_peak_mib() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct it is given.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) }, 0);
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+fn ask_image(model: &str, image: &str, extra: &[&str]) -> Out {
+    let mut args = vec!["ask", "--model", model, "--dtype", "f32", "--image", image];
+    args.extend_from_slice(extra);
+    args.push("What is it?");
+    vocollama(&args)
+}
+
+#[test]
+fn hostile_images_are_refused_before_their_pixels_are_made() {
+    let m = model();
+    let hf = fixture("llava-hf").to_str().unwrap().to_string();
+    // Padded to a square (this model pads): the budget is checked before the padding.
+    for name in ["tall-1x16000.png", "wide-16000x1.png"] {
+        let f = hostile(name);
+        assert_fails(
+            &ask_image(&m, &f, &[]),
+            &format!("{f}: padded to a square, the image would be 16000 x 16000 pixels, over the limit"),
+        );
+    }
+    // Sides beyond any decoder's limit; a GIF's logical screen; a header's declared size.
+    let f = hostile("tall-1x20000.png");
+    assert_fails(
+        &ask_image(&m, &f, &[]),
+        &format!("{f}: cannot decode image: it exceeds the decoding limits (16384 pixels a side"),
+    );
+    let f = hostile("side-100000.png");
+    assert_fails(&ask_image(&m, &f, &[]), &format!("{f}: the image would be 100000 x 100000 pixels, over the limit"));
+    let f = hostile("screen-65535.gif");
+    assert_fails(&ask_image(&m, &f, &[]), &format!("{f}: the image would be 65535 x 65535 pixels"));
+    // Files cut short.
+    let f = hostile("truncated.jpg");
+    assert_fails(&ask_image(&m, &f, &[]), &format!("{f}: the JPEG is truncated"));
+    let f = hostile("truncated.png");
+    assert_fails(&ask_image(&m, &f, &[]), &format!("{f}: cannot decode image"));
+    // Not an image at all, and an endless device.
+    assert_fails(&ask_image(&m, "/dev/zero", &[]), "/dev/zero: cannot decode image");
+    // A model that resizes without padding takes the tall image within the budget.
+    let r = ask_image(&hf, &hostile("tall-1x16000.png"), &["--compression", "none", "--max-new-tokens", "2"]);
+    assert!(r.ok, "{}", r.stderr);
+    let peak = children_peak_mib();
+    eprintln!("largest run: {peak:.1} MiB");
+    assert!(peak < 256.0, "a hostile image took {peak:.1} MiB");
+}
+
+#[test]
+fn hostile_clips_are_refused_and_fine_rates_do_not_hang() {
+    let m = model();
+    let video = |extra: &[&str]| {
+        let mut args = vec!["video", "--model", &m, "--dtype", "f32", "--max-new-tokens", "2"];
+        args.extend_from_slice(extra);
+        args.push("Where is the ball?");
+        vocollama(&args)
+    };
+    let f = hostile("screen-65535.gif");
+    assert_fails(&video(&["--gif", &f]), &format!("{f}: the GIF's screen would be 65535 x 65535 pixels"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(hostile("truncated.jpg"), dir.path().join("f1.jpg")).unwrap();
+    assert_fails(&video(&["--frames", dir.path().to_str().unwrap()]), "f1.jpg: the JPEG is truncated");
+    // A rate finer than the clip's frames keeps every frame, at once.
+    let gif = image("clip64.gif");
+    let r = video(&["--gif", &gif, "--fps", "1e12"]);
+    assert!(r.ok && r.stderr.contains("frames: 64 of 64"), "{}", r.stderr);
+    for bad in ["--fps=0", "--fps=-1", "--fps=nan", "--fps=inf"] {
+        assert_fails(&video(&["--gif", &gif, bad]), "--fps must be a positive number");
+    }
+    let peak = children_peak_mib();
+    assert!(peak < 256.0, "a hostile clip took {peak:.1} MiB");
+}
+
+#[test]
+fn hostile_caches_are_refused_from_their_header() {
+    let m = model();
+    let ask = |cache: &str| vocollama(&["ask", "--model", &m, "--dtype", "f32", "--cache", cache, "What is it?"]);
+    let f = hostile("overflow.voco");
+    assert_fails(&ask(&f), &format!("{f}: header sizes overflow"));
+    let f = hostile("layers.voco");
+    assert_fails(&ask(&f), &format!("{f}: 64 bytes, but its header (1 tokens, 4294967295 layers, 1 heads x 1) needs"));
+    assert_fails(&ask("/dev/zero"), "/dev/zero: not a regular file");
+    let info = |cache: &str| vocollama(&["info", "--model", &m, "--cache", cache]);
+    assert_fails(&info("/dev/zero"), "/dev/zero: not a regular file");
+    assert_fails(&info(&hostile("overflow.voco")), "header sizes overflow");
+    let peak = children_peak_mib();
+    assert!(peak < 256.0, "a hostile cache took {peak:.1} MiB");
+}
+
+/// A copy of a fixture model directory (its files; the tower stays where it is).
+fn copy_model(name: &str, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn paths_in_model_files_stay_inside_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let edit = |m: &std::path::Path, file: &str, from: &str, to: &str| {
+        let p = m.join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{file} has no {from}");
+        std::fs::write(&p, text.replace(from, to)).unwrap();
+    };
+    // A shard named outside the directory (climbing, or absolute) is refused by name.
+    for (i, shard) in ["../../../etc/hostname", "/etc/hostname"].into_iter().enumerate() {
+        let m = dir.path().join(format!("shard-{i}"));
+        copy_model("llava-gqa-bf16", &m);
+        edit(&m, "model.safetensors.index.json", "\"model-00002-of-00002.safetensors\"", &format!("\"{shard}\""));
+        let r = vocollama(&["info", "--model", m.to_str().unwrap()]);
+        assert_fails(&r, &format!("is not a file name in the model directory"));
+        assert!(r.stderr.contains(shard), "{}", r.stderr);
+    }
+    // A tower path leaving the directory is not followed, even where it exists; the command line may name it.
+    let clip = fixture("clip-full").canonicalize().unwrap();
+    let clip = clip.to_str().unwrap();
+    let m = dir.path().join("abs-tower");
+    copy_model("llava-gqa-bf16", &m);
+    edit(&m, "config.json", "\"../clip-full\"", &format!("\"{clip}\""));
+    let image = image("photo.png");
+    let ask = |extra: &[&str]| {
+        let mut args =
+            vec!["ask", "--model", m.to_str().unwrap(), "--dtype", "f32", "--image", &image, "--max-new-tokens", "2"];
+        args.extend_from_slice(extra);
+        args.push("What is it?");
+        vocollama(&args)
+    };
+    assert_fails(&ask(&[]), "(a path leaving the model directory is not followed)");
+    let r = ask(&["--vision-tower", clip]);
+    assert!(r.ok, "{}", r.stderr);
+}

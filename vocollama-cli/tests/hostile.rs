@@ -155,3 +155,82 @@ fn paths_in_model_files_stay_inside_the_model() {
     let r = ask(&["--vision-tower", clip]);
     assert!(r.ok, "{}", r.stderr);
 }
+
+#[test]
+fn config_values_are_checked_before_anything_is_sized_by_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // The model and its tower side by side (the tower is found as a sibling by name).
+    let tower = dir.path().join("clip-full");
+    copy_model("clip-full", &tower);
+    let cases: [(&str, &str, &str, &str); 9] = [
+        (
+            "config.json",
+            "\"num_hidden_layers\": 2",
+            "\"num_hidden_layers\": 0",
+            "field `num_hidden_layers`: expected a positive integer, found 0",
+        ),
+        (
+            "config.json",
+            "\"num_hidden_layers\": 2",
+            "\"num_hidden_layers\": 1000000000",
+            "field `num_hidden_layers`: expected 1 to 1024",
+        ),
+        (
+            "config.json",
+            "\"rms_norm_eps\": 1e-05",
+            "\"rms_norm_eps\": 0.0",
+            "field `rms_norm_eps`: expected a positive number",
+        ),
+        ("config.json", "\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3", "field `num_key_value_heads`"),
+        (
+            "config.json",
+            "\"max_position_embeddings\": 512",
+            "\"max_position_embeddings\": 99999999999",
+            "field `max_position_embeddings`: expected 1 to",
+        ),
+        (
+            "config.json",
+            "\"hidden_size\": 64",
+            "\"hidden_size\": 64, \"head_dim\": 15",
+            "field `head_dim`: expected an even head size",
+        ),
+        (
+            "config.json",
+            "\"vocab_size\": 512",
+            "\"vocab_size\": 1e30",
+            "field `vocab_size`: expected a positive integer",
+        ),
+        (
+            "../clip-full/config.json",
+            "\"image_size\": 56",
+            "\"image_size\": 4000000",
+            "field `vision_config.image_size`: expected 1 to 4096",
+        ),
+        (
+            "../clip-full/preprocessor_config.json",
+            "\"crop_size\": {",
+            "\"crop_size\": {\"height\": 100000, \"width\": 100000}, \"unused\": {",
+            "field `crop_size`: expected",
+        ),
+    ];
+    for (i, (file, from, to, want)) in cases.into_iter().enumerate() {
+        let m = dir.path().join(format!("m{i}"));
+        copy_model("llava-gqa-bf16", &m);
+        let target = m.join(file);
+        let original = std::fs::read_to_string(&target).unwrap();
+        let text = original.replace(from, to);
+        assert_ne!(text, original, "{file} has no {from}");
+        std::fs::write(&target, text).unwrap();
+        let r = vocollama(&["info", "--model", m.to_str().unwrap()]);
+        assert_fails(&r, want);
+        std::fs::write(&target, original).unwrap();
+    }
+    // A config that is an endless device is refused before it is read.
+    let m = dir.path().join("endless");
+    copy_model("llava-gqa-bf16", &m);
+    std::fs::remove_file(m.join("config.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", m.join("config.json")).unwrap();
+    assert_fails(&vocollama(&["info", "--model", m.to_str().unwrap()]), "config.json: not a regular file");
+    let peak = children_peak_mib();
+    assert!(peak < 256.0, "a hostile config took {peak:.1} MiB");
+}

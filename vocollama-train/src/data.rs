@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use vocollama_model::io::atomic_write::write_atomic;
-use vocollama_model::io::json::read_json;
+use vocollama_model::io::json::read_json_capped;
 use vocollama_model::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +35,8 @@ fn bad(path: &Path, msg: String) -> Error {
 
 /// Read a LLaVA-style JSON list.
 pub fn load_records(path: &Path) -> Result<Vec<Record>> {
-    let value = read_json(path)?;
+    // A LLaVA training set is one JSON file (~1 GiB for LLaVA-665k).
+    let value = read_json_capped(path, 8 << 30)?;
     let list = value.as_array().ok_or_else(|| bad(path, "expected a JSON list of records".into()))?;
     list.iter()
         .enumerate()

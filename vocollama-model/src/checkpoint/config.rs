@@ -171,11 +171,24 @@ pub struct ModelConfig {
     pub declared_dtype: Option<String>,
 }
 
+// Sane maxima for the sizes a config declares, far beyond any released model.
+const MAX_WIDTH: usize = 1 << 16;
+const MAX_FFN: usize = 1 << 18;
+const MAX_LAYERS: usize = 1024;
+const MAX_HEADS: usize = 1024;
+const MAX_HEAD_DIM: usize = 1024;
+const MAX_VOCAB: usize = 1 << 22;
+const MAX_CONTEXT: usize = 1 << 20;
+const MAX_IMAGE: usize = 4096;
+
 fn parse_llama(f: &Fields) -> Result<LlamaConfig> {
-    let hidden_size = f.usize_or("hidden_size", 4096)?;
-    let num_attention_heads = f.usize_or("num_attention_heads", 32)?;
-    let num_key_value_heads = f.usize_or("num_key_value_heads", num_attention_heads)?;
-    let head_dim = f.usize_or("head_dim", hidden_size / num_attention_heads)?;
+    let hidden_size = f.usize_upto("hidden_size", 4096, MAX_WIDTH)?;
+    let num_attention_heads = f.usize_upto("num_attention_heads", 32, MAX_HEADS)?;
+    let num_key_value_heads = f.usize_upto("num_key_value_heads", num_attention_heads, num_attention_heads)?;
+    let head_dim = f.usize_upto("head_dim", (hidden_size / num_attention_heads).max(1), MAX_HEAD_DIM)?;
+    if head_dim % 2 != 0 {
+        return Err(f.error("head_dim", format!("expected an even head size (RoPE rotates pairs), found {head_dim}")));
+    }
     if num_attention_heads % num_key_value_heads != 0 {
         return Err(f.error(
             "num_key_value_heads",
@@ -189,25 +202,25 @@ fn parse_llama(f: &Fields) -> Result<LlamaConfig> {
         Some(v) => {
             let rp = Fields::new(f.path, "rope_parameters", v)?;
             rp.choice("rope_type", "default", &[("default", ())], "")?;
-            rp.f64_or("rope_theta", f.f64_or("rope_theta", 10000.0)?)?
+            rp.positive_f64_or("rope_theta", f.positive_f64_or("rope_theta", 10000.0)?)?
         }
-        None => f.f64_or("rope_theta", 10000.0)?,
+        None => f.positive_f64_or("rope_theta", 10000.0)?,
     };
     if let Some(v) = f.get("rope_scaling") {
         return Err(f.error("rope_scaling", format!("rope scaling {v} is not supported")));
     }
     f.choice("hidden_act", "silu", &[("silu", ())], "")?;
     Ok(LlamaConfig {
-        vocab_size: f.usize_or("vocab_size", 32000)?,
+        vocab_size: f.usize_upto("vocab_size", 32000, MAX_VOCAB)?,
         hidden_size,
-        intermediate_size: f.usize_or("intermediate_size", 11008)?,
-        num_hidden_layers: f.usize_or("num_hidden_layers", 32)?,
+        intermediate_size: f.usize_upto("intermediate_size", 11008, MAX_FFN)?,
+        num_hidden_layers: f.usize_upto("num_hidden_layers", 32, MAX_LAYERS)?,
         num_attention_heads,
         num_key_value_heads,
         head_dim,
-        rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
+        rms_norm_eps: f.positive_f64_or("rms_norm_eps", 1e-6)?,
         rope_theta,
-        max_position_embeddings: f.usize_or("max_position_embeddings", 2048)?,
+        max_position_embeddings: f.usize_upto("max_position_embeddings", 2048, MAX_CONTEXT)?,
         tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
         bos_token_id: f.token_id("bos_token_id", Some(1))?,
         eos_token_id: f.token_id("eos_token_id", Some(2))?,
@@ -222,15 +235,15 @@ fn parse_clip_vision(f: &Fields) -> Result<ClipVisionConfig> {
         "",
     )?;
     let c = ClipVisionConfig {
-        hidden_size: f.usize_or("hidden_size", 768)?,
-        intermediate_size: f.usize_or("intermediate_size", 3072)?,
-        num_hidden_layers: f.usize_or("num_hidden_layers", 12)?,
-        num_attention_heads: f.usize_or("num_attention_heads", 12)?,
-        num_channels: f.usize_or("num_channels", 3)?,
-        image_size: f.usize_or("image_size", 224)?,
-        patch_size: f.usize_or("patch_size", 32)?,
+        hidden_size: f.usize_upto("hidden_size", 768, MAX_WIDTH)?,
+        intermediate_size: f.usize_upto("intermediate_size", 3072, MAX_FFN)?,
+        num_hidden_layers: f.usize_upto("num_hidden_layers", 12, MAX_LAYERS)?,
+        num_attention_heads: f.usize_upto("num_attention_heads", 12, MAX_HEADS)?,
+        num_channels: f.usize_upto("num_channels", 3, 4)?,
+        image_size: f.usize_upto("image_size", 224, MAX_IMAGE)?,
+        patch_size: f.usize_upto("patch_size", 32, MAX_IMAGE)?,
         hidden_act,
-        layer_norm_eps: f.f64_or("layer_norm_eps", 1e-5)?,
+        layer_norm_eps: f.positive_f64_or("layer_norm_eps", 1e-5)?,
     };
     if !c.image_size.is_multiple_of(c.patch_size) || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
         return Err(Error::config(
@@ -271,6 +284,9 @@ impl ModelConfig {
         let model_type = top.opt_str("model_type")?.unwrap_or("").to_string();
         let declared_dtype = top.opt_str("torch_dtype")?.or(top.opt_str("dtype")?).map(str::to_string);
         let voco_num = top.opt_usize("voco_num")?;
+        if let Some(n) = voco_num.filter(|&n| n > MAX_CONTEXT) {
+            return Err(top.error("voco_num", format!("expected 1 to {MAX_CONTEXT}, found {n}")));
+        }
         // The original LLaVA code writes `model_type: llava` too (liuhaotian's 1.5
         // checkpoints), so the `mm_*` fields decide the layout, not the type name.
         if top.get("mm_vision_tower").is_some() || top.get("mm_projector_type").is_some() {
@@ -292,8 +308,8 @@ impl ModelConfig {
             let mm = MultimodalConfig {
                 projector_type,
                 projector_bias: true,
-                mm_hidden_size: top.opt_usize("mm_hidden_size")?.ok_or_else(|| {
-                    Error::config(path, "field `mm_hidden_size` is missing (expected the vision width, e.g. 1024)")
+                mm_hidden_size: top.opt_usize("mm_hidden_size")?.filter(|&n| n <= MAX_WIDTH).ok_or_else(|| {
+                    Error::config(path, format!("field `mm_hidden_size` is missing or over {MAX_WIDTH} (expected the vision width, e.g. 1024)"))
                 })?,
                 select_layer: top.i64_or("mm_vision_select_layer", -1)?,
                 select_feature,

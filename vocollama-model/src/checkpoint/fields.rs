@@ -55,6 +55,25 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A positive integer no larger than `max`: sizes that allocate are checked before
+    /// anything is sized by them (a typo or a hostile file must not ask for terabytes).
+    pub fn usize_upto(&self, key: &str, default: usize, max: usize) -> Result<usize> {
+        let n = self.usize_or(key, default)?;
+        if n == 0 || n > max {
+            return Err(self.error(key, format!("expected 1 to {max}, found {n}")));
+        }
+        Ok(n)
+    }
+
+    /// A finite number above zero (an epsilon, a RoPE base).
+    pub fn positive_f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        let x = self.f64_or(key, default)?;
+        if !(x > 0.0 && x.is_finite()) {
+            return Err(self.error(key, format!("expected a positive number, found {x}")));
+        }
+        Ok(x)
+    }
+
     pub fn i64_or(&self, key: &str, default: i64) -> Result<i64> {
         match self.get(key) {
             None => Ok(default),

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::{ClipVisionConfig, LlamaConfig, ModelConfig, VisionActivation};
 use super::weights::Checkpoint;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::media::preprocess::{Preprocessor, Resize};
 
 /// The separate tower of a model, as the fingerprint sees it.
@@ -30,7 +30,7 @@ pub fn of_model(
 ) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
     h.update(b"vocollama model fingerprint v2\0");
-    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
+    let read = |p: &Path| crate::io::bounded::read_bounded(p, crate::io::bounded::MAX_CONFIG_BYTES);
     h.update(read(&config.path)?);
     checkpoint.identity(&mut h)?;
     if let Some(t) = tower.filter(|t| t.checkpoint.dir != checkpoint.dir) {

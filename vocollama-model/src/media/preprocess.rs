@@ -68,7 +68,8 @@ impl Preprocessor {
             None | Some(Value::Null) => Ok(true),
             Some(b) => b.as_bool().ok_or_else(|| err(field, "true or false")),
         };
-        let dim = |x: &Value| x.as_u64().filter(|&n| n > 0).map(|n| n as usize);
+        // A side of at most 4096 pixels: beyond any vision tower, and a size nothing allocates by.
+        let dim = |x: &Value| x.as_u64().filter(|&n| n > 0 && n <= 4096).map(|n| n as usize);
         let triple = |field: &str, default: [f32; 3]| -> Result<[f32; 3]> {
             match v.get(field) {
                 None | Some(Value::Null) => Ok(default),
@@ -84,8 +85,9 @@ impl Preprocessor {
             return Err(err("resample", "3 (bicubic)"));
         }
         let resize = if flag("do_resize")? {
-            let size =
-                v.get("size").ok_or_else(|| err("size", "{\"shortest_edge\": N} or {\"height\": H, \"width\": W}"))?;
+            let size = v.get("size").ok_or_else(|| {
+                err("size", "{\"shortest_edge\": N} or {\"height\": H, \"width\": W}, sides 1 to 4096")
+            })?;
             Some(if let Some(n) = dim(size) {
                 Resize::ShortestEdge(n)
             } else if let Some(n) = size.get("shortest_edge").and_then(dim) {
@@ -93,19 +95,20 @@ impl Preprocessor {
             } else if let (Some(h), Some(w)) = (size.get("height").and_then(dim), size.get("width").and_then(dim)) {
                 Resize::Exact(h, w)
             } else {
-                return Err(err("size", "{\"shortest_edge\": N} or {\"height\": H, \"width\": W}"));
+                return Err(err("size", "{\"shortest_edge\": N} or {\"height\": H, \"width\": W}, sides 1 to 4096"));
             })
         } else {
             None
         };
         let crop = if flag("do_center_crop")? {
-            let c = v.get("crop_size").ok_or_else(|| err("crop_size", "{\"height\": H, \"width\": W}"))?;
+            let c =
+                v.get("crop_size").ok_or_else(|| err("crop_size", "{\"height\": H, \"width\": W}, sides 1 to 4096"))?;
             Some(if let Some(n) = dim(c) {
                 (n, n)
             } else if let (Some(h), Some(w)) = (c.get("height").and_then(dim), c.get("width").and_then(dim)) {
                 (h, w)
             } else {
-                return Err(err("crop_size", "{\"height\": H, \"width\": W}"));
+                return Err(err("crop_size", "{\"height\": H, \"width\": W}, sides 1 to 4096"));
             })
         } else {
             None

@@ -85,6 +85,7 @@ impl Tokenizer {
         let (add_bos, add_eos) = (flag("add_bos_token", true), flag("add_eos_token", false));
         match source {
             TokenizerSource::Json => {
+                crate::io::bounded::check_regular(&json, crate::io::bounded::MAX_CONFIG_BYTES)?;
                 let tok = tokenizers::Tokenizer::from_file(&json)
                     .map_err(|e| Error::config(&json, format!("not a tokenizer.json this version reads: {e}")))?;
                 let bos = tok.token_to_id(&bos_text);
@@ -92,7 +93,7 @@ impl Tokenizer {
                 Ok(Self { inner: Inner::Json(Box::new(tok)), source, path: json, bos, add_bos, eos, add_eos })
             }
             TokenizerSource::SentencePiece => {
-                let bytes = std::fs::read(&model).map_err(|e| Error::io(&model, e))?;
+                let bytes = crate::io::bounded::read_bounded(&model, crate::io::bounded::MAX_CONFIG_BYTES)?;
                 let sp = SentencePiece::from_bytes(&bytes)
                     .map_err(|e| Error::config(&model, format!("not a SentencePiece model: {e}")))?;
                 let slow = Self::slow(dir, sp, &config, &map, [&bos_text, &eos_text, &unk_text])?;

@@ -234,3 +234,54 @@ fn config_values_are_checked_before_anything_is_sized_by_them() {
     let peak = children_peak_mib();
     assert!(peak < 256.0, "a hostile config took {peak:.1} MiB");
 }
+
+/// `vocollama compress` with the kill switch of the writers set (a test hook: the process
+/// aborts at that step of the save, as `kill -9` or a power cut would).
+fn compress_killed_at(step: Option<&str>, out: &std::path::Path, image_name: &str) -> Out {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vocollama"));
+    cmd.args(["compress", "--model", &model(), "--dtype", "f32", "--image", &image(image_name), "--out"]).arg(out);
+    if let Some(step) = step {
+        cmd.env("VOCOLLAMA_KILL_AT", step);
+    }
+    let o = cmd.output().unwrap();
+    Out {
+        ok: o.status.success(),
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+    }
+}
+
+#[test]
+fn a_save_killed_at_any_step_leaves_the_old_file_and_no_stray_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cache.voco");
+    let listing = || {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // The first save, whole.
+    assert!(compress_killed_at(None, &out, "wide.png").ok);
+    let first = std::fs::read(&out).unwrap();
+    for step in ["created", "before-rename"] {
+        // Killed while saving another image over it: the old file is untouched.
+        let r = compress_killed_at(Some(step), &out, "photo.png");
+        assert!(!r.ok && r.code.is_none(), "{step}: the process was to be killed: {}", r.stderr);
+        assert_eq!(std::fs::read(&out).unwrap(), first, "{step}: the target changed");
+        assert_eq!(listing().len(), 2, "{step}: the killed save leaves its temporary file: {:?}", listing());
+        // The next save removes it and writes whole.
+        assert!(compress_killed_at(None, &out, "wide.png").ok);
+        assert_eq!(listing(), ["cache.voco"], "{step}: a stray temporary file stayed");
+        assert_eq!(std::fs::read(&out).unwrap(), first);
+    }
+    // Killed on the first save: no target at all, and the next run cleans up.
+    let fresh = dir.path().join("new.voco");
+    assert!(!compress_killed_at(Some("before-rename"), &fresh, "wide.png").ok);
+    assert!(!fresh.exists(), "a killed first save left a partial target");
+    assert!(compress_killed_at(None, &fresh, "wide.png").ok);
+    assert_eq!(listing(), ["cache.voco", "new.voco"]);
+}

@@ -6,8 +6,8 @@
 //! capacity, head_dim]` in the model's float type. New positions are written
 //! into it in place; when it is full it grows by whole chunks (one copy per
 //! chunk, never one per token), and attention gets a view of its first `len`
-//! rows (the fused CubeCL kernel reads them in place; Burn's CPU attention
-//! copies the view, `docs/design.md` §13). Going back to an earlier length ([`KvCache::truncate`])
+//! rows, read in place by the fused attention (CubeCL kernels; on the CPU
+//! for decoding-sized query blocks, `docs/design.md` §13). Going back to an earlier length ([`KvCache::truncate`])
 //! keeps the buffer: the next positions overwrite the old ones.
 
 use burn::tensor::Tensor;

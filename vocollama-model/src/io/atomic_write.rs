@@ -2,7 +2,9 @@
 //! program's own is replaced: a fresh temporary file (a random name, created
 //! exclusively, so a planted link is never followed) beside the target,
 //! synced, then renamed over it; a target that exists and is not a regular
-//! file is refused; the temporary file is removed on every error.
+//! file is refused; the temporary file is removed on every error. A process
+//! killed mid-write leaves its temporary file; the next write beside it
+//! removes it (its name carries the writer's process id, no longer running).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let (tmp, mut f) = fresh_file(path)?;
     let written = f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| {
         drop(f);
+        kill_point("before-rename");
         std::fs::rename(&tmp, path)
     });
     written.map_err(|e| {
@@ -56,19 +59,70 @@ pub fn fresh_dir(path: &Path) -> Result<PathBuf> {
 }
 
 /// `create` at a fresh name `.NAME.PID-RANDOM.tmp` beside `path`, retried
-/// while the name is taken.
+/// while the name is taken; stale ones of killed writers are removed first.
 fn fresh<T>(path: &Path, create: impl Fn(&Path) -> std::io::Result<T>) -> Result<(PathBuf, T)> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    sweep_stale(path);
     let mut last = None;
     for _ in 0..16 {
         let tmp = path.with_file_name(format!(".{name}.{}-{:016x}.tmp", std::process::id(), rand_tail()));
         match create(&tmp) {
-            Ok(made) => return Ok((tmp, made)),
+            Ok(made) => {
+                kill_point("created");
+                return Ok((tmp, made));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
             Err(e) => return Err(Error::io(&tmp, e)),
         }
     }
     Err(Error::io(path, last.expect("tried at least once")))
+}
+
+/// Remove the temporary files and directories (`.NAME.PID-RANDOM.tmp`) that
+/// writers of `path`'s directory left when they were killed: names of exactly
+/// that form whose process is no longer running. Anything else is left alone.
+fn sweep_stale(path: &Path) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(stale_writer) else { continue };
+        if pid != std::process::id() && !running(pid) {
+            let p = e.path();
+            let _ = match e.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+                Ok(t) if t.is_file() => std::fs::remove_file(&p),
+                _ => continue,
+            };
+        }
+    }
+}
+
+/// The writer's process id in a temporary name `.NAME.PID-<16 hex>.tmp`, if it is one.
+fn stale_writer(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (head, tail) = rest.rsplit_once('-')?;
+    if tail.len() != 16 || !tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let (_, pid) = head.rsplit_once('.')?;
+    pid.parse().ok()
+}
+
+/// Whether a process `pid` exists (Linux: `/proc/PID`; elsewhere assumed, so nothing is removed).
+fn running(pid: u32) -> bool {
+    if cfg!(target_os = "linux") { Path::new(&format!("/proc/{pid}")).exists() } else { true }
+}
+
+/// Tests kill the process at a named step of a write (`VOCOLLAMA_KILL_AT=created|before-rename`),
+/// as a power cut or `kill -9` would, to check what a killed save leaves.
+fn kill_point(step: &str) {
+    if std::env::var_os("VOCOLLAMA_KILL_AT").is_some_and(|s| s == step) {
+        std::process::abort();
+    }
 }
 
 /// A random 64-bit value from the standard library's hasher seed.
@@ -147,6 +201,31 @@ mod tests {
         let e = write_atomic(&sub, b"x").unwrap_err().to_string();
         assert!(e.contains("a directory"), "{e}");
         assert_eq!(names(dir.path()), ["link", "sub", "theirs.txt"], "no temporary file left");
+    }
+
+    #[test]
+    fn stale_temporary_files_of_dead_writers_are_swept_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        // A pid above the kernel's maximum (2^22) is never running.
+        let dead = format!(".out.bin.{}-{:016x}.tmp", 4_194_304 + 17, 0xabcdefu64);
+        let dead_dir = format!(".other.{}-{:016x}.tmp", 4_194_305, 1u64);
+        let mine = format!(".out.bin.{}-{:016x}.tmp", std::process::id(), 2u64);
+        let lookalikes =
+            [".out.bin.123-xyz.tmp", ".out.bin.tmp", "notes.txt", ".out.bin.4194321-00000000000000000.tmp"];
+        std::fs::write(dir.path().join(&dead), b"partial").unwrap();
+        std::fs::create_dir(dir.path().join(&dead_dir)).unwrap();
+        std::fs::write(dir.path().join(&dead_dir).join("model.safetensors"), b"partial").unwrap();
+        std::fs::write(dir.path().join(&mine), b"in progress").unwrap();
+        for l in lookalikes {
+            std::fs::write(dir.path().join(l), b"theirs").unwrap();
+        }
+        write_atomic(&path, b"new").unwrap();
+        let mut want: Vec<String> = lookalikes.iter().map(|s| s.to_string()).collect();
+        want.extend([mine, "out.bin".into()]);
+        want.sort();
+        assert_eq!(names(dir.path()), want);
+        assert_eq!(stale_writer(".a.b.42-0123456789abcdef.tmp"), Some(42));
     }
 
     #[test]

@@ -285,3 +285,42 @@ fn a_save_killed_at_any_step_leaves_the_old_file_and_no_stray_temporary() {
     assert!(compress_killed_at(None, &fresh, "wide.png").ok);
     assert_eq!(listing(), ["cache.voco", "new.voco"]);
 }
+
+/// A VoCo-LLaMA directory whose tokenizer transformers 5 re-saved (tokenizer.json with
+/// `<voco>`, no added_tokens.json, the old tokenizer.model beside it) loads and answers.
+/// Its ids are transformers 5's (the library test checks them), which differ from 4.37's
+/// slow tokenizer after a special token (no `▁` before the `\n` that follows `<voco>`),
+/// so the answer may differ from the original directory's; it must not be refused.
+#[test]
+fn a_model_with_a_transformers_5_tokenizer_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("llava-gqa-bf16");
+    copy_model("llava-gqa-bf16", &m);
+    copy_model("clip-full", &dir.path().join("clip-full"));
+    for f in ["added_tokens.json", "special_tokens_map.json", "tokenizer_config.json"] {
+        std::fs::remove_file(m.join(f)).unwrap();
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture("tokenizer-v5").join(f), m.join(f)).unwrap();
+    }
+    let ask = |model: &str| {
+        let r = vocollama(&[
+            "ask",
+            "--model",
+            model,
+            "--dtype",
+            "f32",
+            "--image",
+            &image("photo.png"),
+            "--max-new-tokens",
+            "8",
+            "--json",
+            "What colour is the circle?",
+        ]);
+        assert!(r.ok, "{}", r.stderr);
+        json_lines(&r.stdout)[0]["token_ids"].clone()
+    };
+    let (v5, original) = (ask(m.to_str().unwrap()), ask(&model()));
+    assert_eq!(v5.as_array().unwrap().len(), 8, "{v5}");
+    assert_eq!(original.as_array().unwrap().len(), 8);
+}

@@ -181,6 +181,28 @@ fn model_directories_pick_the_tokenizer_their_code_uses() {
     assert_eq!(hf.token_to_id("<voco>"), None);
 }
 
+/// Both layouts a VoCo-LLaMA directory's tokenizer comes in load as their transformers
+/// loads them: 4.37 (`tokenizer.model` + `added_tokens.json`, slow, above) and 5.x
+/// (`tokenizer.json` with `<voco>` and a config naming the tokenizers backend, the old
+/// `tokenizer.model` beside it), against `AutoTokenizer` of transformers 5.
+#[test]
+fn a_tokenizer_saved_by_transformers_5_loads_as_its_auto_tokenizer_does() {
+    let dir = common::fixture("tokenizer-v5");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    assert!(r["transformers"].as_str().unwrap().starts_with('5'), "the reference was written by transformers 5");
+    assert!(dir.join("tokenizer.model").is_file() && !dir.join("added_tokens.json").exists());
+    // An original-layout model prefers the slow tokenizer; a transformers 5 save overrides that.
+    let t = Tokenizer::from_dir(&dir, TokenizerSource::SentencePiece).unwrap();
+    assert_eq!(t.source, TokenizerSource::Json);
+    assert_eq!(t.token_to_id("<voco>").map(i64::from), r["voco"].as_i64());
+    for (text, want) in r["corpus"].as_array().unwrap().iter().zip(r["ids"].as_array().unwrap()) {
+        assert_eq!(t.encode(text.as_str().unwrap()).unwrap(), u32s(want), "{text}");
+    }
+    for (text, want) in r["prompts"].as_array().unwrap().iter().zip(r["prompt_ids"].as_array().unwrap()) {
+        assert_eq!(t.encode(text.as_str().unwrap()).unwrap(), u32s(want), "{text}");
+    }
+}
+
 #[test]
 fn bad_tokenizer_files_are_named_errors() {
     let d = tempfile::tempdir().unwrap();

@@ -66,7 +66,15 @@ impl Tokenizer {
     pub fn from_dir(dir: &Path, prefer: TokenizerSource) -> Result<Self> {
         let json = dir.join("tokenizer.json");
         let model = dir.join("tokenizer.model");
+        let config = read_optional_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+        // transformers 5 saves `"backend": "tokenizers"` (or the class `TokenizersBackend`,
+        // with `extra_special_tokens`) and its AutoTokenizer loads tokenizer.json, whatever
+        // tokenizer.model an older save left beside it (without its added_tokens.json).
+        let saved_by_v5 = config.get("backend").and_then(Value::as_str) == Some("tokenizers")
+            || config.get("tokenizer_class").and_then(Value::as_str) == Some("TokenizersBackend")
+            || config.get("extra_special_tokens").is_some();
         let source = match (json.is_file(), model.is_file()) {
+            (true, true) if saved_by_v5 => TokenizerSource::Json,
             (true, true) => prefer,
             (true, false) => TokenizerSource::Json,
             (false, true) => TokenizerSource::SentencePiece,
@@ -74,7 +82,6 @@ impl Tokenizer {
                 return Err(Error::config(dir, "no tokenizer.json or tokenizer.model in the model directory"));
             }
         };
-        let config = read_optional_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
         let map = read_optional_json(&dir.join("special_tokens_map.json"))?.unwrap_or(Value::Null);
         let special = |name: &str, default: &str| {
             token_text(config.get(name)).or_else(|| token_text(map.get(name))).unwrap_or_else(|| default.to_string())

@@ -133,8 +133,12 @@ fn question(device: &Device, session: &Session, w: &Workload, text: &[i64]) -> R
 /// Greedy decoding after `after`: median ms per token over `reps` runs of `decode` tokens.
 pub(crate) fn decode(after: &Session, w: &Workload) -> Result<f64> {
     let mut per_token = Vec::new();
+    // One copy of the session, rewound before each run (as a chat rewinds to a question):
+    // its cache buffers are copied once, by the warm-up's first write, never in a timed run.
+    let mut s = after.clone();
+    let start = s.mark();
     for _ in 0..=w.reps {
-        let mut s = after.clone();
+        s.rewind(start);
         let mut next = BOS;
         let t = Instant::now();
         for _ in 0..w.decode {

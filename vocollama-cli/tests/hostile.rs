@@ -134,7 +134,7 @@ fn paths_in_model_files_stay_inside_the_model() {
         copy_model("llava-gqa-bf16", &m);
         edit(&m, "model.safetensors.index.json", "\"model-00002-of-00002.safetensors\"", &format!("\"{shard}\""));
         let r = vocollama(&["info", "--model", m.to_str().unwrap()]);
-        assert_fails(&r, &format!("is not a file name in the model directory"));
+        assert_fails(&r, "is not a file name in the model directory");
         assert!(r.stderr.contains(shard), "{}", r.stderr);
     }
     // A tower path leaving the directory is not followed, even where it exists; the command line may name it.

@@ -97,12 +97,15 @@ fn mutate(rng: &mut Rng, data: &[u8], hot: usize) -> Vec<u8> {
     d
 }
 
+/// One case: the mutated bytes, and a scratch file path the reader may write them to.
+type Reader = Box<dyn Fn(&[u8], &Path)>;
+
 /// A reader under test: its seeds, how many header bytes to favour, and the call.
 struct Target {
     name: &'static str,
     seeds: Vec<Vec<u8>>,
     hot: usize,
-    run: Box<dyn Fn(&[u8], &Path)>,
+    run: Reader,
 }
 
 fn bytes(p: PathBuf) -> Vec<u8> {

@@ -127,20 +127,21 @@ fn run<E: Elem>(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, rules: &[i64], l
     let mut out = vec![E::store(0.0); b * heads * lq * d];
     // One task per (sample, key/value head): its query heads' rows together read each
     // key and value row once. Output heads of a group are consecutive, so a task owns one block.
+    let kernel = Kernel::<E>::pick();
     out.par_chunks_mut(block).enumerate().for_each(|(task, out)| {
         let (bi, g) = (task / kv_heads, task % kv_heads);
         let rule = [rules[bi * 4], rules[bi * 4 + 1], rules[bi * 4 + 2], rules[bi * 4 + 3]];
-        group(&qv, &kv, &vv, bi, g, groups, lq, lk, causal, scale, rule, out);
+        let args = Group { qv: &qv, kv: &kv, vv: &vv, bi, g, groups, lq, lk, causal, scale, rule };
+        kernel.run(&args, out);
     });
     FlexTensor::from_data(TensorData::new(out, [b, heads, lq, d]))
 }
 
-/// The `groups * lq` query rows of key/value head `g` of sample `bi`, written to `out`.
-#[allow(clippy::too_many_arguments)]
-fn group<E: Elem>(
-    qv: &View<E>,
-    kv: &View<E>,
-    vv: &View<E>,
+/// One task: the `groups * lq` query rows of key/value head `g` of sample `bi`.
+struct Group<'a, 'b, E> {
+    qv: &'a View<'b, E>,
+    kv: &'a View<'b, E>,
+    vv: &'a View<'b, E>,
     bi: usize,
     g: usize,
     groups: usize,
@@ -149,8 +150,52 @@ fn group<E: Elem>(
     causal: bool,
     scale: f32,
     rule: [i64; 4],
-    out: &mut [E],
-) {
+}
+
+/// [`group`] compiled for the widest vector instructions the CPU has, picked once per call:
+/// the dot products and sums are most of the work, and a build for the baseline x86-64 has
+/// only 4-wide vectors and no fused multiply-add.
+struct Kernel<E> {
+    run: fn(&Group<E>, &mut [E]),
+}
+
+impl<E: Elem> Kernel<E> {
+    fn pick() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F, checked just above.
+                return Self { run: |a, o| unsafe { group_avx512(a, o) } };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                return Self { run: |a, o| unsafe { group_avx2(a, o) } };
+            }
+        }
+        Self { run: |a, o| group::<E, false>(a, o) }
+    }
+
+    fn run(&self, args: &Group<E>, out: &mut [E]) {
+        (self.run)(args, out)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn group_avx512<E: Elem>(args: &Group<E>, out: &mut [E]) {
+    group::<E, true>(args, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn group_avx2<E: Elem>(args: &Group<E>, out: &mut [E]) {
+    group::<E, true>(args, out)
+}
+
+/// The task's rows written to `out`; `FMA` says fused multiply-adds are native here.
+#[inline(always)]
+fn group<E: Elem, const FMA: bool>(args: &Group<E>, out: &mut [E]) {
+    let Group { qv, kv, vv, bi, g, groups, lq, lk, causal, scale, rule } = *args;
     let d = qv.d;
     let rows = groups * lq;
     // Query rows in f32, pre-scaled; row r = (head h = g * groups + r / lq, query r % lq).
@@ -175,7 +220,7 @@ fn group<E: Elem>(
         E::load(kv.row(bi, g, j), &mut buf);
         for (r, &(rlo, rhi)) in ranges.iter().enumerate() {
             if j >= rlo && j < rhi {
-                scores[r * span + j - lo] = dot(&qf[r * d..(r + 1) * d], &buf);
+                scores[r * span + j - lo] = dot::<FMA>(&qf[r * d..(r + 1) * d], &buf);
             }
         }
     }
@@ -200,7 +245,7 @@ fn group<E: Elem>(
         for r in 0..rows {
             let p = scores[r * span + j - lo];
             if p != 0.0 {
-                axpy(p, &buf, &mut acc[r * d..(r + 1) * d]);
+                axpy::<FMA>(p, &buf, &mut acc[r * d..(r + 1) * d]);
             }
         }
     }
@@ -213,22 +258,67 @@ fn group<E: Elem>(
 }
 
 /// Σ a·b with independent partial sums, so the compiler keeps several vector lanes busy.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+#[inline(always)]
+fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut acc = [0f32; LANES];
     let (ac, at) = a.split_at(a.len() / LANES * LANES);
     let (bc, bt) = b.split_at(ac.len());
     for (x, y) in ac.chunks_exact(LANES).zip(bc.chunks_exact(LANES)) {
         for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+            acc[l] = madd::<FMA>(x[l], y[l], acc[l]);
         }
     }
     acc.iter().sum::<f32>() + at.iter().zip(bt).map(|(x, y)| x * y).sum::<f32>()
 }
 
 /// y += a·x
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+#[inline(always)]
+fn axpy<const FMA: bool>(a: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
+        *y = madd::<FMA>(a, *x, *y);
+    }
+}
+
+/// x·y + z: one instruction where the CPU fuses it (without FMA, `mul_add` would call libm).
+#[inline(always)]
+fn madd<const FMA: bool>(x: f32, y: f32, z: f32) -> f32 {
+    if FMA { x.mul_add(y, z) } else { x * y + z }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant this CPU can run gives the same rows as the plain one (the plain one
+    /// is what a CPU without AVX2 runs; `tests/fused.rs` checks the picked one against
+    /// the tensor-op reference).
+    #[test]
+    fn vector_variants_agree_with_the_plain_one() {
+        let (heads, kv_heads, lq, lk, d) = (4, 2, 3, 300, 64);
+        let mut seed = 7u64;
+        let mut rand = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+                })
+                .collect()
+        };
+        let t = |v: Vec<f32>, shape: [usize; 4]| FlexTensor::from_data(TensorData::new(v, shape));
+        let q = t(rand(heads * lq * d), [1, heads, lq, d]);
+        let k = t(rand(kv_heads * lk * d), [1, kv_heads, lk, d]);
+        let v = t(rand(kv_heads * lk * d), [1, kv_heads, lk, d]);
+        let (qv, kv, vv) = (View::<f32>::of(&q), View::<f32>::of(&k), View::<f32>::of(&v));
+        let rule = [0, 1, 100, 101];
+        let args =
+            Group { qv: &qv, kv: &kv, vv: &vv, bi: 0, g: 1, groups: 2, lq, lk, causal: true, scale: 0.125, rule };
+        let mut plain = vec![0f32; 2 * lq * d];
+        group::<f32, false>(&args, &mut plain);
+        assert!(plain.iter().any(|x| *x != 0.0));
+        let mut picked = vec![0f32; 2 * lq * d];
+        Kernel::<f32>::pick().run(&args, &mut picked);
+        let worst = plain.iter().zip(&picked).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-5, "the vector variant differs by {worst}");
     }
 }

@@ -132,7 +132,7 @@ impl CacheSpec {
                 h.tokens, self.context
             ));
         }
-        if h.frames == 0 || h.tokens % h.frames != 0 {
+        if h.frames == 0 || !h.tokens.is_multiple_of(h.frames) {
             return Err(format!("{} VoCo tokens cannot be split into {} frames", h.tokens, h.frames));
         }
         Ok(())

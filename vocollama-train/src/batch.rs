@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use vocollama_model::model::llava::expand_ids;
-use vocollama_model::text::{Template, Tokenizer, tokenizer_image_token};
+use vocollama_model::text::{Template, Tokenizer, prompt_ids};
 use vocollama_model::voco::{AttentionLayout, VocoSpan};
 use vocollama_model::{Error, IMAGE_TOKEN_INDEX, LlavaModel, Pixels, Result};
 
@@ -56,13 +56,14 @@ pub fn encode_example(
     let questions: Vec<String> = (0..record.turns.len()).map(|t| record.question(t)).collect();
     let turns: Vec<(&str, Option<&str>)> =
         questions.iter().zip(&record.turns).map(|(q, (_, a))| (q.as_str(), Some(a.as_str()))).collect();
-    let ids = tokenizer_image_token(&template.prompt(&turns), tokenizer)?;
+    // The record's words are text: a `<voco>` or `</s>` in them is not a token.
+    let ids = prompt_ids(&template.prompt_parts(&turns), tokenizer)?;
     let mut labelled = vec![false; ids.len()];
     for t in 0..turns.len() {
         let mut open = turns[..=t].to_vec();
         open[t].1 = None;
-        let before = tokenizer_image_token(&template.prompt(&open), tokenizer)?;
-        let through = tokenizer_image_token(&template.prompt(&turns[..=t]), tokenizer)?;
+        let before = prompt_ids(&template.prompt_parts(&open), tokenizer)?;
+        let through = prompt_ids(&template.prompt_parts(&turns[..=t]), tokenizer)?;
         if !ids.starts_with(&before) || !ids.starts_with(&through) || through.len() <= before.len() {
             return Err(Error::Invalid(format!(
                 "record {}: turn {t}'s answer does not tokenize on its own (the tokenizer joins it to the prompt)",

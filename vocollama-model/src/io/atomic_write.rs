@@ -127,6 +127,10 @@ fn kill_point(step: &str) {
 
 /// A random 64-bit value from the standard library's hasher seed.
 fn rand_tail() -> u64 {
+    #[cfg(test)]
+    if let Some(t) = tests::FORCED_TAILS.with(|f| f.borrow_mut().pop()) {
+        return t;
+    }
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
 }
@@ -159,6 +163,29 @@ pub fn rename_new(from: &Path, to: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Tails `rand_tail` returns next (popped from the end), so a test can plant a link at the name.
+        pub(super) static FORCED_TAILS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"keep").unwrap();
+        let target = dir.path().join("out.bin");
+        let planted = dir.path().join(format!(".out.bin.{}-{:016x}.tmp", std::process::id(), 0x1111u64));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        // The first name tried is the planted one; the second is free.
+        FORCED_TAILS.with(|f| *f.borrow_mut() = vec![0x2222, 0x1111]);
+        write_atomic(&target, b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep", "the write went through the planted link");
+        assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink(), "the planted link was touched");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(names(dir.path()), [planted.file_name().unwrap().to_str().unwrap(), "out.bin", "victim.txt"]);
+    }
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> =

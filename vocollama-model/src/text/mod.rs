@@ -10,5 +10,5 @@ pub mod template;
 pub mod tokenizer;
 
 pub use stream::StreamDecoder;
-pub use template::{Template, tokenizer_image_token};
+pub use template::{Prompt, Template, prompt_ids, tokenizer_image_token};
 pub use tokenizer::{Tokenizer, TokenizerSource};

@@ -4,6 +4,7 @@
 //! SentencePiece, with the `legacy` rules of `tokenizer_config.json`.
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use super::sentencepiece::SentencePiece;
 
@@ -59,9 +60,39 @@ impl SlowLlamaTokenizer {
         ids
     }
 
+    /// [`Self::tokenize`] of `text` whose byte ranges `user` are someone's words:
+    /// no added token is matched there (transformers' `split_special_tokens`).
+    pub fn tokenize_marked(&self, text: &str, user: &[Range<usize>]) -> Vec<u32> {
+        if self.legacy || text.is_empty() {
+            return self.split_and_encode_outside(text, user);
+        }
+        // Non-legacy prepends `▁` and turns `▁` into spaces: the ranges move with the bytes.
+        let mut shifted = String::from("\u{2581}");
+        let mut at = vec![0usize; text.len() + 1];
+        for (i, c) in text.char_indices() {
+            at[i..i + c.len_utf8()].fill(shifted.len());
+            shifted.push(if c == '\u{2581}' { ' ' } else { c });
+        }
+        at[text.len()] = shifted.len();
+        let user: Vec<Range<usize>> = user.iter().map(|r| at[r.start]..at[r.end]).collect();
+        let mut ids = self.split_and_encode_outside(&shifted, &user);
+        let space = self.sp.piece_to_id("\u{2581}");
+        let next_special = ids.get(1).is_some_and(|id| self.added.iter().any(|t| t.id == *id && t.special));
+        if ids.len() > 1 && ids[0] == space && next_special {
+            ids.remove(0);
+        }
+        ids
+    }
+
     /// `PreTrainedTokenizer.tokenize`: split on added tokens (leftmost, longest),
     /// apply their strip flags to the neighbours, encode the rest.
     fn split_and_encode(&self, text: &str) -> Vec<u32> {
+        self.split_and_encode_outside(text, &[])
+    }
+
+    /// [`Self::split_and_encode`] matching added tokens only outside the byte ranges `user`.
+    fn split_and_encode_outside(&self, text: &str, user: &[Range<usize>]) -> Vec<u32> {
+        let in_user = |a: usize, b: usize| user.iter().any(|r| a < r.end && r.start < b);
         enum Part<'a> {
             Text(&'a str),
             Added(&'a AddedToken),
@@ -69,7 +100,11 @@ impl SlowLlamaTokenizer {
         let mut parts = Vec::new();
         let (mut start, mut i) = (0, 0);
         while i < text.len() {
-            match self.added.iter().find(|t| text[i..].starts_with(t.content.as_str())) {
+            match self
+                .added
+                .iter()
+                .find(|t| text[i..].starts_with(t.content.as_str()) && !in_user(i, i + t.content.len()))
+            {
                 Some(t) => {
                     parts.push(Part::Text(&text[start..i]));
                     parts.push(Part::Added(t));

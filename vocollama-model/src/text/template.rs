@@ -36,28 +36,60 @@ pub enum Template {
     LlavaV1,
 }
 
-/// Vicuna v1's separator style (`SeparatorStyle.TWO`): `sep` " " after a
-/// question, `sep2` "</s>" after an answer; the open turn ends in "ASSISTANT:".
-fn vicuna_v1(system: &str, turns: &[(&str, Option<&str>)]) -> String {
-    let mut s = format!("{system} ");
-    for (q, a) in turns {
-        s.push_str("USER: ");
-        s.push_str(q);
-        s.push(' ');
-        match a {
-            Some(a) => {
-                s.push_str("ASSISTANT: ");
-                s.push_str(a);
-                s.push_str("</s>");
-            }
-            None => s.push_str("ASSISTANT:"),
-        }
-    }
-    s
+/// A prompt's text and the byte ranges in it that are someone's own words
+/// (questions, answers): there special-token strings are text, not tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prompt {
+    pub text: String,
+    pub user: Vec<std::ops::Range<usize>>,
 }
 
-fn voco_prompt(voco_tokens: usize, system: &str, turns: &[(&str, Option<&str>)]) -> String {
-    format!("{IMAGE_PLACEHOLDER}\n{}\n{}", VOCO_TOKEN.repeat(voco_tokens), vicuna_v1(system, turns).replace('\n', ""))
+impl Prompt {
+    /// Template text: its special tokens are tokens.
+    fn template(&mut self, s: &str) {
+        self.text.push_str(s);
+    }
+
+    /// A user's words (as text whatever they contain).
+    fn user(&mut self, s: &str) {
+        let start = self.text.len();
+        self.text.push_str(s);
+        if !s.is_empty() {
+            self.user.push(start..self.text.len());
+        }
+    }
+}
+
+/// Vicuna v1's separator style (`SeparatorStyle.TWO`): `sep` " " after a
+/// question, `sep2` "</s>" after an answer; the open turn ends in "ASSISTANT:".
+/// `image_first` puts `<image>\n` before the first question (llava_v1);
+/// `strip_newlines` drops every `\n` (the VoCo templates do, over the whole conversation).
+fn vicuna_v1(p: &mut Prompt, system: &str, turns: &[(&str, Option<&str>)], image_first: bool, strip_newlines: bool) {
+    let clean = |s: &str| if strip_newlines { s.replace('\n', "") } else { s.to_string() };
+    p.template(&format!("{} ", clean(system)));
+    for (i, (q, a)) in turns.iter().enumerate() {
+        p.template("USER: ");
+        if i == 0 && image_first {
+            p.template(&format!("{IMAGE_PLACEHOLDER}\n"));
+        }
+        p.user(&clean(q));
+        p.template(" ");
+        match a {
+            Some(a) => {
+                p.template("ASSISTANT: ");
+                p.user(&clean(a));
+                p.template("</s>");
+            }
+            None => p.template("ASSISTANT:"),
+        }
+    }
+}
+
+fn voco_prompt(voco_tokens: usize, system: &str, turns: &[(&str, Option<&str>)]) -> Prompt {
+    let mut p = Prompt::default();
+    p.template(&format!("{IMAGE_PLACEHOLDER}\n{}\n", VOCO_TOKEN.repeat(voco_tokens)));
+    vicuna_v1(&mut p, system, turns, false, true);
+    p
 }
 
 impl Template {
@@ -71,16 +103,18 @@ impl Template {
 
     /// The whole prompt text for `turns` (the last one usually unanswered).
     pub fn prompt(&self, turns: &[(&str, Option<&str>)]) -> String {
+        self.prompt_parts(turns).text
+    }
+
+    /// The prompt for `turns` with the questions and answers marked as the user's words.
+    pub fn prompt_parts(&self, turns: &[(&str, Option<&str>)]) -> Prompt {
         match *self {
             Template::VocoVicunaV1 { voco_tokens } => voco_prompt(voco_tokens, VOCO_SYSTEM, turns),
             Template::VocoVideo { voco_tokens } => voco_prompt(voco_tokens, VOCO_VIDEO_SYSTEM, turns),
             Template::LlavaV1 => {
-                let mut turns = turns.to_vec();
-                let first = turns.first().map(|t| format!("{IMAGE_PLACEHOLDER}\n{}", t.0));
-                if let (Some(t), Some(first)) = (turns.first_mut(), first.as_deref()) {
-                    t.0 = first;
-                }
-                vicuna_v1(LLAVA_SYSTEM, &turns)
+                let mut p = Prompt::default();
+                vicuna_v1(&mut p, LLAVA_SYSTEM, turns, true, false);
+                p
             }
         }
     }
@@ -89,7 +123,7 @@ impl Template {
     /// image stage ends in it: after the last `<voco>` (VoCo templates) or
     /// after `<image>` (`llava_v1`).
     pub fn first_turn_ids(&self, tokenizer: &Tokenizer, question: &str) -> Result<(Vec<i64>, usize)> {
-        let ids = tokenizer_image_token(&self.prompt(&[(question, None)]), tokenizer)?;
+        let ids = prompt_ids(&self.prompt_parts(&[(question, None)]), tokenizer)?;
         let end = match self {
             Template::VocoVicunaV1 { .. } | Template::VocoVideo { .. } => {
                 let voco = voco_id(tokenizer)?;
@@ -105,17 +139,26 @@ impl Template {
     /// `</s>` is a special token, so the tokenizer encodes what follows it on
     /// its own: these ids equal the tail of the re-tokenized whole conversation.
     pub fn next_turn(&self, question: &str) -> String {
+        self.next_turn_parts(question).text
+    }
+
+    fn next_turn_parts(&self, question: &str) -> Prompt {
         let q = match self {
             Template::VocoVicunaV1 { .. } | Template::VocoVideo { .. } => question.replace('\n', ""),
             Template::LlavaV1 => question.to_string(),
         };
-        format!("</s>USER: {q} ASSISTANT:")
+        let mut p = Prompt::default();
+        p.template("</s>USER: ");
+        p.user(&q);
+        p.template(" ASSISTANT:");
+        p
     }
 
     /// The ids of a later turn (see [`Template::next_turn`]), without the BOS a
     /// chunk after the first loses in `tokenizer_image_token`.
     pub fn next_turn_ids(&self, tokenizer: &Tokenizer, question: &str) -> Result<Vec<i64>> {
-        let mut ids: Vec<i64> = tokenizer.encode(&self.next_turn(question))?.into_iter().map(i64::from).collect();
+        let p = self.next_turn_parts(question);
+        let mut ids: Vec<i64> = tokenizer.encode_marked(&p.text, &p.user)?.into_iter().map(i64::from).collect();
         if ids.first().and_then(|&t| u32::try_from(t).ok()).is_some_and(|t| Some(t) == tokenizer.bos_id()) {
             ids.remove(0);
         }
@@ -137,7 +180,29 @@ pub fn voco_id(tokenizer: &Tokenizer) -> Result<i64> {
 /// BOS, keep the first chunk's BOS and drop the others', and put
 /// [`IMAGE_TOKEN_INDEX`] where each `<image>` was.
 pub fn tokenizer_image_token(prompt: &str, tokenizer: &Tokenizer) -> Result<Vec<i64>> {
-    let chunks = prompt.split(IMAGE_PLACEHOLDER).map(|c| tokenizer.encode(c)).collect::<Result<Vec<_>>>()?;
+    prompt_ids(&Prompt { text: prompt.to_string(), user: Vec::new() }, tokenizer)
+}
+
+/// [`tokenizer_image_token`] of a prompt whose user's words are text: an `<image>`,
+/// `<voco>` or `</s>` typed by a user is encoded as the characters it is.
+pub fn prompt_ids(prompt: &Prompt, tokenizer: &Tokenizer) -> Result<Vec<i64>> {
+    let text = &prompt.text;
+    let in_user = |at: usize| prompt.user.iter().any(|r| r.start <= at && at < r.end);
+    // Chunks between the template's own `<image>` placeholders, each with its user ranges.
+    let mut cuts: Vec<usize> = text.match_indices(IMAGE_PLACEHOLDER).map(|(i, _)| i).filter(|&i| !in_user(i)).collect();
+    cuts.push(text.len());
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for cut in cuts {
+        let ranges: Vec<std::ops::Range<usize>> = prompt
+            .user
+            .iter()
+            .filter(|r| r.start >= start && r.end <= cut)
+            .map(|r| r.start - start..r.end - start)
+            .collect();
+        chunks.push(tokenizer.encode_marked(&text[start..cut], &ranges)?);
+        start = (cut + IMAGE_PLACEHOLDER.len()).min(text.len());
+    }
     let bos = tokenizer.bos_id();
     let offset = usize::from(chunks.first().and_then(|c| c.first()).is_some_and(|&t| Some(t) == bos));
     let mut ids: Vec<i64> = Vec::new();

@@ -198,6 +198,100 @@ impl Tokenizer {
         }
     }
 
+    /// Ids of `text` whose byte ranges `user` are someone's words: special tokens
+    /// written there are encoded as the characters they are (transformers'
+    /// `split_special_tokens`), those of the rest as tokens. Text whose user ranges
+    /// hold no special token is encoded exactly as [`Tokenizer::encode`] does.
+    pub fn encode_marked(&self, text: &str, user: &[std::ops::Range<usize>]) -> Result<Vec<u32>> {
+        let specials = self.special_texts();
+        let forged = user.iter().any(|r| specials.iter().any(|s| overlaps_match(text, s, r)));
+        if !forged {
+            return self.encode(text);
+        }
+        match &self.inner {
+            Inner::Slow(t) => {
+                let mut ids = Vec::new();
+                if self.add_bos {
+                    ids.extend(self.bos);
+                }
+                ids.extend(t.tokenize_marked(text, user));
+                if self.add_eos {
+                    ids.extend(self.eos);
+                }
+                Ok(ids)
+            }
+            Inner::Json(t) => self.encode_json_marked(t, text, user),
+        }
+    }
+
+    /// The texts of the special tokens (the slow tokenizer: every added token, as
+    /// transformers' slow tokenizer splits on all of them).
+    fn special_texts(&self) -> Vec<String> {
+        match &self.inner {
+            Inner::Json(t) => {
+                t.get_added_tokens_decoder().values().filter(|a| a.special).map(|a| a.content.clone()).collect()
+            }
+            Inner::Slow(t) => t.added_tokens().iter().map(|a| a.content.clone()).collect(),
+        }
+    }
+
+    /// tokenizer.json: split at the template's own special tokens, encode each piece
+    /// with special-token matching off (a piece after the first without the `▁` that
+    /// `prepend_scheme: first` gives only at the start of the input), and join.
+    fn encode_json_marked(
+        &self,
+        t: &tokenizers::Tokenizer,
+        text: &str,
+        user: &[std::ops::Range<usize>],
+    ) -> Result<Vec<u32>> {
+        let fail =
+            |e: tokenizers::Error| Error::Invalid(format!("{}: cannot encode the text: {e}", self.path.display()));
+        let mut plain = t.clone();
+        plain.set_encode_special_tokens(true);
+        let mut later = plain.clone();
+        if let Some(tokenizers::pre_tokenizers::PreTokenizerWrapper::Metaspace(m)) = later.get_pre_tokenizer() {
+            let mut m = m.clone();
+            if m.get_prepend_scheme() == tokenizers::pre_tokenizers::metaspace::PrependScheme::First {
+                m.set_prepend_scheme(tokenizers::pre_tokenizers::metaspace::PrependScheme::Never);
+            }
+            later.with_pre_tokenizer(Some(m));
+        }
+        let specials: Vec<(String, u32)> = t
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, a)| a.special)
+            .map(|(id, a)| (a.content.clone(), *id))
+            .collect();
+        let in_user = |a: usize, b: usize| user.iter().any(|r| a < r.end && r.start < b);
+        // The template's special tokens, leftmost and longest first, none inside the user's words.
+        let mut ids: Vec<u32> = t.encode("", true).map_err(fail)?.get_ids().to_vec();
+        let (mut start, mut i) = (0, 0);
+        let piece = |from: usize, to: usize, ids: &mut Vec<u32>| -> Result<()> {
+            if from < to {
+                let tok = if from == 0 { &plain } else { &later };
+                ids.extend(tok.encode(&text[from..to], false).map_err(fail)?.get_ids());
+            }
+            Ok(())
+        };
+        while i < text.len() {
+            let hit = specials
+                .iter()
+                .filter(|(s, _)| text[i..].starts_with(s.as_str()) && !in_user(i, i + s.len()))
+                .max_by_key(|(s, _)| s.len());
+            match hit {
+                Some((s, id)) => {
+                    piece(start, i, &mut ids)?;
+                    ids.push(*id);
+                    i += s.len();
+                    start = i;
+                }
+                None => i += text[i..].chars().next().map_or(1, char::len_utf8),
+            }
+        }
+        piece(start, text.len(), &mut ids)?;
+        Ok(ids)
+    }
+
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> String {
         match &self.inner {
@@ -231,4 +325,9 @@ impl Tokenizer {
             Inner::Slow(t) => t.sp.len().max(t.added_tokens().iter().map(|a| a.id as usize + 1).max().unwrap_or(0)),
         }
     }
+}
+
+/// Whether an occurrence of `s` in `text` overlaps the byte range `r`.
+fn overlaps_match(text: &str, s: &str, r: &std::ops::Range<usize>) -> bool {
+    !s.is_empty() && text.match_indices(s).any(|(i, _)| i < r.end && r.start < i + s.len())
 }

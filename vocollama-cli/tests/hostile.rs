@@ -353,3 +353,28 @@ fn special_tokens_in_a_question_are_answered_as_text() {
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
 }
+
+/// A save that hits the file-size limit (`ulimit -f`: the kernel stops the process with
+/// SIGXFSZ mid-write) leaves the old file whole, and its temporary file goes with the next save.
+#[test]
+fn a_save_stopped_by_the_file_size_limit_leaves_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cache.voco");
+    assert!(compress_killed_at(None, &out, "wide.png").ok);
+    let first = std::fs::read(&out).unwrap();
+    let script = format!(
+        "ulimit -f 1; exec '{}' compress --model '{}' --dtype f32 --image '{}' --out '{}'",
+        env!("CARGO_BIN_EXE_vocollama"),
+        model(),
+        image("photo.png"),
+        out.display()
+    );
+    let o = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(libc::SIGXFSZ), "the write was to exceed 512 bytes: {o:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), first, "the target changed");
+    assert!(compress_killed_at(None, &out, "wide.png").ok);
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["cache.voco"], "a stray temporary file stayed");
+}

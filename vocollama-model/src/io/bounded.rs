@@ -10,18 +10,23 @@ use crate::error::{Error, Result};
 /// a tokenizer.json of a 256k-token vocabulary is ~20 MiB.
 pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
-/// The file at `path`, refused unless it is a regular file of at most `max` bytes.
-pub fn check_regular(path: &Path, max: u64) -> Result<std::fs::File> {
+/// The file at `path` and its length, refused unless it is a regular file.
+pub fn open_regular(path: &Path) -> Result<(std::fs::File, u64)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
         return Err(Error::Invalid(format!("{}: not a regular file", path.display())));
     }
-    if meta.len() > max {
+    Ok((file, meta.len()))
+}
+
+/// The file at `path`, refused unless it is a regular file of at most `max` bytes.
+pub fn check_regular(path: &Path, max: u64) -> Result<std::fs::File> {
+    let (file, len) = open_regular(path)?;
+    if len > max {
         return Err(Error::Invalid(format!(
-            "{}: {} bytes, more than the {max} bytes such a file can need",
-            path.display(),
-            meta.len()
+            "{}: {len} bytes, more than the {max} bytes such a file can need",
+            path.display()
         )));
     }
     Ok(file)

@@ -3,7 +3,7 @@
 //! refused before its pixels are allocated, and a JPEG cut short is refused
 //! rather than decoded into grey rows.
 
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::BufReader;
 use std::path::Path;
 
 use image::codecs::gif::GifDecoder;
@@ -70,16 +70,8 @@ pub fn open_rgb(path: &Path) -> Result<RgbImage> {
 /// lacks it (inside a scan's data `FF` is always followed by `00` or a restart
 /// marker, so `FF D9` there is the real end).
 fn jpeg_is_whole(path: &Path) -> Result<()> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut data = Vec::new();
     // The image's size was checked; its compressed bytes are at most a few bytes a pixel.
-    let cap = MAX_PIXELS * 8;
-    if len > cap {
-        return Err(image_error(path, format!("{len} bytes, more than a JPEG of at most {MAX_PIXELS} pixels needs")));
-    }
-    file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
-    BufReader::new(file).take(cap).read_to_end(&mut data).map_err(|e| Error::io(path, e))?;
+    let data = crate::io::bounded::read_bounded(path, MAX_PIXELS * 8)?;
     let last_scan = data.windows(2).rposition(|w| w == [0xFF, 0xDA]);
     let whole = last_scan.is_some_and(|s| data[s..].windows(2).any(|w| w == [0xFF, 0xD9]));
     if whole {

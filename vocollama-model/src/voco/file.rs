@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 
 use super::cache::VocoCache;
 use crate::error::{Error, Result};
+use crate::io::bounded::open_regular;
 use crate::model::precision::{Precision, Quantize};
 
 pub const MAGIC: [u8; 8] = *b"VOCO\r\n\x1a\n";
@@ -194,10 +195,17 @@ impl Header {
 
     /// Read and check the header of the file at `path`, reading no more than the header.
     pub fn read(path: &Path) -> Result<Self> {
-        let (mut file, len) = open_regular(path)?;
+        let (file, len) = open_regular(path)?;
+        Self::read_from(file, len, path).map(|(header, _, _)| header)
+    }
+
+    /// The header of the open regular file `file` of `len` bytes, with the bytes read so
+    /// far and the file positioned after them.
+    fn read_from(mut file: File, len: u64, path: &Path) -> Result<(Self, Vec<u8>, File)> {
         let mut prefix = Vec::with_capacity(Self::MAX_BYTES);
         (&mut file).take(Self::MAX_BYTES as u64).read_to_end(&mut prefix).map_err(|e| Error::io(path, e))?;
-        Self::parse(&prefix, len).map_err(|msg| invalid(path, msg))
+        let header = Self::parse(&prefix, len).map_err(|msg| invalid(path, msg))?;
+        Ok((header, prefix, file))
     }
 
     /// Bytes of the keys and values.
@@ -264,12 +272,13 @@ impl VocoCache {
     /// header is checked against the file's length and the spec before the rest
     /// is read, and nothing beyond the length it declares is read.
     pub fn load(path: &Path, spec: &CacheSpec, device: &Device, dtype: FloatDType) -> Result<Self> {
-        let header = Header::read(path)?;
+        let (file, len) = open_regular(path)?;
+        let (header, mut bytes, file) = Header::read_from(file, len, path)?;
         spec.check(&header).map_err(|msg| invalid(path, msg))?;
         let expected = header.file_bytes().expect("checked by Header::parse") as u64;
-        let (file, _) = open_regular(path)?;
-        let mut bytes = Vec::with_capacity(expected as usize);
-        file.take(expected + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+        // The rest of the file, from where the header ended, and never more than declared.
+        bytes.reserve(expected as usize - bytes.len());
+        file.take(expected + 1 - bytes.len() as u64).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(&bytes, spec, device, dtype).map_err(|msg| invalid(path, msg))
     }
 
@@ -304,17 +313,6 @@ impl VocoCache {
         let layers = (0..h.layers).map(|_| (tensor(), tensor())).collect();
         Ok(Self { layers, positions, frames: h.frames, computed_in: h.computed_in })
     }
-}
-
-/// The file at `path`, refused unless it is a regular file (a device or a pipe
-/// could be read without end), with its length.
-fn open_regular(path: &Path) -> Result<(File, u64)> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(invalid(path, "not a regular file".into()));
-    }
-    Ok((file, meta.len()))
 }
 
 fn invalid(path: &Path, msg: String) -> Error {

@@ -15,6 +15,11 @@ far more than they hold, or are cut short. Each must be refused with one
   truncated.png        a 64 x 64 PNG cut off inside its pixel data
   overflow.voco        a .voco header whose declared sizes overflow when multiplied (~100 bytes)
   layers.voco          a .voco header declaring 4 billion layers of one token
+  tokenizer-decoder.json   the fixture tokenizer.json with a syntax error inside its decoder
+  tokenizer-template.json  the fixture tokenizer.json whose post-processor template names a
+                       special token it does not define
+  fuzz/vocollama-fuzz-tokenizer-*.bin  the two above as the fuzzer saves a case
+                       (the file's name, a zero byte, its bytes), replayed by the fuzz tests
 """
 import io
 import os
@@ -65,6 +70,20 @@ def main():
     img.save(buf, "JPEG", quality=90)
     jpeg = buf.getvalue()
     files["truncated.jpg"] = jpeg[: len(jpeg) * 2 // 3]
+    tokenizer = os.path.join(os.path.dirname(__file__), "..", "assets", "fixtures", "tokenizer", "tokenizer.json")
+    with open(tokenizer, "rb") as f:
+        tok = f.read()
+    # The `tokenizers` crate reads a decoder through an untagged enum and panics
+    # (rather than failing) on a syntax error inside it.
+    decoder = tok.replace(b'"decoders": [', b'"decoders":![', 1)
+    # Its template processor checks the special tokens it names only when it runs.
+    template = tok.replace(b'"id": "<s>"', b'"id": "<t>"', 1)
+    assert decoder != tok and template != tok, "the fixture tokenizer.json changed: update the edits"
+    files["tokenizer-decoder.json"] = decoder
+    files["tokenizer-template.json"] = template
+    files["fuzz/vocollama-fuzz-tokenizer-decoder.bin"] = b"tokenizer.json\0" + decoder
+    files["fuzz/vocollama-fuzz-tokenizer-template.bin"] = b"tokenizer.json\0" + template
+    os.makedirs(os.path.join(OUT, "fuzz"), exist_ok=True)
     for name, data in files.items():
         with open(os.path.join(OUT, name), "wb") as f:
             f.write(data)

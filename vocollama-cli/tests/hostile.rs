@@ -378,3 +378,20 @@ fn a_save_stopped_by_the_file_size_limit_leaves_the_old_file() {
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["cache.voco"], "a stray temporary file stayed");
 }
+
+/// A malformed tokenizer.json on which the `tokenizers` library itself panics (a
+/// syntax error inside the decoder, a template naming an undefined special token)
+/// is refused with one line naming the file, not a panic.
+#[test]
+fn malformed_tokenizer_json_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tokenizer-decoder.json", "tokenizer-template.json"] {
+        let m = dir.path().join(name);
+        copy_model("llava-hf", &m);
+        std::fs::copy(hostile(name), m.join("tokenizer.json")).unwrap();
+        let r = ask_image(m.to_str().unwrap(), &image("photo.png"), &[]);
+        let file = m.join("tokenizer.json");
+        assert_fails(&r, &format!("{}: not a tokenizer.json this version reads", file.display()));
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+}

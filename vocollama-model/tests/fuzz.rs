@@ -329,3 +329,38 @@ fn every_reader_survives_mutated_inputs() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(peak < 1024, "peak memory {peak} MiB: some input was allowed to allocate far beyond its size");
 }
+
+/// Every input a fuzz run once found panicking (`assets/hostile/fuzz/`, named
+/// `vocollama-fuzz-<reader>-<case>.bin` as the fuzzer saves them) is replayed
+/// through its reader and must now return. `VOCOLLAMA_FUZZ_REPLAY=DIR` replays
+/// another directory of saved cases instead and prints where each one panics.
+#[test]
+fn saved_fuzz_cases_no_longer_panic() {
+    let dir = std::env::var("VOCOLLAMA_FUZZ_REPLAY").map_or_else(|_| assets().join("hostile/fuzz"), PathBuf::from);
+    let scratch = tempfile::tempdir().unwrap();
+    let targets = targets(scratch.path());
+    let case_file = scratch.path().join("case");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.retain(|p| p.extension().is_some_and(|e| e == "bin"));
+    files.sort();
+    assert!(!files.is_empty(), "no saved cases in {}", dir.display());
+    let at = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let hook_at = at.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        *hook_at.lock().unwrap() =
+            info.location().map_or_else(|| "?".to_string(), |l| format!("{}:{}", l.file(), l.line()));
+    }));
+    let mut failures = Vec::new();
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let reader = name.trim_start_matches("vocollama-fuzz-").split('-').next().unwrap().to_string();
+        let t = targets.iter().find(|t| t.name == reader).unwrap_or_else(|| panic!("{name}: no reader {reader}"));
+        let input = bytes(f.clone());
+        if catch_unwind(AssertUnwindSafe(|| (t.run)(&input, &case_file))).is_err() {
+            failures.push(format!("{name}: panicked at {}", at.lock().unwrap()));
+        }
+    }
+    let _ = std::panic::take_hook();
+    eprintln!("replayed {} saved cases from {}: {} panic", files.len(), dir.display(), failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -42,6 +42,32 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// `f`, a call into the `tokenizers` crate, with a panic turned into an error.
+/// Its deserializer and post-processor panic on some malformed tokenizer.json
+/// files (a decoder that is neither tagged nor legacy, a template naming a
+/// special token it does not define); the panic's message is kept off stderr.
+fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    use std::cell::Cell;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    thread_local!(static QUIET: Cell<bool> = const { Cell::new(false) });
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info)
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    r.map_err(|p| {
+        let why = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+        format!("the tokenizers library failed on it ({})", why.unwrap_or_else(|| "no message".into()))
+    })
+}
+
 /// The JSON of an optional file of the tokenizer: `None` when it is not there.
 fn read_optional_json(path: &Path) -> Result<Option<Value>> {
     if !path.exists() {
@@ -93,8 +119,13 @@ impl Tokenizer {
         match source {
             TokenizerSource::Json => {
                 crate::io::bounded::check_regular(&json, crate::io::bounded::MAX_CONFIG_BYTES)?;
-                let tok = tokenizers::Tokenizer::from_file(&json)
-                    .map_err(|e| Error::config(&json, format!("not a tokenizer.json this version reads: {e}")))?;
+                let unreadable =
+                    |e: String| Error::config(&json, format!("not a tokenizer.json this version reads: {e}"));
+                let tok = guarded(|| tokenizers::Tokenizer::from_file(&json))
+                    .map_err(unreadable)?
+                    .map_err(|e| unreadable(e.to_string()))?;
+                // The post-processor's template is only checked when it runs: run it once now.
+                guarded(|| tok.encode("", true)).map_err(unreadable)?.map_err(|e| unreadable(e.to_string()))?;
                 let bos = tok.token_to_id(&bos_text);
                 let eos = tok.token_to_id(&eos_text);
                 Ok(Self { inner: Inner::Json(Box::new(tok)), source, path: json, bos, add_bos, eos, add_eos })
@@ -180,8 +211,8 @@ impl Tokenizer {
     /// Ids of `text` with BOS when the tokenizer adds it (as `tokenizer(text).input_ids`).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match &self.inner {
-            Inner::Json(t) => t
-                .encode(text, true)
+            Inner::Json(t) => guarded(|| t.encode(text, true))
+                .and_then(|r| r.map_err(|e| e.to_string()))
                 .map(|e| e.get_ids().to_vec())
                 .map_err(|e| Error::Invalid(format!("{}: cannot encode the text: {e}", self.path.display()))),
             Inner::Slow(t) => {
@@ -220,7 +251,9 @@ impl Tokenizer {
                 }
                 Ok(ids)
             }
-            Inner::Json(t) => self.encode_json_marked(t, text, user),
+            Inner::Json(t) => guarded(|| self.encode_json_marked(t, text, user)).unwrap_or_else(|e| {
+                Err(Error::Invalid(format!("{}: cannot encode the text: {e}", self.path.display())))
+            }),
         }
     }
 
@@ -295,7 +328,7 @@ impl Tokenizer {
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> String {
         match &self.inner {
-            Inner::Json(t) => t.decode(ids, true).unwrap_or_default(),
+            Inner::Json(t) => guarded(|| t.decode(ids, true)).ok().and_then(|r| r.ok()).unwrap_or_default(),
             Inner::Slow(t) => t.decode(ids),
         }
     }

@@ -3,7 +3,11 @@
 the runtime at 7B scale (nothing of it is committed: 14 GB).
 
     python3 -m venv /var/tmp/venv7b && /var/tmp/venv7b/bin/pip install numpy sentencepiece protobuf
-    /var/tmp/venv7b/bin/python tools/make_7b.py --out /var/tmp/7b [--seed 0] [--shards 2]
+    /var/tmp/venv7b/bin/python tools/make_7b.py --out /var/tmp/7b [--seed 0] [--shards 2] [--layers 32]
+
+`--layers L` writes the first L of the 32 layers (`OUT/voco-llama-7b-Llayers/`):
+the `slice7b` shape of `vocollama bench`, whose runtimes are compared per
+weight precision (`vocollama bench --model ... --llamacpp`, `tools/bench_llamacpp.py`).
 
 Writes, from the seed, in a few minutes, one tensor in memory at a time:
 
@@ -32,10 +36,10 @@ HIDDEN, FFN, LAYERS, HEADS, CONTEXT = 4096, 11008, 32, 32, 4096
 CLIP = dict(hidden=1024, ffn=4096, layers=24, heads=16, image=336, patch=14)
 
 
-def llama_tensors():
+def llama_tensors_of(layers):
     """(name, shape) of a Vicuna-7B in the original LLaVA layout, with the mlp2x_gelu projector."""
     out = [("model.embed_tokens.weight", (VOCAB + 1, HIDDEN))]
-    for i in range(LAYERS):
+    for i in range(layers):
         p = f"model.layers.{i}."
         for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
             out.append((p + f"self_attn.{n}.weight", (HIDDEN, HIDDEN)))
@@ -150,9 +154,12 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shards", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=LAYERS)
     a = ap.parse_args()
+    if not 1 <= a.layers <= LAYERS:
+        ap.error(f"--layers: expected 1 to {LAYERS}")
     rng = np.random.default_rng(a.seed)
-    model = os.path.join(a.out, "voco-llama-7b")
+    model = os.path.join(a.out, "voco-llama-7b" if a.layers == LAYERS else f"voco-llama-7b-{a.layers}layers")
     tower = os.path.join(a.out, "clip-vit-large-patch14-336")
     os.makedirs(model, exist_ok=True)
     os.makedirs(tower, exist_ok=True)
@@ -171,7 +178,7 @@ def main():
 
     write_json(os.path.join(model, "config.json"), {
         "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava_llama", "torch_dtype": "float16",
-        "vocab_size": VOCAB + 1, "hidden_size": HIDDEN, "intermediate_size": FFN, "num_hidden_layers": LAYERS,
+        "vocab_size": VOCAB + 1, "hidden_size": HIDDEN, "intermediate_size": FFN, "num_hidden_layers": a.layers,
         "num_attention_heads": HEADS, "num_key_value_heads": HEADS, "max_position_embeddings": CONTEXT,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2,
         "pad_token_id": 0, "tie_word_embeddings": False, "mm_vision_tower": "openai/clip-vit-large-patch14-336",
@@ -179,7 +186,7 @@ def main():
         "mm_vision_select_feature": "patch", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
         "image_aspect_ratio": "pad", "voco_num": 1})
     write_tokenizer(model)
-    tensors = llama_tensors()
+    tensors = llama_tensors_of(a.layers)
     per = -(-len(tensors) // a.shards)
     weight_map = {}
     for k in range(a.shards):

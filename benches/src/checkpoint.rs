@@ -31,7 +31,14 @@ pub struct PrecisionRun {
     pub stage1_ms: f64,
     /// The question's prefill against the VoCo cache (median ms).
     pub prefill_ms: f64,
+    /// A prompt as long as the image's whole sequence (`long_tokens`: BOS, the image
+    /// tokens, `▁\n` and the question), prefilled from an empty cache (median ms).
+    pub long_tokens: usize,
+    pub long_prefill_ms: f64,
     pub decode_ms: f64,
+    /// Bytes of weights one decoded token reads (the decoder's linear layers as
+    /// held, and the output head): the decode ceiling's numerator.
+    pub decode_weight_bytes: u64,
     /// Key/value bytes of the session after the question (VoCo tokens and text), as held.
     pub kv_bytes: u64,
 }
@@ -82,7 +89,10 @@ pub fn measure(
                 vision_ms: 0.0,
                 stage1_ms: 0.0,
                 prefill_ms: 0.0,
+                long_tokens: 0,
+                long_prefill_ms: 0.0,
                 decode_ms: 0.0,
+                decode_weight_bytes: 0,
                 kv_bytes: 0,
             });
         }
@@ -113,6 +123,11 @@ pub fn measure(
     let mut after = session.clone();
     after.feed(&text, &[])?;
     let decode_ms = decode(&after, w)?;
+    let long_tokens = 1 + model.image_tokens() + 2 + w.text;
+    log(&format!("{asked}: a prompt of {long_tokens} tokens (an image's whole sequence)"));
+    let long: Vec<i64> = text_ids(long_tokens).into_iter().map(|id| id % vocab).collect();
+    let long_prefill_ms =
+        time(device, w.reps.saturating_sub(1).max(1), || Session::empty(&model).next_logits(&long, &[]))?;
     let kv_bytes = (after.cached() * model.config.llm.kv_bytes_per_token(model.precision.float_bytes())) as u64;
     Ok(PrecisionRun {
         asked: asked.into(),
@@ -124,7 +139,27 @@ pub fn measure(
         vision_ms: ms(|s| s.vision_encode),
         stage1_ms: ms(|s| s.compress),
         prefill_ms,
+        long_tokens,
+        long_prefill_ms,
         decode_ms,
+        decode_weight_bytes: decode_weight_bytes(&model, device),
         kv_bytes,
     })
+}
+
+/// The weight bytes a decoded token reads: every linear layer of the decoder blocks
+/// as held (quantized values and their scales, or floats) and the float output head.
+fn decode_weight_bytes(model: &LlavaModel, device: &Device) -> u64 {
+    let c = &model.config.llm;
+    let (d, kv) = (c.hidden_size, c.num_key_value_heads * c.head_dim);
+    let q = c.num_attention_heads * c.head_dim;
+    let linear = c.num_hidden_layers * (2 * d * q + 2 * d * kv + 3 * d * c.intermediate_size);
+    let float = model.precision.float_bytes() as f64;
+    let per_weight = match model.precision.quantize {
+        Quantize::None => float,
+        // CubeCL packs values with f16 block scales; flex keeps a byte a value and f32 scales.
+        q if vocollama_kernels::device::is_cubecl(device) => q.bytes_per_weight(true),
+        _ => 1.0 + 4.0 / 32.0,
+    };
+    (linear as f64 * per_weight + (c.vocab_size * d) as f64 * float) as u64
 }

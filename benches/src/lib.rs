@@ -4,8 +4,11 @@
 //! random weights (no files). Run as `vocollama bench` or
 //! `cargo bench -p vocollama-benches --bench table7 -- [FLAGS]`.
 
+pub mod ceilings;
+pub mod chart;
 pub mod checkpoint;
 pub mod flops;
+pub mod llamacpp;
 pub mod report;
 pub mod shapes;
 pub mod stages;
@@ -67,6 +70,19 @@ pub struct BenchArgs {
     /// the checkpoint's float type); one the machine cannot hold is reported as refused.
     #[arg(long, value_delimiter = ',', default_value = "f32,f16,q8,q4")]
     pub precisions: Vec<String>,
+    /// With --model: also run llama.cpp on the same weights (as GGUF F32, F16, Q8_0, Q4_0
+    /// for f32, f16, q8, q4) in this run, through `tools/bench_llamacpp.py`.
+    #[arg(long)]
+    pub llamacpp: bool,
+    /// Python with `llama-cpp-python` and `gguf` (set up as tools/bench_llamacpp.py says), for --llamacpp.
+    #[arg(long, default_value = "python3")]
+    pub llamacpp_python: String,
+    /// The llama.cpp benchmark script.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/bench_llamacpp.py"))]
+    pub llamacpp_script: PathBuf,
+    /// Where --llamacpp writes its GGUF files (kept for the next run) [default: the temp dir].
+    #[arg(long)]
+    pub gguf_dir: Option<PathBuf>,
 }
 
 /// Run every stage on every chosen backend (then PyTorch), reporting progress through `log`.
@@ -79,6 +95,13 @@ pub fn run(a: &BenchArgs, command: String, log: &mut dyn FnMut(&str)) -> Result<
     }
     if let Some(dir) = &a.model {
         return run_checkpoint(a, dir, command, log);
+    }
+    if a.llamacpp {
+        return Err(Error::Invalid(
+            "--llamacpp needs --model DIR, the weights both runtimes read (tools/make_7b.py --layers 4 writes \
+             the slice7b shape)"
+                .into(),
+        ));
     }
     let shape = Shape::named(&a.shape, a.layers)?;
     let positions = 1 + shape.image_tokens() + 2 + a.text + a.decode;
@@ -117,6 +140,8 @@ pub fn run(a: &BenchArgs, command: String, log: &mut dyn FnMut(&str)) -> Result<
         torch,
         torch_compared_with: compared,
         checkpoint: None,
+        ceilings: None,
+        llamacpp: None,
     })
 }
 
@@ -130,17 +155,73 @@ fn run_checkpoint(a: &BenchArgs, dir: &Path, command: String, log: &mut dyn FnMu
     let name = a.backends.first().map_or(backend::DEFAULT, String::as_str);
     let device = backend::device(name)?;
     let w = Workload { text: a.text, decode: a.decode, voco: a.voco_tokens, reps: a.reps };
+    // The other runtimes' inputs are checked before anything is measured.
+    let config = vocollama_model::ModelConfig::from_dir(dir)?;
+    let torch_shape = if a.torch { Some(Shape::of_model(&config)?) } else { None };
+    let gguf_types: Vec<&str> =
+        a.precisions.iter().map(String::as_str).filter(|p| ["f32", "f16", "q8", "q4"].contains(p)).collect();
+    if a.llamacpp && gguf_types.is_empty() {
+        return Err(Error::Invalid("--llamacpp: none of --precisions is f32, f16, q8 or q4".into()));
+    }
+    log("memory bandwidth (read and copy, every core)");
+    let ceilings = ceilings::measure();
     let runs =
         a.precisions.iter().map(|p| checkpoint::measure(dir, p, &device, &w, log)).collect::<Result<Vec<_>>>()?;
+    let torch = match &torch_shape {
+        Some(shape) => {
+            log("PyTorch (cpu, f32)");
+            Some(torch::run(&a.python, &a.torch_script, shape, &w, "cpu", a.gemm)?)
+        }
+        None => None,
+    };
+    let llamacpp = if a.llamacpp {
+        log("llama.cpp");
+        let work = a.gguf_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("vocollama-gguf"));
+        let long = runs.iter().find(|r| !r.refused).map_or(1 + 576 + 2 + a.text, |r| r.long_tokens);
+        Some(llamacpp::run(
+            &a.llamacpp_python,
+            &a.llamacpp_script,
+            dir,
+            &gguf_types,
+            &work,
+            (a.text, long, a.decode),
+            a.reps,
+        )?)
+    } else {
+        None
+    };
     let shape = format!("the model directory `{}`", dir.display());
     let checkpoint = Some(report::CheckpointRuns { backend: name.to_string(), runs });
-    Ok(Report { command, shape, workload: w, runs: vec![], torch: None, torch_compared_with: None, checkpoint })
+    Ok(Report {
+        command,
+        shape,
+        workload: w,
+        runs: vec![],
+        torch,
+        torch_compared_with: None,
+        checkpoint,
+        ceilings: Some(ceilings),
+        llamacpp,
+    })
 }
 
-/// The report as markdown at `out` and JSON beside it, each written whole or not at all.
+/// The report as markdown at `out`, JSON beside it and its charts as `<stem>-<chart>.svg`
+/// (linked from the markdown), each written whole or not at all.
 pub fn write(report: &Report, out: &Path) -> Result<()> {
+    use std::fmt::Write;
     use vocollama_model::io::atomic_write::write_atomic;
-    write_atomic(out, report.markdown().as_bytes())?;
+    let stem = out.file_stem().map_or("bench".into(), |s| s.to_string_lossy().into_owned());
+    let mut markdown = report.markdown();
+    let charts = report.charts();
+    if !charts.is_empty() {
+        let _ = writeln!(markdown, "## Charts\n");
+    }
+    for (name, svg) in &charts {
+        let file = format!("{stem}-{name}.svg");
+        write_atomic(&out.with_file_name(&file), svg.as_bytes())?;
+        let _ = writeln!(markdown, "![{name}]({file})\n");
+    }
+    write_atomic(out, markdown.as_bytes())?;
     let json = serde_json::to_string_pretty(report).expect("the report serializes");
     write_atomic(&out.with_extension("json"), json.as_bytes())
 }

@@ -5,7 +5,9 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::ceilings::Ceilings;
 use crate::checkpoint::PrecisionRun;
+use crate::llamacpp::LlamaCppRun;
 use crate::stages::{BackendRun, Question, Workload};
 use crate::torch::TorchRun;
 
@@ -20,6 +22,10 @@ pub struct Report {
     pub torch_compared_with: Option<String>,
     /// `--model DIR`: that directory at each precision.
     pub checkpoint: Option<CheckpointRuns>,
+    /// `--model DIR`: the machine's memory bandwidth, for the decode ceilings.
+    pub ceilings: Option<Ceilings>,
+    /// `--model DIR --llamacpp`: llama.cpp on the same weights.
+    pub llamacpp: Option<LlamaCppRun>,
 }
 
 /// A model directory measured at several precisions on one backend.
@@ -49,6 +55,118 @@ fn gflop(f: f64) -> String {
 }
 
 impl Report {
+    /// The run's charts as `(name, svg)`: stage times per runtime (or backend), and
+    /// with --model, decoding per precision against its bandwidth ceiling.
+    pub fn charts(&self) -> Vec<(&'static str, String)> {
+        use crate::chart::{Chart, Group};
+        let mut out = Vec::new();
+        if let Some(c) = &self.checkpoint {
+            let runs: Vec<&PrecisionRun> = c.runs.iter().filter(|r| !r.refused).collect();
+            let llama =
+                |r: &PrecisionRun| self.llamacpp.as_ref().and_then(|l| l.rows.iter().find(|x| x.dtype == r.asked));
+            let torch = |r: &PrecisionRun| self.torch.as_ref().filter(|_| r.asked == "f32");
+            let long = runs.first().map_or(0, |r| r.long_tokens);
+            let mut groups = Vec::new();
+            for r in &runs {
+                let stages: [(String, f64, Option<f64>, Option<f64>); 3] = [
+                    (
+                        format!("{} prefill {}", r.asked, self.workload.text),
+                        r.prefill_ms,
+                        llama(r).map(|l| l.prefill_short_ms),
+                        torch(r).map(|t| t.voco.prefill_ms),
+                    ),
+                    (
+                        format!("{} prefill {long}", r.asked),
+                        r.long_prefill_ms,
+                        llama(r).map(|l| l.prefill_long_ms),
+                        torch(r).map(|t| t.baseline.prefill_ms),
+                    ),
+                    (
+                        format!("{} decode", r.asked),
+                        r.decode_ms,
+                        llama(r).map(|l| l.decode_ms),
+                        torch(r).map(|t| t.voco.decode_ms),
+                    ),
+                ];
+                for (label, ours, l, t) in stages {
+                    let mut bars = vec![(0, ours)];
+                    bars.extend(l.map(|v| (1, v)));
+                    bars.extend(t.map(|v| (2, v)));
+                    groups.push(Group { label, bars, marker: None });
+                }
+            }
+            out.push((
+                "stages",
+                Chart {
+                    title: "Stage times per runtime".into(),
+                    unit: "ms, shorter is faster".into(),
+                    series: vec!["vocollama".into(), "llama.cpp".into(), "PyTorch".into()],
+                    groups,
+                    marker_label: None,
+                }
+                .svg(),
+            ));
+            if let Some(m) = &self.ceilings {
+                let groups = runs
+                    .iter()
+                    .map(|r| {
+                        let mut bars = vec![(0, 1e3 / r.decode_ms)];
+                        bars.extend(llama(r).map(|l| (1, 1e3 / l.decode_ms)));
+                        bars.extend(torch(r).map(|t| (2, 1e3 / t.voco.decode_ms)));
+                        let ceiling = m.read_gbs * 1e9 / r.decode_weight_bytes.max(1) as f64;
+                        Group { label: r.asked.clone(), bars, marker: Some(ceiling) }
+                    })
+                    .collect();
+                out.push((
+                    "decode",
+                    Chart {
+                        title: "Decoding per weight precision".into(),
+                        unit: "tokens/s, longer is faster".into(),
+                        series: vec!["vocollama".into(), "llama.cpp".into(), "PyTorch".into()],
+                        groups,
+                        marker_label: Some(format!("ceiling: weights read at {:.1} GB/s", m.read_gbs)),
+                    }
+                    .svg(),
+                ));
+            }
+        } else if !self.runs.is_empty() {
+            let mut series: Vec<String> = self.runs.iter().map(|r| r.backend.clone()).collect();
+            if self.torch.is_some() {
+                series.push("PyTorch".into());
+            }
+            type Pick = fn(&BackendRun) -> f64;
+            type TorchPick = fn(&TorchRun) -> f64;
+            let stages: [(&str, Pick, TorchPick); 6] = [
+                ("vision encode", |r| r.vision_ms, |t| t.vision_ms),
+                ("stage 1", |r| r.stage1_ms, |t| t.stage1_ms),
+                ("baseline prefill", |r| r.baseline.prefill_ms, |t| t.baseline.prefill_ms),
+                ("full caching prefill", |r| r.full_caching.prefill_ms, |t| t.full_caching.prefill_ms),
+                ("VoCo prefill", |r| r.voco.prefill_ms, |t| t.voco.prefill_ms),
+                ("decode / token", |r| r.voco.decode_ms, |t| t.voco.decode_ms),
+            ];
+            let groups = stages
+                .iter()
+                .map(|(label, pick, tpick)| {
+                    let mut bars: Vec<(usize, f64)> = self.runs.iter().enumerate().map(|(i, r)| (i, pick(r))).collect();
+                    bars.extend(self.torch.as_ref().map(|t| (self.runs.len(), tpick(t))));
+                    Group { label: label.to_string(), bars, marker: None }
+                })
+                .collect();
+            out.push((
+                "stages",
+                Chart {
+                    title: "Stage times per backend".into(),
+                    unit: "ms, shorter is faster".into(),
+                    series,
+                    groups,
+                    marker_label: None,
+                }
+                .svg(),
+            ));
+        }
+        out
+    }
+
     pub fn markdown(&self) -> String {
         let w = &self.workload;
         let mut s = String::new();
@@ -74,6 +192,7 @@ impl Report {
         }
         if let Some(c) = &self.checkpoint {
             precisions(&mut s, c);
+            runtimes(&mut s, c, self.ceilings.as_ref(), self.llamacpp.as_ref(), self.torch.as_ref(), (w.voco, w.text));
         }
         for r in &self.runs {
             table7(&mut s, r);
@@ -119,6 +238,130 @@ fn precisions(s: &mut String, c: &CheckpointRuns) {
     let _ = writeln!(s);
     for r in &c.runs {
         let _ = writeln!(s, "- {}: {}", r.asked, r.weights);
+    }
+    let _ = writeln!(s);
+}
+
+/// vocollama, llama.cpp and PyTorch on the same model, per weight precision, with the ratios
+/// and each decode set against the time its weights take to read at the measured bandwidth.
+fn runtimes(
+    s: &mut String,
+    c: &CheckpointRuns,
+    ceilings: Option<&Ceilings>,
+    llama: Option<&LlamaCppRun>,
+    torch: Option<&TorchRun>,
+    (voco, text): (usize, usize),
+) {
+    if llama.is_none() && torch.is_none() && ceilings.is_none() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "## Runtimes side by side
+"
+    );
+    let runs: Vec<&PrecisionRun> = c.runs.iter().filter(|r| !r.refused).collect();
+    let long = runs.first().map_or(0, |r| r.long_tokens);
+    let short = text;
+    if let Some(m) = ceilings {
+        let _ = writeln!(
+            s,
+            "Memory on {} threads: {:.1} GB/s read (a parallel sum), {:.1} GB/s copied (read + written). \
+             Decode ceiling = the weight bytes a token reads / the read bandwidth.{}\n",
+            m.threads,
+            m.read_gbs,
+            m.copy_gbs,
+            torch.map_or(String::new(), |t| format!(
+                " PyTorch's f32 GEMM: {:.1} GFLOP/s on {} threads.",
+                t.gemm_gflops, t.threads
+            ))
+        );
+    }
+    if let Some(l) = llama {
+        let _ = writeln!(
+            s,
+            "llama.cpp through llama-cpp-python {} (built from source for this CPU: {}), the same weights as GGUF \
+             (`tools/bench_llamacpp.py`); its prompts have the same lengths; its decoding follows the {}-token \
+             prefill. vocollama's {short}-token prefill is the question against a {}-token VoCo cache; its long prompt \
+             is {long} tokens from an empty cache.\n",
+            l.llama_cpp_python, l.system_info, l.short, voco
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| weights | runtime | threads | prefill {short} tok ms | prefill {long} tok ms | decode ms/token | decode tok/s | \
+         ceiling ms/token | share of ceiling |"
+    );
+    let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let ceiling = |r: &PrecisionRun| ceilings.map(|m| r.decode_weight_bytes as f64 / (m.read_gbs * 1e9) * 1e3);
+    let threads = ceilings.map_or(0, |m| m.threads);
+    for r in &runs {
+        let cm = ceiling(r);
+        let share = |ms: f64| cm.map_or("—".into(), |c| format!("{:.0} %", c / ms * 100.0));
+        let cs = cm.map_or("—".into(), |c| format!("{c:.1}"));
+        let _ = writeln!(
+            s,
+            "| {} | vocollama | {threads} | {:.1} | {:.1} | {:.1} | {:.2} | {cs} | {} |",
+            r.asked,
+            r.prefill_ms,
+            r.long_prefill_ms,
+            r.decode_ms,
+            1e3 / r.decode_ms,
+            share(r.decode_ms)
+        );
+        if let Some(l) = llama.and_then(|l| l.rows.iter().find(|x| x.dtype == r.asked)) {
+            let _ = writeln!(
+                s,
+                "| {} | llama.cpp ({}) | {} | {:.1} | {:.1} | {:.1} | {:.2} | {cs} | {} |",
+                r.asked,
+                l.gguf_type,
+                l.threads,
+                l.prefill_short_ms,
+                l.prefill_long_ms,
+                l.decode_ms,
+                1e3 / l.decode_ms,
+                share(l.decode_ms)
+            );
+        }
+        if let Some(t) = torch.filter(|_| r.asked == "f32") {
+            let _ = writeln!(
+                s,
+                "| f32 | PyTorch {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {cs} | {} |",
+                t.torch,
+                t.threads,
+                t.voco.prefill_ms,
+                t.baseline.prefill_ms,
+                t.voco.decode_ms,
+                1e3 / t.voco.decode_ms,
+                share(t.voco.decode_ms)
+            );
+        }
+    }
+    let _ = writeln!(s, "\nTime ratios, vocollama / the other runtime (below 1.00: vocollama faster):\n");
+    let _ = writeln!(s, "| weights | vs | prefill {short} tok | prefill {long} tok | decode | vision | stage 1 |");
+    let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    for r in &runs {
+        if let Some(l) = llama.and_then(|l| l.rows.iter().find(|x| x.dtype == r.asked)) {
+            let _ = writeln!(
+                s,
+                "| {} | llama.cpp | {:.2} | {:.2} | {:.2} | — | — |",
+                r.asked,
+                r.prefill_ms / l.prefill_short_ms,
+                r.long_prefill_ms / l.prefill_long_ms,
+                r.decode_ms / l.decode_ms
+            );
+        }
+        if let Some(t) = torch.filter(|_| r.asked == "f32") {
+            let _ = writeln!(
+                s,
+                "| f32 | PyTorch | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                r.prefill_ms / t.voco.prefill_ms,
+                r.long_prefill_ms / t.baseline.prefill_ms,
+                r.decode_ms / t.voco.decode_ms,
+                r.vision_ms / t.vision_ms,
+                r.stage1_ms / t.stage1_ms
+            );
+        }
     }
     let _ = writeln!(s);
 }

@@ -53,6 +53,26 @@ impl Shape {
         Ok(shape)
     }
 
+    /// A model directory's LLaMA with the tower LLaVA-1.5 uses (CLIP ViT-L/14-336), for the
+    /// PyTorch side of `bench --model`: its own tower config where the model holds one
+    /// (llava-hf), else the 336-px CLIP-L that `mm_vision_tower` names.
+    pub fn of_model(config: &vocollama_model::ModelConfig) -> Result<Self> {
+        let slice = Self::named("slice7b", None)?;
+        let vision = match &config.vision {
+            Some(v) => v.clone(),
+            None => {
+                let tower = config.mm.as_ref().and_then(|m| m.vision_tower.clone()).unwrap_or_default();
+                if !tower.contains("clip-vit-large-patch14-336") {
+                    return Err(Error::Invalid(format!(
+                        "--torch with --model: the PyTorch side builds CLIP ViT-L/14-336, but the model's tower is `{tower}`"
+                    )));
+                }
+                slice.vision
+            }
+        };
+        Ok(Self { name: "the model directory's".into(), vision, llm: config.llm.clone() })
+    }
+
     /// Image tokens after the tower, as `LlavaModel::random` builds the model (LLaVA-1.5's choices).
     pub fn image_tokens(&self) -> usize {
         MultimodalConfig::llava15(self.vision.hidden_size).image_tokens(&self.vision)

@@ -103,3 +103,77 @@ fn bench_measures_a_model_directory_at_each_precision() {
     let bad = vocollama(&["bench", "--model", model.to_str().unwrap(), "--precisions", "f8"]);
     common::assert_fails(&bad, "--precisions: unknown precision `f8`");
 }
+
+/// The Python that `tools/setup_llamacpp.sh` sets up (`.ci/run` runs it first).
+fn llamacpp_python() -> String {
+    let venv = std::env::var("VOCOLLAMA_LLAMACPP_VENV").unwrap_or_else(|_| "/var/tmp/vocollama-llamacpp".into());
+    let python = format!("{venv}/bin/python");
+    let ready =
+        std::process::Command::new(&python).args(["-c", "import llama_cpp, gguf"]).status().is_ok_and(|s| s.success());
+    assert!(ready, "{python} has no llama_cpp/gguf: run tools/setup_llamacpp.sh (CI does)");
+    python
+}
+
+/// llama.cpp beside vocollama on the same weights: the model directory's LLaMA
+/// written as GGUF at each type, run through llama.cpp, and both in one report
+/// with the ratios, the bandwidth ceiling and the charts.
+#[test]
+fn bench_runs_llamacpp_on_the_same_weights() {
+    let python = llamacpp_python();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.md");
+    let gguf = dir.path().join("gguf");
+    let model = common::fixture("llava-gqa-bf16");
+    let r = vocollama(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--precisions",
+        "f32,q8,q4",
+        "--llamacpp",
+        "--llamacpp-python",
+        &python,
+        "--gguf-dir",
+        gguf.to_str().unwrap(),
+        "--reps",
+        "1",
+        "--decode",
+        "2",
+        "--text",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
+    let rows = json["llamacpp"]["rows"].as_array().unwrap();
+    let types: Vec<&str> = rows.iter().map(|r| r["gguf_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["F32", "Q8_0", "Q4_0"]);
+    for row in rows {
+        for key in ["prefill_short_ms", "prefill_long_ms", "decode_ms", "file_bytes", "threads"] {
+            assert!(f(&row[key]) > 0.0, "{key} in {row}");
+        }
+        assert!(gguf.join(format!("llava-gqa-bf16-{}.gguf", row["gguf_type"].as_str().unwrap())).is_file());
+    }
+    // Quantized files are smaller than the f32 one: the types really differ.
+    assert!(
+        f(&rows[2]["file_bytes"]) < f(&rows[1]["file_bytes"]) && f(&rows[1]["file_bytes"]) < f(&rows[0]["file_bytes"])
+    );
+    let runs = json["checkpoint"]["runs"].as_array().unwrap();
+    for run in runs {
+        for key in ["long_prefill_ms", "decode_weight_bytes", "long_tokens"] {
+            assert!(f(&run[key]) > 0.0, "{key} in {run}");
+        }
+    }
+    assert!(f(&json["ceilings"]["read_gbs"]) > 0.0 && f(&json["ceilings"]["threads"]) >= 1.0);
+    let md = std::fs::read_to_string(&out).unwrap();
+    assert!(md.contains("## Runtimes side by side") && md.contains("| q4 | llama.cpp (Q4_0) |"), "{md}");
+    for chart in ["report-stages.svg", "report-decode.svg"] {
+        assert!(md.contains(chart), "{md}");
+        let svg = std::fs::read_to_string(dir.path().join(chart)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("llama.cpp"), "{chart}");
+    }
+    // Without a model directory there are no shared weights to compare on.
+    let bad = vocollama(&["bench", "--llamacpp"]);
+    common::assert_fails(&bad, "--llamacpp needs --model DIR");
+}

@@ -14,6 +14,7 @@ pub mod attention;
 pub mod device;
 pub mod fused;
 pub mod handoff;
+pub mod quant;
 pub mod rope;
 
 pub use attention::{KeyRule, PreparedRule, SampleRule, attention};

@@ -2,6 +2,7 @@
 //! weight holds: f32, half precision, or quantized blocks. (Burn's batched
 //! form reshapes the weight, and a quantized weight held as a transposed view
 //! would be dequantized and quantized again by that reshape on every call.)
+//! Quantized weights on the CPU backend go through `vocollama_kernels::quant`.
 
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
@@ -19,7 +20,13 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let rows = dims[..D - 1].iter().product::<usize>();
     let mut out = dims;
     out[D - 1] = d_out;
-    let y = x.reshape([rows, d_in]).matmul(weight).reshape(out);
+    let x = x.reshape([rows, d_in]);
+    let y = match vocollama_kernels::quant::runs(&x.device(), weight.dtype()) {
+        // Quantized weights on the CPU: multiplied where they lie (`vocollama_kernels::quant`).
+        true => vocollama_kernels::quant::quantized_matmul(x, weight).expect("runs on this device"),
+        false => x.matmul(weight),
+    }
+    .reshape(out);
     match &layer.bias {
         Some(b) => y + b.val().unsqueeze(),
         None => y,

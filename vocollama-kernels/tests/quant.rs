@@ -1,0 +1,81 @@
+//! Linear layers with block-quantized weights (q8, q4) against the tensor-op
+//! reference (`x · dequantize(w)`) on every device: on flex the quantized
+//! matmul of `vocollama_kernels::quant` (the fused loops up to 16 rows, the
+//! dequantize-then-matmul path above), on CubeCL devices Burn's own quantized
+//! matmul, which is what the model runs there. Weights as the loader makes
+//! them (`[out, in]` quantized along `in`, then transposed) and quantized
+//! directly as `[in, out]` with blocks along `in`; f32, f16 and bf16 activations.
+
+mod common;
+
+use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
+use vocollama_kernels::quant::{quantized_matmul, runs};
+
+fn scheme(value: QuantValue, block: &[u8]) -> QuantScheme {
+    QuantScheme::default().with_value(value).with_store(QuantStore::PackedU32(0)).per_block(block, ScaleDtype::F16)
+}
+
+/// max|got − want| / max|want| over 2-D tensors.
+fn max_rel(got: Tensor<2>, want: Tensor<2>) -> f32 {
+    let g = got.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+    let w = want.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+    assert_eq!(g.len(), w.len());
+    let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(scale > 0.0, "the reference is all zeros: the comparison could not fail");
+    assert!(g.iter().all(|x| x.is_finite()), "non-finite output");
+    g.iter().zip(&w).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+}
+
+/// The quantized weight `[d_in, d_out]` as the loader makes it, and (flex) quantized directly.
+fn weights(value: QuantValue, d_in: usize, d_out: usize, device: &Device) -> Vec<(&'static str, Tensor<2>)> {
+    let loader = Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 0.05), device)
+        .quantize_dynamic(&scheme(value, &[32]))
+        .transpose();
+    if vocollama_kernels::device::is_cubecl(device) {
+        // CubeCL packs blocks along the last dimension only (a [32, 1] block is refused there).
+        return vec![("as loaded", loader)];
+    }
+    let direct = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, 0.05), device)
+        .quantize_dynamic(&scheme(value, &[32, 1]));
+    vec![("as loaded", loader), ("[in, out]", direct)]
+}
+
+#[test]
+fn quantized_linear_matches_the_dequantized_reference() {
+    let mut fused = 0;
+    for (name, device) in common::devices() {
+        for value in [QuantValue::Q8S, QuantValue::Q4S] {
+            // d_out off the 64-column task size; rows across the fused limit.
+            for (label, w) in weights(value, 96, 200, &device) {
+                assert!(matches!(w.dtype(), DType::QFloat(_)), "{label}: not quantized");
+                let reference = w.clone().dequantize().cast(FloatDType::F32);
+                for rows in [1, 3, 16, 17, 40] {
+                    let x = Tensor::<2>::random([rows, 96], Distribution::Normal(0.0, 1.0), &device);
+                    let want = x.clone().matmul(reference.clone());
+                    for (dtype, tol) in [(FloatDType::F32, 1e-4), (FloatDType::F16, 1e-2), (FloatDType::BF16, 3e-2)] {
+                        if dtype == FloatDType::BF16 && name == "wgpu" {
+                            continue; // lavapipe has no bf16 (the precision tests say so)
+                        }
+                        let xd = x.clone().cast(dtype);
+                        let got = match quantized_matmul(xd.clone(), w.clone()) {
+                            Some(y) => {
+                                fused += 1;
+                                y
+                            }
+                            None => xd.matmul(w.clone()),
+                        };
+                        assert_eq!(got.dtype(), DType::from(dtype), "{name} {label}: output float type");
+                        let rel = max_rel(got, want.clone());
+                        eprintln!("{name} {value:?} {label} rows {rows} {dtype:?}: {rel:.2e}");
+                        assert!(rel <= tol, "{name} {value:?} {label} rows {rows} {dtype:?}: {rel:e} > {tol:e}");
+                    }
+                }
+            }
+        }
+        assert_eq!(runs(&device, DType::QFloat(scheme(QuantValue::Q8S, &[32]))), name == "flex");
+    }
+    #[cfg(feature = "flex")]
+    assert!(fused > 0, "the flex quantized matmul was never run");
+    let _ = fused;
+}

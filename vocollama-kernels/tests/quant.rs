@@ -27,18 +27,31 @@ fn max_rel(got: Tensor<2>, want: Tensor<2>) -> f32 {
     g.iter().zip(&w).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
 }
 
-/// The quantized weight `[d_in, d_out]` as the loader makes it, and (flex) quantized directly.
+/// The quantized weight `[d_in, d_out]` as the loader makes it; on flex also through Burn's
+/// transpose and quantized directly as `[in, out]` (the other byte layout the kernel reads).
 fn weights(value: QuantValue, d_in: usize, d_out: usize, device: &Device) -> Vec<(&'static str, Tensor<2>)> {
-    let loader = Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 0.05), device)
-        .quantize_dynamic(&scheme(value, &[32]))
-        .transpose();
-    if vocollama_kernels::device::is_cubecl(device) {
-        // CubeCL packs blocks along the last dimension only (a [32, 1] block is refused there).
-        return vec![("as loaded", loader)];
+    let oi = Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 0.05), device)
+        .quantize_dynamic(&scheme(value, &[32]));
+    let loader = vocollama_kernels::quant::transpose(oi.clone());
+    if !vocollama_kernels::device::is_cubecl(device) {
+        // Burn's own transpose (dequantize, transpose, quantize again) gives the same values.
+        let burn = oi.transpose();
+        let (a, b) = (loader.clone().dequantize(), burn.clone().dequantize());
+        assert_eq!(a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
+        return vec![
+            ("as loaded", loader),
+            ("burn's transpose", burn),
+            ("[in, out]", direct(value, d_in, d_out, device)),
+        ];
     }
-    let direct = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, 0.05), device)
-        .quantize_dynamic(&scheme(value, &[32, 1]));
-    vec![("as loaded", loader), ("[in, out]", direct)]
+    // CubeCL packs blocks along the last dimension only (a [32, 1] block is refused there).
+    vec![("as loaded", loader)]
+}
+
+/// A weight quantized directly as `[in, out]`, blocks along `in` (bytes contiguous along `out`).
+fn direct(value: QuantValue, d_in: usize, d_out: usize, device: &Device) -> Tensor<2> {
+    Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, 0.05), device)
+        .quantize_dynamic(&scheme(value, &[32, 1]))
 }
 
 #[test]

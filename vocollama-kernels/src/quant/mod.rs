@@ -24,11 +24,18 @@ mod extension {
         /// `x · w` for `x: [rows, d_in]` in a float type and `w: [d_in, d_out]` quantized
         /// in blocks; the result is in `x`'s float type.
         fn quantized_matmul(x: FloatTensor<Self>, w: QuantizedTensor<Self>) -> FloatTensor<Self>;
+
+        /// `w: [out, in]` quantized in blocks along `in`, as the `[in, out]` view.
+        fn quantized_transpose(w: QuantizedTensor<Self>) -> QuantizedTensor<Self>;
     }
 
     impl QuantizedLinear for burn_flex::Flex {
         fn quantized_matmul(x: burn_flex::FlexTensor, w: burn_flex::FlexQTensor) -> burn_flex::FlexTensor {
             super::cpu::quantized_matmul(x, w)
+        }
+
+        fn quantized_transpose(w: burn_flex::FlexQTensor) -> burn_flex::FlexQTensor {
+            super::cpu::transpose(w)
         }
     }
 }
@@ -44,6 +51,25 @@ pub fn runs(device: &burn::tensor::Device, w_dtype: DType) -> bool {
         burn::backend::DispatchDevice::Flex(_) => matches!(w_dtype, DType::QFloat(_)),
         _ => false,
     }
+}
+
+/// The `[in, out]` view of a linear layer's `[out, in]` weight (PyTorch's layout). A
+/// block-quantized weight on the CPU backend keeps its bytes where they are, each
+/// output's inputs contiguous (GGML's layout, which [`quantized_matmul`] streams),
+/// with its block scales reordered; Burn's flex would dequantize, transpose and
+/// quantize the whole weight again (minutes for a 7B model). Elsewhere `w.transpose()`.
+pub fn transpose(w: Tensor<2>) -> Tensor<2> {
+    if !runs(&w.device(), w.dtype()) {
+        return w.transpose();
+    }
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::Dispatch;
+        use extension::QuantizedLinear;
+        Tensor::from_dispatch(<Dispatch as QuantizedLinear>::quantized_transpose(w.into_dispatch()))
+    }
+    #[cfg(not(feature = "flex"))]
+    w.transpose()
 }
 
 /// `x · w` with `w` quantized, on a device where [`runs`] holds; `None` elsewhere

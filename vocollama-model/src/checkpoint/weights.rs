@@ -568,7 +568,7 @@ impl Loader<'_> {
                     format!("tensor `{key}` is quantized but is not a linear weight"),
                 ));
             }
-            return Ok(Tensor::<D>::from_data(entry.read()?, device).transpose());
+            return Ok(transpose_linear(Tensor::<D>::from_data(entry.read()?, device)));
         }
         let data = entry.read()?;
         // Quantized in PyTorch's layout, blocks running along the input dimension,
@@ -590,8 +590,19 @@ impl Loader<'_> {
         } else {
             Tensor::<D>::from_data(data, (device, DType::from(self.target.dtype)))
         };
-        Ok(if linear { t.transpose() } else { t })
+        Ok(if linear { transpose_linear(t) } else { t })
     }
+}
+
+/// A linear weight read as PyTorch's `[out, in]`, as Burn's `[in, out]` view; quantized
+/// blocks keep their bytes in place on the CPU (`vocollama_kernels::quant::transpose`).
+fn transpose_linear<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if D != 2 {
+        return t.transpose();
+    }
+    // The same primitive seen at its rank, 2 (a reshape would requantize a quantized weight).
+    let t2 = Tensor::<2>::from_dispatch(t.into_dispatch());
+    Tensor::<D>::from_dispatch(vocollama_kernels::quant::transpose(t2).into_dispatch())
 }
 
 impl ModuleMapper for Loader<'_> {

@@ -197,7 +197,9 @@ def main():
             write_gguf(a.model, path, dtype)
         print(f"llama.cpp: {dtype}", flush=True)
         row = bench(path, a, config["vocab_size"])
-        row.update(dtype=key, gguf_type=dtype, file_bytes=os.path.getsize(path))
+        size = os.path.getsize(path)
+        embedding = config["vocab_size"] * config["hidden_size"] * (4 if dtype == "F32" else 2)
+        row.update(dtype=key, gguf_type=dtype, file_bytes=size, weight_bytes=size - embedding)
         rows.append(row)
     info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
     report = {"llama_cpp_python": llama_cpp.__version__, "system_info": info, "short": a.short, "long": a.long,

@@ -20,11 +20,12 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1)
     });
-    if let Some(out) = &cli.bench.out
-        && let Err(e) = vocollama_benches::write(&report, out)
-    {
-        eprintln!("error: {e}");
-        std::process::exit(1)
-    }
-    print!("{}", report.markdown());
+    let markdown = match &cli.bench.out {
+        Some(out) => vocollama_benches::write(&report, out).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1)
+        }),
+        None => report.markdown(),
+    };
+    print!("{markdown}");
 }

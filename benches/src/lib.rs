@@ -206,8 +206,8 @@ fn run_checkpoint(a: &BenchArgs, dir: &Path, command: String, log: &mut dyn FnMu
 }
 
 /// The report as markdown at `out`, JSON beside it and its charts as `<stem>-<chart>.svg`
-/// (linked from the markdown), each written whole or not at all.
-pub fn write(report: &Report, out: &Path) -> Result<()> {
+/// (linked from the markdown), each written whole or not at all; the markdown written.
+pub fn write(report: &Report, out: &Path) -> Result<String> {
     use std::fmt::Write;
     use vocollama_model::io::atomic_write::write_atomic;
     let stem = out.file_stem().map_or("bench".into(), |s| s.to_string_lossy().into_owned());
@@ -223,5 +223,6 @@ pub fn write(report: &Report, out: &Path) -> Result<()> {
     }
     write_atomic(out, markdown.as_bytes())?;
     let json = serde_json::to_string_pretty(report).expect("the report serializes");
-    write_atomic(&out.with_extension("json"), json.as_bytes())
+    write_atomic(&out.with_extension("json"), json.as_bytes())?;
+    Ok(markdown)
 }

@@ -17,6 +17,8 @@ pub struct LlamaCppRow {
     /// GGML's name of it (`F16`, `Q8_0`, …).
     pub gguf_type: String,
     pub file_bytes: u64,
+    /// The bytes a decoded token reads: the file less the embedding table.
+    pub weight_bytes: u64,
     pub load_s: f64,
     pub threads: usize,
     pub prefill_short_ms: f64,

@@ -310,9 +310,13 @@ fn runtimes(
             share(r.decode_ms)
         );
         if let Some(l) = llama.and_then(|l| l.rows.iter().find(|x| x.dtype == r.asked)) {
+            // Its own bytes: the GGUF file less the embedding table (a token reads one row of it).
+            let lm = ceilings.map(|m| l.weight_bytes as f64 / (m.read_gbs * 1e9) * 1e3);
+            let ls = lm.map_or("—".into(), |c| format!("{:.0} %", c / l.decode_ms * 100.0));
+            let lc = lm.map_or("—".into(), |c| format!("{c:.1}"));
             let _ = writeln!(
                 s,
-                "| {} | llama.cpp ({}) | {} | {:.1} | {:.1} | {:.1} | {:.2} | {cs} | {} |",
+                "| {} | llama.cpp ({}) | {} | {:.1} | {:.1} | {:.1} | {:.2} | {lc} | {ls} |",
                 r.asked,
                 l.gguf_type,
                 l.threads,
@@ -320,7 +324,6 @@ fn runtimes(
                 l.prefill_long_ms,
                 l.decode_ms,
                 1e3 / l.decode_ms,
-                share(l.decode_ms)
             );
         }
         if let Some(t) = torch.filter(|_| r.asked == "f32") {

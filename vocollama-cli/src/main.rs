@@ -336,10 +336,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => {
             let command = std::iter::once("vocollama".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>();
             let report = vocollama_benches::run(&args, command.join(" "), &mut |m| eprintln!("{m}"))?;
-            if let Some(out) = &args.out {
-                vocollama_benches::write(&report, out)?;
-            }
-            print!("{}", report.markdown());
+            // What is printed is what was written (with the charts' links when written).
+            let markdown = match &args.out {
+                Some(out) => vocollama_benches::write(&report, out)?,
+                None => report.markdown(),
+            };
+            print!("{markdown}");
         }
         Command::Logits { model, image, prompt, out } => run::logits(&model, &image, &prompt, &out)?,
         Command::Train(args) => train::train(&args)?,

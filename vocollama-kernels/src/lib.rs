@@ -14,7 +14,7 @@ pub mod attention;
 pub mod device;
 pub mod fused;
 pub mod handoff;
-pub mod quant;
+pub mod linear;
 pub mod rope;
 
 pub use attention::{KeyRule, PreparedRule, SampleRule, attention};

@@ -595,14 +595,14 @@ impl Loader<'_> {
 }
 
 /// A linear weight read as PyTorch's `[out, in]`, as Burn's `[in, out]` view; quantized
-/// blocks keep their bytes in place on the CPU (`vocollama_kernels::quant::transpose`).
+/// blocks keep their bytes in place on the CPU (`vocollama_kernels::linear::transpose`).
 fn transpose_linear<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     if D != 2 {
         return t.transpose();
     }
     // The same primitive seen at its rank, 2 (a reshape would requantize a quantized weight).
     let t2 = Tensor::<2>::from_dispatch(t.into_dispatch());
-    Tensor::<D>::from_dispatch(vocollama_kernels::quant::transpose(t2).into_dispatch())
+    Tensor::<D>::from_dispatch(vocollama_kernels::linear::transpose(t2).into_dispatch())
 }
 
 impl ModuleMapper for Loader<'_> {

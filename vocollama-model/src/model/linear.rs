@@ -2,7 +2,8 @@
 //! weight holds: f32, half precision, or quantized blocks. (Burn's batched
 //! form reshapes the weight, and a quantized weight held as a transposed view
 //! would be dequantized and quantized again by that reshape on every call.)
-//! Quantized weights on the CPU backend go through `vocollama_kernels::quant`.
+//! On the CPU backend, quantized weights and short blocks of rows go through
+//! `vocollama_kernels::linear`.
 
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
@@ -21,9 +22,9 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let mut out = dims;
     out[D - 1] = d_out;
     let x = x.reshape([rows, d_in]);
-    let y = match vocollama_kernels::quant::runs(&x.device(), weight.dtype()) {
-        // Quantized weights on the CPU: multiplied where they lie (`vocollama_kernels::quant`).
-        true => vocollama_kernels::quant::quantized_matmul(x, weight).expect("runs on this device"),
+    let y = match vocollama_kernels::linear::takes(&x.device(), weight.dtype(), rows) {
+        // The CPU's quantized weights, and its decoding rows (`vocollama_kernels::linear`).
+        true => vocollama_kernels::linear::matmul(x, weight).expect("taken on this device"),
         false => x.matmul(weight),
     }
     .reshape(out);

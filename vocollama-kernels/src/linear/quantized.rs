@@ -13,8 +13,9 @@ use rayon::prelude::*;
 /// dequantizes the weight once and runs the float matmul, whose blocking wins there.
 pub const MAX_FUSED_ROWS: usize = 16;
 
-/// Output columns per task (a multiple of 16, for whole vectors).
+/// Output columns per strip (a multiple of 16, for whole vectors); tasks are multiples of it.
 const COLUMNS: usize = 64;
+pub(crate) const GROUP_COLUMNS: usize = COLUMNS;
 
 /// The weight as the kernels read it: `value(k, o) = data[start + k·sk + o·so]`.
 struct Weight<'a> {
@@ -128,7 +129,7 @@ fn float_of(dtype: DType) -> burn::tensor::FloatDType {
 }
 
 /// `x`'s rows in f32, row-major.
-fn rows_f32(x: FlexTensor) -> Vec<f32> {
+pub(crate) fn rows_f32(x: FlexTensor) -> Vec<f32> {
     let x = x.to_contiguous();
     match x.dtype() {
         DType::F32 => x.storage::<f32>().to_vec(),
@@ -148,27 +149,28 @@ fn rows_f32(x: FlexTensor) -> Vec<f32> {
     }
 }
 
-/// The weight in `dtype`, `[d_in, d_out]`, laid out as the quantized bytes are
-/// (o-contiguous, or a transposed view of k-contiguous rows), dequantized on every core.
+/// The weight in `dtype`, `[d_in, d_out]` contiguous, dequantized on every core (for a
+/// block of rows too long for the direct loops: the float matmul then does the work).
 fn dequantize(w: &Weight, dtype: DType) -> FlexTensor {
-    // Lines along the storage's contiguous dimension: (line count, line length, value at (line, i)).
-    let k_lines = w.so != 1 && w.sk == 1;
-    let (lines, len) = if k_lines { (w.d_out, w.d_in) } else { (w.d_in, w.d_out) };
-    let mut out = vec![0f32; lines * len];
-    out.par_chunks_mut(len).enumerate().for_each(|(line, dst)| {
-        for (i, d) in dst.iter_mut().enumerate() {
-            let (k, o) = if k_lines { (i, line) } else { (line, i) };
-            *d = w.data[w.start + k * w.sk + o * w.so] as f32 * w.scale(k, o);
+    // Contiguous `[in, out]` (flex's matmul reads a transposed view 2.5x slower at 64 rows),
+    // a slab of `bk` input rows per task: each output's run of `bk` bytes read together.
+    let (d_in, d_out, bk) = (w.d_in, w.d_out, w.bk);
+    let mut out = vec![0f32; d_in * d_out];
+    out.par_chunks_mut(bk * d_out).enumerate().for_each(|(b, slab)| {
+        let k0 = b * bk;
+        for o in 0..d_out {
+            let s = w.scale(k0, o);
+            for i in 0..bk {
+                slab[i * d_out + o] = w.data[w.start + (k0 + i) * w.sk + o * w.so] as f32 * s;
+            }
         }
     });
-    let shape = if k_lines { [w.d_out, w.d_in] } else { [w.d_in, w.d_out] };
-    let data = TensorData::new(out, shape);
-    let t = FlexTensor::from_data(match dtype {
+    let data = TensorData::new(out, [d_in, d_out]);
+    FlexTensor::from_data(match dtype {
         DType::F16 => data.convert::<f16>(),
         DType::BF16 => data.convert::<bf16>(),
         _ => data,
-    });
-    if k_lines { t.transpose(0, 1) } else { t }
+    })
 }
 
 /// One task's columns `[o0, o0 + n)` of every row, written to `y: [rows, n]`.
@@ -413,6 +415,53 @@ fn dots_any<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &
             y[r * n + c] = sum;
         }
     }
+}
+
+/// [`dot`] compiled for the widest vector instructions the CPU has.
+pub(crate) fn dot_kernel() -> fn(&[f32], &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return |a, b| unsafe { dot_avx512(a, b) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return |a, b| unsafe { dot_avx2(a, b) };
+        }
+    }
+    dot::<false>
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    dot64::<true>(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot64::<true>(a, b)
+}
+
+/// Σ a·b over 64 lanes (four vectors' independent chains), then the tail.
+#[inline(always)]
+fn dot64<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 64];
+    let (ca, cb) = (a.chunks_exact(64), b.chunks_exact(64));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        let (x, y): (&[f32; 64], &[f32; 64]) = (x.try_into().expect("64"), y.try_into().expect("64"));
+        for i in 0..64 {
+            acc[i] = mul_add::<FMA>(x[i], y[i], acc[i]);
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s = mul_add::<FMA>(*x, *y, s);
+    }
+    s
 }
 
 /// Σ a·b with sixteen independent partial sums (one vector's worth of lanes).

@@ -1,8 +1,9 @@
-//! Linear layers with block-quantized weights (q8, q4) against the tensor-op
-//! reference (`x · dequantize(w)`) on every device: on flex the quantized
-//! matmul of `vocollama_kernels::quant` (the fused loops up to 16 rows, the
+//! Linear layers against the tensor-op reference on every device. Block-quantized
+//! weights (q8, q4) against `x · dequantize(w)`: on flex the quantized matmul of
+//! `vocollama_kernels::linear` (the fused loops up to 16 rows, the
 //! dequantize-then-matmul path above), on CubeCL devices Burn's own quantized
-//! matmul, which is what the model runs there. Weights as the loader makes
+//! matmul, which is what the model runs there. Float weights (f32, bf16) in short
+//! blocks of rows against Burn's matmul. Weights as the loader makes
 //! them (`[out, in]` quantized along `in`, then transposed) and quantized
 //! directly as `[in, out]` with blocks along `in`; f32, f16 and bf16 activations.
 
@@ -10,7 +11,7 @@ mod common;
 
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
-use vocollama_kernels::quant::{quantized_matmul, runs};
+use vocollama_kernels::linear::{matmul, takes};
 
 fn scheme(value: QuantValue, block: &[u8]) -> QuantScheme {
     QuantScheme::default().with_value(value).with_store(QuantStore::PackedU32(0)).per_block(block, ScaleDtype::F16)
@@ -32,12 +33,12 @@ fn max_rel(got: Tensor<2>, want: Tensor<2>) -> f32 {
 fn weights(value: QuantValue, d_in: usize, d_out: usize, device: &Device) -> Vec<(&'static str, Tensor<2>)> {
     let oi = Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 0.05), device)
         .quantize_dynamic(&scheme(value, &[32]));
-    let loader = vocollama_kernels::quant::transpose(oi.clone());
+    let loader = vocollama_kernels::linear::transpose(oi.clone());
     if !vocollama_kernels::device::is_cubecl(device) {
         // Burn's own transpose (dequantize, transpose, quantize again) gives the same values.
         let burn = oi.transpose();
         let (a, b) = (loader.clone().dequantize(), burn.clone().dequantize());
-        assert_eq!(a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
+        assert_eq!(a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
         return vec![
             ("as loaded", loader),
             ("burn's transpose", burn),
@@ -71,7 +72,7 @@ fn quantized_linear_matches_the_dequantized_reference() {
                             continue; // lavapipe has no bf16 (the precision tests say so)
                         }
                         let xd = x.clone().cast(dtype);
-                        let got = match quantized_matmul(xd.clone(), w.clone()) {
+                        let got = match matmul(xd.clone(), w.clone()) {
                             Some(y) => {
                                 fused += 1;
                                 y
@@ -86,9 +87,45 @@ fn quantized_linear_matches_the_dequantized_reference() {
                 }
             }
         }
-        assert_eq!(runs(&device, DType::QFloat(scheme(QuantValue::Q8S, &[32]))), name == "flex");
+        assert_eq!(takes(&device, DType::QFloat(scheme(QuantValue::Q8S, &[32])), 1), name == "flex");
     }
     #[cfg(feature = "flex")]
     assert!(fused > 0, "the flex quantized matmul was never run");
     let _ = fused;
+}
+
+/// Float weights as the loader holds them (`[out, in]` behind the transposed view) in
+/// short blocks of rows: the CPU's own loop against Burn's matmul, f32 and bf16.
+#[test]
+fn float_rows_match_burns_matmul() {
+    let mut taken = 0;
+    for (name, device) in common::devices() {
+        for (dtype, tol) in [(FloatDType::F32, 1e-5), (FloatDType::BF16, 1e-2), (FloatDType::F16, 1e-2)] {
+            if dtype == FloatDType::BF16 && name == "wgpu" {
+                continue; // lavapipe has no bf16
+            }
+            let w = Tensor::<2>::random([200, 96], Distribution::Normal(0.0, 0.05), &device).cast(dtype).transpose();
+            for rows in [1, 5, 16, 17] {
+                let x = Tensor::<2>::random([rows, 96], Distribution::Normal(0.0, 1.0), &device).cast(dtype);
+                let want = x.clone().cast(FloatDType::F32).matmul(w.clone().cast(FloatDType::F32));
+                let got = match matmul(x.clone(), w.clone()) {
+                    Some(y) => {
+                        taken += 1;
+                        y
+                    }
+                    None => x.matmul(w.clone()),
+                };
+                assert_eq!(got.dtype(), DType::from(dtype), "{name}: output float type");
+                let rel = max_rel(got, want);
+                eprintln!("{name} float {dtype:?} rows {rows}: {rel:.2e}");
+                assert!(rel <= tol, "{name} {dtype:?} rows {rows}: {rel:e} > {tol:e}");
+            }
+        }
+        let f32_rows = takes(&device, DType::F32, 1);
+        assert_eq!(f32_rows, name == "flex", "{name}");
+        assert!(!takes(&device, DType::F32, 17), "{name}: long blocks go to the matmul library");
+    }
+    #[cfg(feature = "flex")]
+    assert!(taken > 0, "the CPU's float rows were never run");
+    let _ = taken;
 }

@@ -1,0 +1,99 @@
+//! One decoded row through a Vicuna-7B MLP projection (`up_proj`: 4096 → 11008) on
+//! the CPU backend: `vocollama_kernels::linear` against flex's own matmul, for f32,
+//! f16 (four rows: one goes to flex's matmul) and bf16 weights and for q8 and q4 blocks (flex's path there dequantizes the
+//! whole weight). Reported: median ms over 30 runs and the weight bytes read per ms
+//! (GB/s), which one decoded token is bound by. `-- --layouts` times flex's matmul
+//! with the weight behind a transposed view and contiguous, at 1 to 643 rows.
+//!
+//!     cargo bench -p vocollama-benches --bench linear [-- --layouts]
+
+use std::time::Instant;
+
+use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+use burn::tensor::{Device, Distribution, FloatDType, Tensor};
+
+const D_IN: usize = 4096;
+const D_OUT: usize = 11008;
+
+fn median_ms(mut f: impl FnMut() -> Tensor<2>) -> f64 {
+    let _ = f().into_data();
+    let mut v: Vec<f64> = (0..30)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = f().into_data();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let device = Device::flex();
+    if std::env::args().any(|a| a == "--layouts") {
+        return layouts(&device);
+    }
+    println!("| weights | vocollama ms | GB/s | flex matmul ms | GB/s | flex / vocollama |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let oi = Tensor::<2>::random([D_OUT, D_IN], Distribution::Normal(0.0, 0.02), &device);
+    let x = Tensor::<2>::random([1, D_IN], Distribution::Normal(0.0, 1.0), &device);
+    let row = |label: &str, bytes: f64, ours: f64, theirs: f64| {
+        println!(
+            "| {label} | {ours:.2} | {:.1} | {theirs:.2} | {:.1} | {:.2}x |",
+            bytes / ours / 1e6,
+            bytes / theirs / 1e6,
+            theirs / ours
+        );
+    };
+    for (label, dtype, size) in
+        [("f32", FloatDType::F32, 4.0), ("f16", FloatDType::F16, 2.0), ("bf16", FloatDType::BF16, 2.0)]
+    {
+        let rows = if dtype == FloatDType::F16 { 4 } else { 1 };
+        let x = Tensor::<2>::random([rows, D_IN], Distribution::Normal(0.0, 1.0), &device);
+        // As the loader holds it: `[out, in]` behind the transposed view.
+        let w = vocollama_kernels::linear::transpose(oi.clone().cast(dtype));
+        let xd = x.clone().cast(dtype);
+        let ours = median_ms(|| {
+            vocollama_kernels::linear::matmul(xd.clone(), w.clone()).unwrap_or_else(|| xd.clone().matmul(w.clone()))
+        });
+        let theirs = median_ms(|| xd.clone().matmul(w.clone()));
+        row(
+            &format!("{label} ({rows} row{})", if rows > 1 { "s" } else { "" }),
+            (D_IN * D_OUT) as f64 * size,
+            ours,
+            theirs,
+        );
+    }
+    for (label, value) in [("q8", QuantValue::Q8S), ("q4", QuantValue::Q4S)] {
+        let scheme = QuantScheme::default()
+            .with_value(value)
+            .with_store(QuantStore::PackedU32(0))
+            .per_block([32u8], ScaleDtype::F16);
+        let q = oi.clone().quantize_dynamic(&scheme);
+        let w = vocollama_kernels::linear::transpose(q);
+        let xd = x.clone().cast(FloatDType::F16);
+        let ours = median_ms(|| vocollama_kernels::linear::matmul(xd.clone(), w.clone()).expect("quantized on flex"));
+        let theirs = median_ms(|| xd.clone().matmul(w.clone()));
+        // Flex holds a byte a value and an f32 scale per block of 32.
+        row(label, (D_IN * D_OUT) as f64 * (1.0 + 4.0 / 32.0), ours, theirs);
+    }
+}
+
+/// flex's matmul for a prefill-sized block of rows with the weight as the loader holds it
+/// (`[out, in]` behind the transposed view) and as a contiguous `[in, out]`.
+fn layouts(device: &Device) {
+    println!("| rows | weights | view of [out, in] ms | contiguous [in, out] ms |");
+    println!("| ---: | --- | ---: | ---: |");
+    let oi = Tensor::<2>::random([D_OUT, D_IN], Distribution::Normal(0.0, 0.02), device);
+    for rows in [1, 4, 64, 643] {
+        for (label, dtype) in [("f32", FloatDType::F32), ("f16", FloatDType::F16)] {
+            let view = oi.clone().cast(dtype).transpose();
+            let contiguous =
+                Tensor::<2>::from_data(view.clone().into_data(), (device, burn::tensor::DType::from(dtype)));
+            let x = Tensor::<2>::random([rows, D_IN], Distribution::Normal(0.0, 1.0), device).cast(dtype);
+            let a = median_ms(|| x.clone().matmul(view.clone()));
+            let b = median_ms(|| x.clone().matmul(contiguous.clone()));
+            println!("| {rows} | {label} | {a:.1} | {b:.1} |");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `x · w` on flex for a short block of rows (decoding) with `w` in f32, f16 or
+//! bf16 held as the loader holds it: PyTorch's `[out, in]` bytes behind the
+//! transposed view, so each output's inputs are one contiguous run. The matmul
+//! library treats one row like a large product (and flex's bf16 matmul converts
+//! both operands to f32 first); here each weight is read once, converted a
+//! column at a time in L1, and multiplied in f32.
+
+use burn::tensor::{DType, TensorData, bf16, f16};
+use burn_flex::FlexTensor;
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+use super::quantized::{GROUP_COLUMNS, rows_f32};
+
+/// A float type a weight may hold, converted to f32 a column at a time.
+trait Elem: bytemuck::Pod + Send + Sync + burn::tensor::Element {
+    fn load(src: &[Self], dst: &mut [f32]);
+}
+
+impl Elem for f32 {
+    fn load(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Elem for f16 {
+    fn load(src: &[f16], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+}
+
+impl Elem for bf16 {
+    fn load(src: &[bf16], dst: &mut [f32]) {
+        // A bf16 is the top half of an f32: a shift the compiler vectorizes.
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+        }
+    }
+}
+
+/// Whether this path reads `w` (`[d_in, d_out]`): a float type it converts, with each
+/// column's inputs contiguous (the loader's view of `[out, in]`). Anything else (an
+/// `[in, out]` weight as Burn initialises one, which flex's matmul streams well) goes
+/// to flex's matmul.
+pub fn reads(w: &FlexTensor) -> bool {
+    let layout = w.layout();
+    let s = layout.strides();
+    matches!(w.dtype(), DType::F32 | DType::F16 | DType::BF16)
+        && layout.shape().num_dims() == 2
+        && s[0] == 1
+        && s[1] >= 0
+}
+
+/// `x: [rows, d_in]` · `w: [d_in, d_out]` (see [`reads`]), in `x`'s float type.
+pub fn matmul_rows(x: FlexTensor, w: FlexTensor) -> FlexTensor {
+    let dtype = x.dtype();
+    let rows = x.layout().shape()[0];
+    let xf = rows_f32(x);
+    let y = match w.dtype() {
+        DType::F32 => run::<f32>(&w, &xf, rows),
+        DType::F16 => run::<f16>(&w, &xf, rows),
+        DType::BF16 => run::<bf16>(&w, &xf, rows),
+        other => panic!("linear: unsupported weight type {other:?}"),
+    };
+    let d_out = w.layout().shape()[1];
+    let data = TensorData::new(y, [rows, d_out]);
+    FlexTensor::from_data(match dtype {
+        DType::F16 => data.convert::<f16>(),
+        DType::BF16 => data.convert::<bf16>(),
+        _ => data,
+    })
+}
+
+fn run<E: Elem>(w: &FlexTensor, x: &[f32], rows: usize) -> Vec<f32> {
+    let layout = w.layout();
+    let (d_in, d_out) = (layout.shape()[0], layout.shape()[1]);
+    let (start, so) = (layout.start_offset(), layout.strides()[1] as usize);
+    let data = w.storage::<E>();
+    let dot = super::quantized::dot_kernel();
+    let per =
+        d_out.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(GROUP_COLUMNS).clamp(GROUP_COLUMNS, 1024);
+    let tasks: Vec<(usize, Vec<f32>)> = (0..d_out.div_ceil(per))
+        .into_par_iter()
+        .map(|t| {
+            let o0 = t * per;
+            let n = per.min(d_out - o0);
+            let mut y = vec![0f32; rows * n];
+            let mut col = vec![0f32; d_in];
+            for c in 0..n {
+                let at = start + (o0 + c) * so;
+                E::load(&data[at..at + d_in], &mut col);
+                for r in 0..rows {
+                    y[r * n + c] = dot(&x[r * d_in..(r + 1) * d_in], &col);
+                }
+            }
+            (o0, y)
+        })
+        .collect();
+    let mut out = vec![0f32; rows * d_out];
+    for (o0, y) in tasks {
+        let n = y.len() / rows.max(1);
+        for r in 0..rows {
+            out[r * d_out + o0..r * d_out + o0 + n].copy_from_slice(&y[r * n..(r + 1) * n]);
+        }
+    }
+    out
+}

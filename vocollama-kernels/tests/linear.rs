@@ -64,7 +64,7 @@ fn quantized_linear_matches_the_dequantized_reference() {
             for (label, w) in weights(value, 96, 200, &device) {
                 assert!(matches!(w.dtype(), DType::QFloat(_)), "{label}: not quantized");
                 let reference = w.clone().dequantize().cast(FloatDType::F32);
-                for rows in [1, 3, 16, 17, 40] {
+                for rows in [1, 3, 16, 17, 40, 129] {
                     let x = Tensor::<2>::random([rows, 96], Distribution::Normal(0.0, 1.0), &device);
                     let want = x.clone().matmul(reference.clone());
                     for (dtype, tol) in [(FloatDType::F32, 1e-4), (FloatDType::F16, 1e-2), (FloatDType::BF16, 3e-2)] {

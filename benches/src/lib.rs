@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod flops;
 pub mod llamacpp;
 pub mod report;
+pub mod script;
 pub mod shapes;
 pub mod stages;
 pub mod torch;

@@ -4,7 +4,6 @@
 //! GGUF at F32, F16, Q8_0 and Q4_0, the same prompt lengths and decoding.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 use vocollama_model::{Error, Result};
@@ -63,15 +62,12 @@ pub fn run(
         format!("--reps={reps}"),
         format!("--out={}", out.path().display()),
     ];
-    let status = Command::new(python).args(&args).status().map_err(|e| {
-        Error::Invalid(format!(
-            "cannot run `{python}` for the llama.cpp side ({e}); set it up as tools/bench_llamacpp.py says, or leave out --llamacpp"
-        ))
-    })?;
-    if !status.success() {
-        return Err(Error::Invalid(format!("{} failed ({status}); see its output above", script.display())));
-    }
-    let text = std::fs::read_to_string(out.path()).map_err(|e| Error::io(out.path(), e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("{}: its JSON report is not what was expected: {e}", script.display())))
+    crate::script::run(
+        python,
+        script,
+        &args,
+        out.path(),
+        "the llama.cpp side",
+        "set it up as tools/bench_llamacpp.py says, or leave out --llamacpp",
+    )
 }

@@ -3,7 +3,6 @@
 //! like with like on this machine.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 use vocollama_model::{Error, Result};
@@ -73,13 +72,12 @@ pub fn run(python: &str, script: &Path, shape: &Shape, w: &Workload, device: &st
         format!("--device={device}"),
         format!("--out={}", out.path().display()),
     ];
-    let status = Command::new(python).args(&args).status().map_err(|e| {
-        Error::Invalid(format!("cannot run `{python}` for the PyTorch side ({e}); install Python with torch and transformers, or leave out --torch"))
-    })?;
-    if !status.success() {
-        return Err(Error::Invalid(format!("{} failed ({status}); see its output above", script.display())));
-    }
-    let text = std::fs::read_to_string(out.path()).map_err(|e| Error::io(out.path(), e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("{}: its JSON report is not what was expected: {e}", script.display())))
+    crate::script::run(
+        python,
+        script,
+        &args,
+        out.path(),
+        "the PyTorch side",
+        "install Python with torch and transformers, or leave out --torch",
+    )
 }

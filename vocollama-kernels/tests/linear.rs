@@ -11,21 +11,11 @@ mod common;
 
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
+use common::max_rel;
 use vocollama_kernels::linear::{matmul, takes};
 
 fn scheme(value: QuantValue, block: &[u8]) -> QuantScheme {
     QuantScheme::default().with_value(value).with_store(QuantStore::PackedU32(0)).per_block(block, ScaleDtype::F16)
-}
-
-/// max|got − want| / max|want| over 2-D tensors.
-fn max_rel(got: Tensor<2>, want: Tensor<2>) -> f32 {
-    let g = got.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
-    let w = want.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
-    assert_eq!(g.len(), w.len());
-    let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
-    assert!(scale > 0.0, "the reference is all zeros: the comparison could not fail");
-    assert!(g.iter().all(|x| x.is_finite()), "non-finite output");
-    g.iter().zip(&w).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
 }
 
 /// The quantized weight `[d_in, d_out]` as the loader makes it; on flex also through Burn's

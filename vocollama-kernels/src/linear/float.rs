@@ -8,9 +8,8 @@
 use burn::tensor::{DType, TensorData, bf16, f16};
 use burn_flex::FlexTensor;
 use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
 
-use super::quantized::{GROUP_COLUMNS, rows_f32};
+use super::quantized::{by_columns, rows_f32};
 
 /// A float type a weight may hold, converted to f32 a column at a time.
 trait Elem: bytemuck::Pod + Send + Sync + burn::tensor::Element {
@@ -77,31 +76,15 @@ fn run<E: Elem>(w: &FlexTensor, x: &[f32], rows: usize) -> Vec<f32> {
     let (start, so) = (layout.start_offset(), layout.strides()[1] as usize);
     let data = w.storage::<E>();
     let dot = super::quantized::dot_kernel();
-    let per =
-        d_out.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(GROUP_COLUMNS).clamp(GROUP_COLUMNS, 1024);
-    let tasks: Vec<(usize, Vec<f32>)> = (0..d_out.div_ceil(per))
-        .into_par_iter()
-        .map(|t| {
-            let o0 = t * per;
-            let n = per.min(d_out - o0);
-            let mut y = vec![0f32; rows * n];
-            let mut col = vec![0f32; d_in];
-            for c in 0..n {
-                let at = start + (o0 + c) * so;
-                E::load(&data[at..at + d_in], &mut col);
-                for r in 0..rows {
-                    y[r * n + c] = dot(&x[r * d_in..(r + 1) * d_in], &col);
-                }
-            }
-            (o0, y)
-        })
-        .collect();
-    let mut out = vec![0f32; rows * d_out];
-    for (o0, y) in tasks {
+    by_columns(d_out, rows, |o0, y| {
         let n = y.len() / rows.max(1);
-        for r in 0..rows {
-            out[r * d_out + o0..r * d_out + o0 + n].copy_from_slice(&y[r * n..(r + 1) * n]);
+        let mut col = vec![0f32; d_in];
+        for c in 0..n {
+            let at = start + (o0 + c) * so;
+            E::load(&data[at..at + d_in], &mut col);
+            for r in 0..rows {
+                y[r * n + c] = dot(&x[r * d_in..(r + 1) * d_in], &col);
+            }
         }
-    }
-    out
+    })
 }

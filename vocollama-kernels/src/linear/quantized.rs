@@ -20,7 +20,6 @@ pub const MAX_PROMPT_ROWS: usize = 128;
 
 /// Output columns per strip (a multiple of 16, for whole vectors); tasks are multiples of it.
 const COLUMNS: usize = 64;
-pub(crate) const GROUP_COLUMNS: usize = COLUMNS;
 
 /// The weight as the kernels read it: `value(k, o) = data[start + k·sk + o·so]`.
 struct Weight<'a> {
@@ -225,17 +224,21 @@ impl Kernel {
 }
 
 /// The output columns split into tasks over every core, and the tasks' columns joined.
-/// Tasks are wide (a row of bytes per k is one long run) but several per thread.
 fn split(w: &Weight, x: &[f32], rows: usize, task: Task) -> Vec<f32> {
-    let d_out = w.d_out;
+    by_columns(w.d_out, rows, |o0, y| task(w, x, rows, o0, y))
+}
+
+/// `[rows, d_out]` computed in tasks of output columns over every core: `task(o0, y)` fills
+/// `y: [rows, n]` for columns `[o0, o0 + n)`. Tasks are wide (each column or row of weights
+/// one long run) but several per thread.
+pub(crate) fn by_columns(d_out: usize, rows: usize, task: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     let per = d_out.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(COLUMNS).clamp(COLUMNS, 1024);
     let tasks: Vec<(usize, Vec<f32>)> = (0..d_out.div_ceil(per))
         .into_par_iter()
         .map(|t| {
             let o0 = t * per;
-            let n = per.min(d_out - o0);
-            let mut y = vec![0f32; rows * n];
-            task(w, x, rows, o0, &mut y);
+            let mut y = vec![0f32; rows * per.min(d_out - o0)];
+            task(o0, &mut y);
             (o0, y)
         })
         .collect();

@@ -42,7 +42,7 @@ pub fn cube_device() -> Device {
 }
 
 /// max|got − want| / max|want|, with equal lengths and a reference that is not all zeros.
-pub fn max_rel(got: Tensor<4>, want: Tensor<4>) -> f32 {
+pub fn max_rel<const D: usize>(got: Tensor<D>, want: Tensor<D>) -> f32 {
     let g = got.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
     let w = want.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
     assert_eq!(g.len(), w.len());

@@ -11,6 +11,8 @@
 //! layout into a `KeyRule`.
 
 pub mod attention;
+#[cfg(feature = "flex")]
+mod cpu;
 pub mod device;
 pub mod fused;
 pub mod handoff;

@@ -8,44 +8,12 @@
 
 use burn::tensor::{DType, TensorData, bf16, f16};
 use burn_flex::FlexTensor;
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
+
+use crate::cpu::{Elem, dot, madd};
 
 /// The longest query block this path takes; longer ones go through Burn's attention.
 pub const MAX_QUERY_ROWS: usize = 16;
-
-/// A float type the cache may hold, read into f32 a row at a time.
-trait Elem: bytemuck::Pod + Send + Sync + burn::tensor::Element {
-    fn load(src: &[Self], dst: &mut [f32]);
-    fn store(x: f32) -> Self;
-}
-
-impl Elem for f32 {
-    fn load(src: &[f32], dst: &mut [f32]) {
-        dst.copy_from_slice(src);
-    }
-    fn store(x: f32) -> f32 {
-        x
-    }
-}
-
-impl Elem for f16 {
-    fn load(src: &[f16], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
-    }
-    fn store(x: f32) -> f16 {
-        f16::from_f32(x)
-    }
-}
-
-impl Elem for bf16 {
-    fn load(src: &[bf16], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
-    }
-    fn store(x: f32) -> bf16 {
-        bf16::from_f32(x)
-    }
-}
 
 /// A 4-D view `[b, heads, rows, d]` into a tensor's storage, rows of `d` contiguous.
 struct View<'a, E> {
@@ -257,33 +225,12 @@ fn group<E: Elem, const FMA: bool>(args: &Group<E>, out: &mut [E]) {
     }
 }
 
-/// Σ a·b with independent partial sums, so the compiler keeps several vector lanes busy.
-#[inline(always)]
-fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let (ac, at) = a.split_at(a.len() / LANES * LANES);
-    let (bc, bt) = b.split_at(ac.len());
-    for (x, y) in ac.chunks_exact(LANES).zip(bc.chunks_exact(LANES)) {
-        for l in 0..LANES {
-            acc[l] = madd::<FMA>(x[l], y[l], acc[l]);
-        }
-    }
-    acc.iter().sum::<f32>() + at.iter().zip(bt).map(|(x, y)| x * y).sum::<f32>()
-}
-
 /// y += a·x
 #[inline(always)]
 fn axpy<const FMA: bool>(a: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y = madd::<FMA>(a, *x, *y);
     }
-}
-
-/// x·y + z: one instruction where the CPU fuses it (without FMA, `mul_add` would call libm).
-#[inline(always)]
-fn madd<const FMA: bool>(x: f32, y: f32, z: f32) -> f32 {
-    if FMA { x.mul_add(y, z) } else { x * y + z }
 }
 
 #[cfg(test)]

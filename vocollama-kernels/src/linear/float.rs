@@ -5,37 +5,10 @@
 //! both operands to f32 first); here each weight is read once, converted a
 //! column at a time in L1, and multiplied in f32.
 
+use super::quantized::{by_columns, float_tensor, rows_f32};
+use crate::cpu::Elem;
 use burn::tensor::{DType, TensorData, bf16, f16};
 use burn_flex::FlexTensor;
-use half::slice::HalfFloatSliceExt;
-
-use super::quantized::{by_columns, rows_f32};
-
-/// A float type a weight may hold, converted to f32 a column at a time.
-trait Elem: bytemuck::Pod + Send + Sync + burn::tensor::Element {
-    fn load(src: &[Self], dst: &mut [f32]);
-}
-
-impl Elem for f32 {
-    fn load(src: &[f32], dst: &mut [f32]) {
-        dst.copy_from_slice(src);
-    }
-}
-
-impl Elem for f16 {
-    fn load(src: &[f16], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
-    }
-}
-
-impl Elem for bf16 {
-    fn load(src: &[bf16], dst: &mut [f32]) {
-        // A bf16 is the top half of an f32: a shift the compiler vectorizes.
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = f32::from_bits(u32::from(s.to_bits()) << 16);
-        }
-    }
-}
 
 /// Whether this path reads `w` (`[d_in, d_out]`): a float type it converts, with each
 /// column's inputs contiguous (the loader's view of `[out, in]`). Anything else (an
@@ -61,13 +34,7 @@ pub fn matmul_rows(x: FlexTensor, w: FlexTensor) -> FlexTensor {
         DType::BF16 => run::<bf16>(&w, &xf, rows),
         other => panic!("linear: unsupported weight type {other:?}"),
     };
-    let d_out = w.layout().shape()[1];
-    let data = TensorData::new(y, [rows, d_out]);
-    FlexTensor::from_data(match dtype {
-        DType::F16 => data.convert::<f16>(),
-        DType::BF16 => data.convert::<bf16>(),
-        _ => data,
-    })
+    float_tensor(TensorData::new(y, [rows, w.layout().shape()[1]]), dtype)
 }
 
 fn run<E: Elem>(w: &FlexTensor, x: &[f32], rows: usize) -> Vec<f32> {

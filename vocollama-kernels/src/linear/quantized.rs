@@ -6,8 +6,9 @@ use burn::backend::TensorMetadata;
 use burn::backend::quantization::{QuantScheme, global_scale_dtype};
 use burn::tensor::{DType, TensorData, bf16, f16};
 use burn_flex::{FlexQTensor, FlexTensor};
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
+
+use crate::cpu::{Elem, dot, madd};
 
 /// The most rows multiplied with the quantized bytes directly; a longer block
 /// dequantizes the weight once and runs the float matmul, whose blocking wins there.
@@ -119,12 +120,16 @@ pub fn quantized_matmul(x: FlexTensor, w: FlexQTensor) -> FlexTensor {
     } else {
         Kernel::pick().dots(&weight, &xf, rows)
     };
-    let data = TensorData::new(y, [rows, d_out]);
+    float_tensor(TensorData::new(y, [rows, d_out]), dtype)
+}
+
+/// f32 results as a tensor of the activations' float type.
+pub(crate) fn float_tensor(data: TensorData, dtype: DType) -> FlexTensor {
     FlexTensor::from_data(match dtype {
         DType::F32 => data,
         DType::F16 => data.convert::<f16>(),
         DType::BF16 => data.convert::<bf16>(),
-        other => panic!("quantized matmul: unsupported float type {other:?}"),
+        other => panic!("linear: unsupported float type {other:?}"),
     })
 }
 
@@ -138,22 +143,18 @@ fn float_of(dtype: DType) -> burn::tensor::FloatDType {
 
 /// `x`'s rows in f32, row-major.
 pub(crate) fn rows_f32(x: FlexTensor) -> Vec<f32> {
+    fn read<E: Elem>(x: &FlexTensor) -> Vec<f32> {
+        let s = x.storage::<E>();
+        let mut out = vec![0f32; s.len()];
+        E::load(s, &mut out);
+        out
+    }
     let x = x.to_contiguous();
     match x.dtype() {
-        DType::F32 => x.storage::<f32>().to_vec(),
-        DType::F16 => {
-            let s = x.storage::<f16>();
-            let mut out = vec![0f32; s.len()];
-            s.convert_to_f32_slice(&mut out);
-            out
-        }
-        DType::BF16 => {
-            let s = x.storage::<bf16>();
-            let mut out = vec![0f32; s.len()];
-            s.convert_to_f32_slice(&mut out);
-            out
-        }
-        other => panic!("quantized matmul: unsupported float type {other:?}"),
+        DType::F32 => read::<f32>(&x),
+        DType::F16 => read::<f16>(&x),
+        DType::BF16 => read::<bf16>(&x),
+        other => panic!("linear: unsupported float type {other:?}"),
     }
 }
 
@@ -173,12 +174,7 @@ fn dequantize(w: &Weight, dtype: DType) -> FlexTensor {
             }
         }
     });
-    let data = TensorData::new(out, [d_in, d_out]);
-    FlexTensor::from_data(match dtype {
-        DType::F16 => data.convert::<f16>(),
-        DType::BF16 => data.convert::<bf16>(),
-        _ => data,
-    })
+    float_tensor(TensorData::new(out, [d_in, d_out]), dtype)
 }
 
 /// One task's columns `[o0, o0 + n)` of every row, written to `y: [rows, n]`.
@@ -276,11 +272,6 @@ unsafe fn dots_avx2(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &mut [f32]
     dots::<true>(w, x, rows, o0, y)
 }
 
-#[inline(always)]
-fn mul_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
-}
-
 /// o-contiguous bytes, columns `[o0, o0 + n)`: block by block along k, strips of
 /// `COLUMNS` columns whose sums stay in registers over the block's k (each row of the
 /// block's bytes read once per output row, from L1), each block's sums scaled once.
@@ -309,17 +300,17 @@ fn columns<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &m
                     if width == COLUMNS {
                         let bytes: &[i8; COLUMNS] = w.data[at..at + COLUMNS].try_into().expect("a strip");
                         for c in 0..COLUMNS {
-                            acc[c] = mul_add::<FMA>(xv, bytes[c] as f32, acc[c]);
+                            acc[c] = madd::<FMA>(xv, bytes[c] as f32, acc[c]);
                         }
                     } else {
                         for (a, b) in acc.iter_mut().zip(&w.data[at..at + width]) {
-                            *a = mul_add::<FMA>(xv, *b as f32, *a);
+                            *a = madd::<FMA>(xv, *b as f32, *a);
                         }
                     }
                 }
                 let out = &mut y[r * n + c0..r * n + c0 + width];
                 for ((yv, a), s) in out.iter_mut().zip(&acc).zip(&scale[c0..c0 + width]) {
-                    *yv = mul_add::<FMA>(*a, *s, *yv);
+                    *yv = madd::<FMA>(*a, *s, *yv);
                 }
             }
             c0 += width;
@@ -370,10 +361,10 @@ fn dots<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &mut 
                     let q: &[i8; 64] = col[c..c + 64].try_into().expect("64 bytes");
                     let xs: &[f32; 64] = xr[c..c + 64].try_into().expect("64 values");
                     for l in 0..32 {
-                        acc[l] = mul_add::<FMA>(xs[l] * s0, q[l] as f32, acc[l]);
+                        acc[l] = madd::<FMA>(xs[l] * s0, q[l] as f32, acc[l]);
                     }
                     for l in 32..64 {
-                        acc[l] = mul_add::<FMA>(xs[l] * s1, q[l] as f32, acc[l]);
+                        acc[l] = madd::<FMA>(xs[l] * s1, q[l] as f32, acc[l]);
                     }
                 }
                 if nb % 2 == 1 {
@@ -382,7 +373,7 @@ fn dots<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &mut 
                     let q: &[i8; 32] = col[c..c + 32].try_into().expect("32 bytes");
                     let xs: &[f32; 32] = xr[c..c + 32].try_into().expect("32 values");
                     for l in 0..32 {
-                        acc[l] = mul_add::<FMA>(xs[l] * s0, q[l] as f32, acc[l]);
+                        acc[l] = madd::<FMA>(xs[l] * s0, q[l] as f32, acc[l]);
                     }
                 }
                 y[r * n + g0 + j] = acc.iter().sum();
@@ -422,7 +413,7 @@ fn dots_any<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &
             let mut sum = 0f32;
             for kb in (0..d_in).step_by(w.bk) {
                 let block = dot::<FMA>(&xr[kb..kb + w.bk], &q[kb..kb + w.bk]);
-                sum = mul_add::<FMA>(block, w.scale(kb, o), sum);
+                sum = madd::<FMA>(block, w.scale(kb, o), sum);
             }
             y[r * n + c] = sum;
         }
@@ -489,30 +480,12 @@ fn dot64<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     for (x, y) in ca.zip(cb) {
         let (x, y): (&[f32; 64], &[f32; 64]) = (x.try_into().expect("64"), y.try_into().expect("64"));
         for i in 0..64 {
-            acc[i] = mul_add::<FMA>(x[i], y[i], acc[i]);
+            acc[i] = madd::<FMA>(x[i], y[i], acc[i]);
         }
     }
     let mut s: f32 = acc.iter().sum();
     for (x, y) in ra.iter().zip(rb) {
-        s = mul_add::<FMA>(*x, *y, s);
-    }
-    s
-}
-
-/// Σ a·b with sixteen independent partial sums (one vector's worth of lanes).
-#[inline(always)]
-fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] = mul_add::<FMA>(x[i], y[i], acc[i]);
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s = mul_add::<FMA>(*x, *y, s);
+        s = madd::<FMA>(*x, *y, s);
     }
     s
 }

@@ -1,11 +1,13 @@
 //! One decoded row through a Vicuna-7B MLP projection (`up_proj`: 4096 → 11008) on
 //! the CPU backend: `vocollama_kernels::linear` against flex's own matmul, for f32,
-//! f16 (four rows: one goes to flex's matmul) and bf16 weights and for q8 and q4 blocks (flex's path there dequantizes the
-//! whole weight). Reported: median ms over 30 runs and the weight bytes read per ms
+//! f16 and bf16 weights (one row and four: streamed chunks) and for q8 and q4 blocks
+//! with f16 activations (flex's path there dequantizes the whole weight). Reported:
+//! median ms over 30 runs (or two seconds' worth) and the weight bytes read per ms
 //! (GB/s), which one decoded token is bound by. `-- --layouts` times flex's matmul
-//! with the weight behind a transposed view and contiguous, at 1 to 643 rows.
+//! with the weight behind a transposed view and contiguous, and vocollama's, at 1 to
+//! 643 rows.
 //!
-//!     cargo bench -p vocollama-benches --bench linear [-- --layouts]
+//!     cargo bench -p vocollama-benches --bench linear [-- --layouts] [-- NAME…]
 
 use std::time::Instant;
 
@@ -15,15 +17,16 @@ use burn::tensor::{Device, Distribution, FloatDType, Tensor};
 const D_IN: usize = 4096;
 const D_OUT: usize = 11008;
 
+/// The median of 30 runs, or of those that fit in two seconds (at least three).
 fn median_ms(mut f: impl FnMut() -> Tensor<2>) -> f64 {
     let _ = f().into_data();
-    let mut v: Vec<f64> = (0..30)
-        .map(|_| {
-            let t = Instant::now();
-            let _ = f().into_data();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+    let start = Instant::now();
+    let mut v = Vec::new();
+    while v.len() < 30 && (v.len() < 3 || start.elapsed().as_secs_f64() < 2.0) {
+        let t = Instant::now();
+        let _ = f().into_data();
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -33,6 +36,9 @@ fn main() {
     if std::env::args().any(|a| a == "--layouts") {
         return layouts(&device);
     }
+    // `-- NAME…` times only the rows whose label starts with one of the names.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |label: &str| only.is_empty() || only.iter().any(|o| label.starts_with(o.as_str()));
     println!("| weights | vocollama ms | GB/s | flex matmul ms | GB/s | flex / vocollama |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     let oi = Tensor::<2>::random([D_OUT, D_IN], Distribution::Normal(0.0, 0.02), &device);
@@ -48,23 +54,30 @@ fn main() {
     for (label, dtype, size) in
         [("f32", FloatDType::F32, 4.0), ("f16", FloatDType::F16, 2.0), ("bf16", FloatDType::BF16, 2.0)]
     {
-        let rows = if dtype == FloatDType::F16 { 4 } else { 1 };
-        let x = Tensor::<2>::random([rows, D_IN], Distribution::Normal(0.0, 1.0), &device);
+        if !wanted(label) {
+            continue;
+        }
         // As the loader holds it: `[out, in]` behind the transposed view.
         let w = vocollama_kernels::linear::transpose(oi.clone().cast(dtype));
-        let xd = x.clone().cast(dtype);
-        let ours = median_ms(|| {
-            vocollama_kernels::linear::matmul(xd.clone(), w.clone()).unwrap_or_else(|| xd.clone().matmul(w.clone()))
-        });
-        let theirs = median_ms(|| xd.clone().matmul(w.clone()));
-        row(
-            &format!("{label} ({rows} row{})", if rows > 1 { "s" } else { "" }),
-            (D_IN * D_OUT) as f64 * size,
-            ours,
-            theirs,
-        );
+        for rows in [1, 4] {
+            let x = Tensor::<2>::random([rows, D_IN], Distribution::Normal(0.0, 1.0), &device);
+            let xd = x.clone().cast(dtype);
+            let ours = median_ms(|| {
+                vocollama_kernels::linear::matmul(xd.clone(), w.clone()).unwrap_or_else(|| xd.clone().matmul(w.clone()))
+            });
+            let theirs = median_ms(|| xd.clone().matmul(w.clone()));
+            row(
+                &format!("{label} ({rows} row{})", if rows > 1 { "s" } else { "" }),
+                (D_IN * D_OUT) as f64 * size,
+                ours,
+                theirs,
+            );
+        }
     }
     for (label, value) in [("q8", QuantValue::Q8S), ("q4", QuantValue::Q4S)] {
+        if !wanted(label) {
+            continue;
+        }
         let scheme = QuantScheme::default()
             .with_value(value)
             .with_store(QuantStore::PackedU32(0))
@@ -79,13 +92,15 @@ fn main() {
     }
 }
 
-/// flex's matmul for a prefill-sized block of rows with the weight as the loader holds it
-/// (`[out, in]` behind the transposed view) and as a contiguous `[in, out]`.
+/// A prefill-sized block of rows with the weight as the loader holds it (`[out, in]`
+/// behind the transposed view): flex's matmul on that view and on a contiguous
+/// `[in, out]`, and `vocollama_kernels::linear` (the view copied into a contiguous
+/// buffer kept between calls, then the same matmul).
 fn layouts(device: &Device) {
-    println!("| rows | weights | view of [out, in] ms | contiguous [in, out] ms |");
-    println!("| ---: | --- | ---: | ---: |");
+    println!("| rows | weights | view of [out, in] ms | contiguous [in, out] ms | vocollama ms |");
+    println!("| ---: | --- | ---: | ---: | ---: |");
     let oi = Tensor::<2>::random([D_OUT, D_IN], Distribution::Normal(0.0, 0.02), device);
-    for rows in [1, 4, 64, 643] {
+    for rows in [1, 4, 17, 64, 643] {
         for (label, dtype) in [("f32", FloatDType::F32), ("f16", FloatDType::F16)] {
             let view = oi.clone().cast(dtype).transpose();
             let contiguous =
@@ -93,7 +108,8 @@ fn layouts(device: &Device) {
             let x = Tensor::<2>::random([rows, D_IN], Distribution::Normal(0.0, 1.0), device).cast(dtype);
             let a = median_ms(|| x.clone().matmul(view.clone()));
             let b = median_ms(|| x.clone().matmul(contiguous.clone()));
-            println!("| {rows} | {label} | {a:.1} | {b:.1} |");
+            let c = median_ms(|| vocollama_kernels::linear::matmul(x.clone(), view.clone()).expect("on flex"));
+            println!("| {rows} | {label} | {a:.1} | {b:.1} | {c:.1} |");
         }
     }
 }

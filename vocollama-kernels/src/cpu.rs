@@ -62,3 +62,18 @@ pub(crate) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + at.iter().zip(bt).map(|(x, y)| x * y).sum::<f32>()
 }
+
+/// Ask for the cache line at `p` in L2 ahead of its use. A hint: it never faults or
+/// reads, so any address will do (`wrapping_add` past a slice's end is fine). The
+/// hardware prefetcher stops at every 4 KiB page, and a column of weights is a page or
+/// two, so the decode loops ask for the next columns' lines while they read these.
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch neither reads memory nor faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}

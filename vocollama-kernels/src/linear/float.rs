@@ -2,8 +2,9 @@
 //! bf16 held as the loader holds it: PyTorch's `[out, in]` bytes behind the
 //! transposed view, so each output's inputs are one contiguous run. The matmul
 //! library treats one row like a large product (and flex's bf16 matmul converts
-//! both operands to f32 first); here each weight is read once, converted a
-//! column at a time in L1, and multiplied in f32.
+//! both operands to f32 first); here each weight is read once, converted to
+//! f32 in registers (AVX-512) or a column at a time in L1 (elsewhere), and
+//! multiplied in f32.
 
 use super::quantized::{by_columns, float_tensor, rows_f32};
 use crate::cpu::Elem;
@@ -37,11 +38,16 @@ pub fn matmul_rows(x: FlexTensor, w: FlexTensor) -> FlexTensor {
     float_tensor(TensorData::new(y, [rows, w.layout().shape()[1]]), dtype)
 }
 
-fn run<E: Elem>(w: &FlexTensor, x: &[f32], rows: usize) -> Vec<f32> {
+fn run<E: Elem + vector::Lanes>(w: &FlexTensor, x: &[f32], rows: usize) -> Vec<f32> {
     let layout = w.layout();
     let (d_in, d_out) = (layout.shape()[0], layout.shape()[1]);
     let (start, so) = (layout.start_offset(), layout.strides()[1] as usize);
     let data = w.storage::<E>();
+    #[cfg(target_arch = "x86_64")]
+    if d_in.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return by_columns(d_out, rows, |o0, y| unsafe { vector::columns(data, start + o0 * so, so, d_in, x, y) });
+    }
     let dot = super::quantized::dot_kernel();
     by_columns(d_out, rows, |o0, y| {
         let n = y.len() / rows.max(1);
@@ -54,4 +60,142 @@ fn run<E: Elem>(w: &FlexTensor, x: &[f32], rows: usize) -> Vec<f32> {
             }
         }
     })
+}
+
+/// The loops in AVX-512: four columns at a time (four weight streams in flight, the
+/// next four asked for ahead), 16 values a step converted in registers, up to four rows
+/// sharing each converted vector.
+mod vector {
+    use crate::cpu::Elem;
+
+    /// A float type read as 16 f32 lanes.
+    pub trait Lanes: Elem {
+        /// # Safety
+        /// `p` points at 16 readable values, and the CPU has AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    impl<E: Elem> Lanes for E {}
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use super::Lanes;
+        use burn::tensor::{bf16, f16};
+        use std::arch::x86_64::*;
+
+        impl Lanes for f32 {
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn load16(p: *const f32) -> __m512 {
+                // SAFETY: the caller's promise.
+                unsafe { _mm512_loadu_ps(p) }
+            }
+        }
+
+        impl Lanes for f16 {
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn load16(p: *const f16) -> __m512 {
+                // SAFETY: the caller's promise.
+                unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+            }
+        }
+
+        impl Lanes for bf16 {
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn load16(p: *const bf16) -> __m512 {
+                // A bf16 is the top half of an f32.
+                // SAFETY: the caller's promise.
+                unsafe {
+                    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast())), 16))
+                }
+            }
+        }
+    }
+
+    /// Columns `c` of `[o0, o0 + n)` at `data[at + c · so..][..d_in]` against the rows of
+    /// `x: [rows, d_in]`, into `y: [rows, n]`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn columns<E: Lanes>(data: &[E], at: usize, so: usize, d_in: usize, x: &[f32], y: &mut [f32]) {
+        let rows = x.len() / d_in;
+        let n = y.len() / rows.max(1);
+        let mut c = 0;
+        while c < n {
+            let cols = if c + 4 <= n { 4 } else { 1 };
+            let col = at + c * so;
+            assert!(col + (cols - 1) * so + d_in <= data.len());
+            let mut r = 0;
+            while r < rows {
+                let take = (rows - r).min(4);
+                let mut out = [[0f32; 4]; 4];
+                let xr = &x[r * d_in..(r + take) * d_in];
+                // SAFETY: the columns are inside `data` (asserted above), the rows inside `x`.
+                unsafe {
+                    match (cols, take) {
+                        (4, 4) => dots::<E, 4, 4>(data, col, so, d_in, xr, &mut out),
+                        (4, 3) => dots::<E, 4, 3>(data, col, so, d_in, xr, &mut out),
+                        (4, 2) => dots::<E, 4, 2>(data, col, so, d_in, xr, &mut out),
+                        (4, _) => dots::<E, 4, 1>(data, col, so, d_in, xr, &mut out),
+                        (_, 4) => dots::<E, 1, 4>(data, col, so, d_in, xr, &mut out),
+                        (_, 3) => dots::<E, 1, 3>(data, col, so, d_in, xr, &mut out),
+                        (_, 2) => dots::<E, 1, 2>(data, col, so, d_in, xr, &mut out),
+                        _ => dots::<E, 1, 1>(data, col, so, d_in, xr, &mut out),
+                    }
+                }
+                for (k, v) in out[..cols].iter().enumerate() {
+                    for (i, v) in v[..take].iter().enumerate() {
+                        y[(r + i) * n + c + k] = *v;
+                    }
+                }
+                r += take;
+            }
+            c += cols;
+        }
+    }
+
+    /// `C` columns from `data[col..]` (stride `so`) against the `R` rows of `x`.
+    ///
+    /// # Safety
+    /// The columns lie inside `data`, `x` holds `R · d_in` values, `d_in` is a multiple of
+    /// 16, and the CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dots<E: Lanes, const C: usize, const R: usize>(
+        data: &[E],
+        col: usize,
+        so: usize,
+        d_in: usize,
+        x: &[f32],
+        out: &mut [[f32; 4]; 4],
+    ) {
+        use std::arch::x86_64::*;
+        let mut acc = [[_mm512_setzero_ps(); R]; C];
+        let base = data.as_ptr().wrapping_add(col);
+        for k in (0..d_in).step_by(16) {
+            let mut xs = [_mm512_setzero_ps(); R];
+            for (i, v) in xs.iter_mut().enumerate() {
+                // SAFETY: row i's values k..k + 16 are inside `x` (the caller's promise).
+                *v = unsafe { _mm512_loadu_ps(x.as_ptr().add(i * d_in + k)) };
+            }
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let p = base.wrapping_add(j * so + k);
+                // The next columns' line at this offset (see `prefetch`).
+                crate::cpu::prefetch(p.wrapping_add(C * so));
+                // SAFETY: inside the column (the caller's promise).
+                let wv = unsafe { E::load16(p) };
+                for (a, xv) in acc.iter_mut().zip(&xs) {
+                    *a = _mm512_fmadd_ps(wv, *xv, *a);
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            for (v, a) in o.iter_mut().zip(a) {
+                *v = _mm512_reduce_add_ps(a);
+            }
+        }
+    }
 }

@@ -5,23 +5,32 @@
 //!   dequantizes the whole weight, one element at a time on one core, before a
 //!   float matmul, at every call — seconds per decoded token for a 7B model.
 //!   Here a short block of rows (decoding, a few streamed tokens) is multiplied
-//!   with the 8-bit values where they lie, each block's products scaled as they
-//!   are summed, so a token reads each weight byte once; a long block (prefill)
-//!   dequantizes the weight on every core into the activations' float type and
-//!   runs the float matmul. [`transpose`] gives the loader's `[in, out]` view of
-//!   PyTorch's `[out, in]` bytes without moving them.
-//! - **Float weights, short blocks** ([`float`]): through the matmul library
-//!   one decoded row reads an f32 weight at about half the memory bandwidth (an
-//!   f16 one near it, so one f16 row stays there), two to sixteen rows (streamed
-//!   chunks) read it ~20x slower, and a bf16 matmul converts both operands to f32
-//!   first; here each output's contiguous inputs are read once, converted in L1
-//!   and multiplied in f32.
+//!   with the 8-bit values where they lie, so a token reads each weight byte
+//!   once: with half-precision activations (a quantized model's default) the
+//!   rows are quantized to 8 bits too, at every row count, and decoding rows'
+//!   products summed in integers ([`int8`], GGML's Q8_0 · Q8_0); with f32
+//!   activations each block's products are summed in f32 and scaled. A question-sized block dequantizes each column
+//!   once; a long block (prefill) dequantizes the weight on every core into the
+//!   activations' float type and runs the float matmul. [`transpose`] gives the
+//!   loader's `[in, out]` view of PyTorch's `[out, in]` bytes without moving them.
+//! - **Float weights, short blocks** ([`float`]): the matmul library treats a
+//!   decoded row like a large product (an f32 or f16 weight read at half the
+//!   memory bandwidth or less, two to sixteen rows ~20x slower, bf16 operands
+//!   converted to f32 first); here four columns are read at a time, converted in
+//!   registers and multiplied in f32, the next columns asked for ahead.
+//! - **Float weights, long blocks** ([`prefill`]): the matmul library multiplies
+//!   by the transposed view 1.2–2.5x slower than by a contiguous weight; the
+//!   weight is copied into a contiguous buffer kept between calls, then multiplied.
 //!
 //! CubeCL devices keep Burn's own kernels (their quantized matmul included).
 //! The tensor-op reference is Burn's `x.matmul(w)`; `tests/linear.rs` compares.
 
 #[cfg(feature = "flex")]
 mod float;
+#[cfg(feature = "flex")]
+mod int8;
+#[cfg(feature = "flex")]
+mod prefill;
 #[cfg(feature = "flex")]
 mod quantized;
 
@@ -41,8 +50,8 @@ mod extension {
         /// `w: [out, in]` quantized in blocks along `in`, as the `[in, out]` view.
         fn quantized_transpose(w: QuantizedTensor<Self>) -> QuantizedTensor<Self>;
 
-        /// `x · w` for a short `x: [rows, d_in]` and a float `w: [d_in, d_out]`, in `x`'s type.
-        fn float_matmul_rows(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+        /// `x · w` for `x: [rows, d_in]` and a float `w: [d_in, d_out]`, in `x`'s type.
+        fn float_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
     }
 
     impl CpuLinear for burn_flex::Flex {
@@ -54,17 +63,22 @@ mod extension {
             super::quantized::transpose(w)
         }
 
-        fn float_matmul_rows(x: burn_flex::FlexTensor, w: burn_flex::FlexTensor) -> burn_flex::FlexTensor {
+        fn float_matmul(x: burn_flex::FlexTensor, w: burn_flex::FlexTensor) -> burn_flex::FlexTensor {
+            let rows = x.layout().shape()[0];
             if super::float::reads(&w) {
-                super::float::matmul_rows(x, w)
-            } else {
-                let w = if w.dtype() == x.dtype() {
-                    w
-                } else {
-                    burn_flex::FlexTensor::from_data(w.into_data().convert_dtype(x.dtype()))
-                };
-                burn_flex::ops::matmul::matmul(x, w)
+                if rows <= super::MAX_FUSED_ROWS {
+                    return super::float::matmul_rows(x, w);
+                }
+                if let Some(y) = super::prefill::matmul(x.clone(), &w) {
+                    return y;
+                }
             }
+            let w = if w.dtype() == x.dtype() {
+                w
+            } else {
+                burn_flex::FlexTensor::from_data(w.into_data().convert_dtype(x.dtype()))
+            };
+            burn_flex::ops::matmul::matmul(x, w)
         }
     }
 }
@@ -76,17 +90,16 @@ pub use quantized::MAX_FUSED_ROWS;
 #[cfg(not(feature = "flex"))]
 pub const MAX_FUSED_ROWS: usize = 16;
 
-/// Whether [`matmul`] takes `x · w` for `rows` rows on this device: on the CPU backend,
-/// a quantized weight at any row count, a float one for short blocks.
-pub fn takes(device: &burn::tensor::Device, w_dtype: DType, rows: usize) -> bool {
+/// Whether [`matmul`] takes `x · w` on this device: on the CPU backend, every quantized
+/// and float weight (a float weight held as the transposed view is
+/// multiplied by the decode loops or through a contiguous copy; any other goes to flex's
+/// matmul there).
+pub fn takes(device: &burn::tensor::Device, w_dtype: DType) -> bool {
     #[allow(unreachable_patterns)]
     match device.as_dispatch() {
         #[cfg(feature = "flex")]
         burn::backend::DispatchDevice::Flex(_) => match w_dtype {
-            DType::QFloat(_) => true,
-            DType::F32 | DType::BF16 => rows <= MAX_FUSED_ROWS,
-            // One f16 row flex's matmul reads near the bandwidth; a few rows it reads ~20x slower.
-            DType::F16 => (2..=MAX_FUSED_ROWS).contains(&rows),
+            DType::QFloat(_) | DType::F32 | DType::F16 | DType::BF16 => true,
             _ => false,
         },
         _ => false,
@@ -100,7 +113,7 @@ pub fn takes(device: &burn::tensor::Device, w_dtype: DType, rows: usize) -> bool
 /// again: minutes for a 7B model). Otherwise the transposed view, `w.transpose()`.
 pub fn transpose(w: Tensor<2>) -> Tensor<2> {
     let device = w.device();
-    if !takes(&device, w.dtype(), 0) {
+    if !takes(&device, w.dtype()) {
         return w.transpose();
     }
     if !matches!(w.dtype(), DType::QFloat(_)) {
@@ -119,7 +132,7 @@ pub fn transpose(w: Tensor<2>) -> Tensor<2> {
 /// `x · w` for `x: [rows, d_in]`, `w: [d_in, d_out]` where [`takes`] holds; `None`
 /// elsewhere (the caller's `x.matmul(w)` is then the path).
 pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Option<Tensor<2>> {
-    if !takes(&x.device(), w.dtype(), x.dims()[0]) {
+    if !takes(&x.device(), w.dtype()) {
         return None;
     }
     #[cfg(feature = "flex")]
@@ -130,7 +143,7 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Option<Tensor<2>> {
         let (x, w) = (x.into_dispatch(), w.into_dispatch());
         let y = match quantized {
             true => <Dispatch as CpuLinear>::quantized_matmul(x, w),
-            false => <Dispatch as CpuLinear>::float_matmul_rows(x, w),
+            false => <Dispatch as CpuLinear>::float_matmul(x, w),
         };
         Some(Tensor::from_dispatch(y))
     }

@@ -8,7 +8,8 @@ use burn::tensor::{DType, TensorData, bf16, f16};
 use burn_flex::{FlexQTensor, FlexTensor};
 use rayon::prelude::*;
 
-use crate::cpu::{Elem, dot, madd};
+use super::int8;
+use crate::cpu::{Elem, dot, madd, prefetch};
 
 /// The most rows multiplied with the quantized bytes directly; a longer block
 /// dequantizes the weight once and runs the float matmul, whose blocking wins there.
@@ -23,22 +24,22 @@ pub const MAX_PROMPT_ROWS: usize = 128;
 const COLUMNS: usize = 64;
 
 /// The weight as the kernels read it: `value(k, o) = data[start + k·sk + o·so]`.
-struct Weight<'a> {
-    data: &'a [i8],
-    start: usize,
-    sk: usize,
-    so: usize,
-    d_in: usize,
-    d_out: usize,
-    scales: &'a [f32],
+pub(super) struct Weight<'a> {
+    pub data: &'a [i8],
+    pub start: usize,
+    pub sk: usize,
+    pub so: usize,
+    pub d_in: usize,
+    pub d_out: usize,
+    pub scales: &'a [f32],
     /// Block extent along k and o, and the number of blocks along o.
-    bk: usize,
-    bo: usize,
-    nbo: usize,
+    pub bk: usize,
+    pub bo: usize,
+    pub nbo: usize,
 }
 
 impl Weight<'_> {
-    fn scale(&self, k: usize, o: usize) -> f32 {
+    pub fn scale(&self, k: usize, o: usize) -> f32 {
         self.scales[(k / self.bk) * self.nbo + o / self.bo]
     }
 }
@@ -107,18 +108,37 @@ pub fn quantized_matmul(x: FlexTensor, w: FlexQTensor) -> FlexTensor {
         nbo,
     };
     let k_runs = weight.sk == 1 && weight.so != 1 && weight.bo == 1;
-    if rows > MAX_PROMPT_ROWS || (rows > MAX_FUSED_ROWS && !k_runs) {
-        let dense = dequantize(&weight, dtype);
-        return burn_flex::ops::matmul::matmul(x, dense);
-    }
-    let xf = rows_f32(x);
-    let y = if rows > MAX_FUSED_ROWS {
-        // A question-sized prompt: each column dequantized once in L1, then a dot per row.
-        split(&weight, &xf, rows, column_dots)
-    } else if weight.so == 1 || d_out == 1 {
-        Kernel::pick().columns(&weight, &xf, rows)
-    } else {
-        Kernel::pick().dots(&weight, &xf, rows)
+    // Half-precision activations meet the weight as 8-bit blocks at every row count (GGML's
+    // Q8_0 · Q8_0): decoding rows in integer products (`int8`), longer blocks as the values
+    // those blocks stand for, so a prompt and its decoded tokens see the same layer.
+    let rows8 = (dtype != DType::F32 && d_in.is_multiple_of(int8::BLOCK)).then(|| {
+        let xf = rows_f32(x.clone());
+        int8::Rows8::quantize(&xf, rows, d_in)
+    });
+    let y = match rows8 {
+        Some(q) if rows <= MAX_FUSED_ROWS && int8::takes(&weight) => int8::matmul(&weight, &q),
+        rows8 => {
+            if rows > MAX_PROMPT_ROWS || (rows > MAX_FUSED_ROWS && !k_runs) {
+                let dense = dequantize(&weight, dtype);
+                let x = match rows8 {
+                    Some(q) => float_tensor(TensorData::new(q.values(), [rows, d_in]), dtype),
+                    None => x,
+                };
+                return burn_flex::ops::matmul::matmul(x, dense);
+            }
+            let xf = match rows8 {
+                Some(q) => q.values(),
+                None => rows_f32(x),
+            };
+            if rows > MAX_FUSED_ROWS {
+                // A question-sized prompt: each column dequantized once in L1, then a dot per row.
+                split(&weight, &xf, rows, column_dots)
+            } else if weight.so == 1 || d_out == 1 {
+                Kernel::pick().columns(&weight, &xf, rows)
+            } else {
+                Kernel::pick().dots(&weight, &xf, rows)
+            }
+        }
     };
     float_tensor(TensorData::new(y, [rows, d_out]), dtype)
 }
@@ -319,7 +339,55 @@ fn columns<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &m
 }
 
 /// Columns whose block scales are gathered together (one contiguous run per block).
-const GROUP: usize = 16;
+pub(super) const GROUP: usize = 16;
+
+/// The task's block scales regrouped (`sc[g][b][j]` for column `g · GROUP + j`): the
+/// scale grid is read a block row at a time, a group's scales read back from one run.
+pub(super) fn regroup(w: &Weight, o0: usize, n: usize, sc: &mut Vec<f32>) {
+    let nb = w.d_in / w.bk;
+    let groups = n.div_ceil(GROUP);
+    sc.clear();
+    sc.resize(groups * nb * GROUP, 0.0);
+    for b in 0..nb {
+        let row = &w.scales[b * w.nbo + o0..b * w.nbo + o0 + n];
+        let (whole, tail) = row.split_at(n / GROUP * GROUP);
+        for (g, run) in whole.chunks_exact(GROUP).enumerate() {
+            let run: &[f32; GROUP] = run.try_into().expect("a group");
+            let at = (g * nb + b) * GROUP;
+            let dst: &mut [f32; GROUP] = (&mut sc[at..at + GROUP]).try_into().expect("a group");
+            *dst = *run;
+        }
+        if !tail.is_empty() {
+            let at = ((n / GROUP) * nb + b) * GROUP;
+            sc[at..at + tail.len()].copy_from_slice(tail);
+        }
+    }
+}
+
+/// Two buffers of this thread kept between calls (taken, and put back on drop): a
+/// fresh large buffer per task would be fresh pages, zeroed by the kernel at first
+/// touch, at every token. No closure: one would not carry its caller's target features.
+pub(super) struct Scratch {
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+impl Scratch {
+    pub fn take() -> Self {
+        let (a, b) = SCRATCH.take();
+        Scratch { a, b }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        SCRATCH.set((std::mem::take(&mut self.a), std::mem::take(&mut self.b)));
+    }
+}
 
 /// k-contiguous bytes in blocks of 32 (GGML's layout), columns `[o0, o0 + n)`: per column
 /// and row one dot product over a contiguous run of bytes, each block's products scaled as
@@ -332,17 +400,9 @@ fn dots<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &mut 
         return dots_any::<FMA>(w, x, rows, o0, y);
     }
     let nb = d_in / w.bk;
-    // The task's scales regrouped (`sc[group][b][j]` for column `group · GROUP + j`): read a
-    // block row at a time (contiguous), written in runs of GROUP, read back contiguously.
-    let groups = n.div_ceil(GROUP);
-    let mut sc = vec![0f32; groups * nb * GROUP];
-    for b in 0..nb {
-        let row = &w.scales[b * w.nbo + o0..b * w.nbo + o0 + n];
-        for (g, run) in row.chunks(GROUP).enumerate() {
-            let at = (g * nb + b) * GROUP;
-            sc[at..at + run.len()].copy_from_slice(run);
-        }
-    }
+    let mut scratch = Scratch::take();
+    regroup(w, o0, n, &mut scratch.a);
+    let sc = &scratch.a;
     for g0 in (0..n).step_by(GROUP) {
         let gn = GROUP.min(n - g0);
         for j in 0..gn {
@@ -355,8 +415,8 @@ fn dots<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &mut 
                 let mut acc = [0f32; 64];
                 for p in 0..nb / 2 {
                     let c = p * 64;
-                    // Columns are one page each: the hardware prefetcher stops at a page's end.
-                    prefetch(w.data, at + c + PREFETCH);
+                    // The next column's line at this offset (see `prefetch`).
+                    prefetch(w.data.as_ptr().wrapping_add(at + w.so + c));
                     let (s0, s1) = (sg[2 * p * GROUP + j], sg[(2 * p + 1) * GROUP + j]);
                     let q: &[i8; 64] = col[c..c + 64].try_into().expect("64 bytes");
                     let xs: &[f32; 64] = xr[c..c + 64].try_into().expect("64 values");
@@ -380,21 +440,6 @@ fn dots<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &mut 
             }
         }
     }
-}
-
-/// Bytes ahead of the read position fetched early (a few cache lines).
-const PREFETCH: usize = 1024;
-
-/// Ask for the cache line holding `data[i]` (nothing past the end, nothing off x86-64).
-#[inline(always)]
-fn prefetch(data: &[i8], i: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if i < data.len() {
-        // SAFETY: a prefetch of an address inside the slice; it never faults or writes.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(data.as_ptr().add(i).cast()) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, i);
 }
 
 /// Any layout and block shape: each column's values gathered, then block by block.
@@ -490,12 +535,25 @@ fn dot64<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// `[out, in]` bytes (each output's inputs contiguous) with `[in / 32, out]` scales, as the
+/// loader's view holds them, for tests.
+#[cfg(test)]
+pub(super) fn test_weight(data: &[i8], scales: &[f32], d_in: usize, d_out: usize) -> Weight<'static> {
+    tests::weight(data, scales, d_in, d_out, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A weight of random bytes in o-contiguous and k-contiguous storage, blocks of 32 along k.
-    fn weight(data: &[i8], scales: &[f32], d_in: usize, d_out: usize, k_contiguous: bool) -> Weight<'static> {
+    pub(super) fn weight(
+        data: &[i8],
+        scales: &[f32],
+        d_in: usize,
+        d_out: usize,
+        k_contiguous: bool,
+    ) -> Weight<'static> {
         let data: &'static [i8] = Box::leak(data.to_vec().into_boxed_slice());
         let scales: &'static [f32] = Box::leak(scales.to_vec().into_boxed_slice());
         let (sk, so) = if k_contiguous { (1, d_in) } else { (d_out, 1) };

@@ -21,7 +21,8 @@ pub struct Footprint {
     pub weights: u64,
     /// Beyond them: activations, a KV cache of [`KV_POSITIONS`] positions, and
     /// the largest weight once in f32 (a quantized weight's dequantized copy
-    /// on the CPU backend, a tensor converted while loading).
+    /// or a float weight's contiguous copy for a prompt on the CPU backend, a
+    /// tensor converted while loading).
     pub working: u64,
 }
 

@@ -2,7 +2,7 @@
 //! weight holds: f32, half precision, or quantized blocks. (Burn's batched
 //! form reshapes the weight, and a quantized weight held as a transposed view
 //! would be dequantized and quantized again by that reshape on every call.)
-//! On the CPU backend, quantized weights and short blocks of rows go through
+//! On the CPU backend, quantized and float weights go through
 //! `vocollama_kernels::linear`.
 
 use burn::nn::{Initializer, Linear, LinearConfig};
@@ -22,8 +22,8 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let mut out = dims;
     out[D - 1] = d_out;
     let x = x.reshape([rows, d_in]);
-    let y = match vocollama_kernels::linear::takes(&x.device(), weight.dtype(), rows) {
-        // The CPU's quantized weights, and its decoding rows (`vocollama_kernels::linear`).
+    let y = match vocollama_kernels::linear::takes(&x.device(), weight.dtype()) {
+        // The CPU's quantized and float weights (`vocollama_kernels::linear`).
         true => vocollama_kernels::linear::matmul(x, weight).expect("taken on this device"),
         false => x.matmul(weight),
     }

@@ -1,0 +1,292 @@
+//! Block-quantized weights against half-precision activations in integer
+//! arithmetic, as GGML multiplies Q8_0 by Q8_0: each row is quantized to 8 bits
+//! in blocks of 32 (one f32 scale a block, symmetric, round to nearest), each
+//! block's 32 byte products are summed exactly in i32 — 64 products an
+//! instruction where the CPU has AVX-512 VNNI — and the sums are scaled by both
+//! blocks' scales as they are added in f32. Converting every weight byte to f32
+//! (the exact path) costs more instructions than reading it; this path reads a
+//! token's weights at memory speed. Longer blocks of rows multiply the values
+//! the 8-bit blocks stand for ([`Rows8::values`]), so every row count sees the
+//! same layer. Taken for f16 and bf16 activations (a quantized model's
+//! default), whose own rounding is of the order of the rows' 8-bit rounding;
+//! f32 activations keep the exact path.
+
+use super::quantized::{Scratch, Weight, by_columns};
+use crate::cpu::prefetch;
+
+/// The block size of the rows (and of the weights this path reads).
+pub const BLOCK: usize = 32;
+
+/// Rows quantized in blocks of [`BLOCK`]: `q[r · stride + k]`, `d[r · nb + b]`, each
+/// row's bytes padded with zeros to whole pairs of blocks (64 bytes, one vector).
+pub struct Rows8 {
+    q: Vec<i8>,
+    d: Vec<f32>,
+    rows: usize,
+    nb: usize,
+    stride: usize,
+}
+
+impl Rows8 {
+    /// `x: [rows, d_in]` (row-major f32, `d_in` a multiple of [`BLOCK`]) in 8 bits a value.
+    pub fn quantize(x: &[f32], rows: usize, d_in: usize) -> Self {
+        let nb = d_in / BLOCK;
+        let stride = nb.div_ceil(2) * 2 * BLOCK;
+        let mut q = vec![0i8; rows * stride];
+        let mut d = vec![0f32; rows * nb];
+        for r in 0..rows {
+            for b in 0..nb {
+                let block = &x[r * d_in + b * BLOCK..r * d_in + (b + 1) * BLOCK];
+                let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = amax / 127.0;
+                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                d[r * nb + b] = scale;
+                for (o, v) in q[r * stride + b * BLOCK..].iter_mut().zip(block) {
+                    *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                }
+            }
+        }
+        Rows8 { q, d, rows, nb, stride }
+    }
+
+    /// The value row `r`'s 8-bit block stands for at `k`.
+    pub fn value(&self, r: usize, k: usize) -> f32 {
+        self.q[r * self.stride + k] as f32 * self.d[r * self.nb + k / BLOCK]
+    }
+
+    /// Every value the blocks stand for, `[rows, d_in]` row-major (for the float loops).
+    pub fn values(&self) -> Vec<f32> {
+        let d_in = self.nb * BLOCK;
+        (0..self.rows).flat_map(|r| (0..d_in).map(move |k| self.value(r, k))).collect()
+    }
+}
+
+/// `x · w` for the quantized rows `x` and a weight of k-contiguous bytes in blocks of
+/// [`BLOCK`] along k (see [`takes`]), `[rows, d_out]` in f32.
+pub fn matmul(w: &Weight, x: &Rows8) -> Vec<f32> {
+    assert_eq!(x.nb * BLOCK, w.d_in, "int8 matmul: rows of {} values against {} inputs", x.nb * BLOCK, w.d_in);
+    let task = pick();
+    by_columns(w.d_out, x.rows, |o0, y| task(w, x, o0, y))
+}
+
+/// Whether this path reads `w`: each output's bytes contiguous, blocks of [`BLOCK`] along k.
+pub fn takes(w: &Weight) -> bool {
+    w.sk == 1 && w.bo == 1 && w.bk == BLOCK && w.d_in.is_multiple_of(BLOCK)
+}
+
+type Task = fn(&Weight, &Rows8, usize, &mut [f32]);
+
+fn pick() -> Task {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+    {
+        // SAFETY: the CPU has AVX-512 F, BW and VNNI, checked just above.
+        return |w, x, o0, y| unsafe { vnni::columns(w, x, o0, y) };
+    }
+    portable
+}
+
+/// Any CPU: each block's products summed in i32, scaled and added in f32.
+fn portable(w: &Weight, x: &Rows8, o0: usize, y: &mut [f32]) {
+    let (nb, rows) = (x.nb, x.rows);
+    let n = y.len() / rows.max(1);
+    for c in 0..n {
+        let o = o0 + c;
+        let at = w.start + o * w.so;
+        let col = &w.data[at..at + w.d_in];
+        for r in 0..rows {
+            let mut sum = 0f32;
+            for b in 0..nb {
+                let qw = &col[b * BLOCK..(b + 1) * BLOCK];
+                let qx = &x.q[r * x.stride + b * BLOCK..r * x.stride + (b + 1) * BLOCK];
+                let dot: i32 = qw.iter().zip(qx).map(|(a, b)| i32::from(*a) * i32::from(*b)).sum();
+                sum += dot as f32 * (w.scales[b * w.nbo + o] * x.d[r * nb + b]);
+            }
+            y[r * n + c] = sum;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Columns `[o0, o0 + n)`, four at a time (four weight streams in flight, each row's
+    /// bytes loaded once for the four), two blocks (64 bytes) a step: their products
+    /// summed by `vpdpbusd` (unsigned × signed, so the weight's sign moves onto the row's
+    /// byte), each block's eight partial sums scaled by its two scales into 16 f32 lanes.
+    /// Up to four rows share each loaded weight vector.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn columns(w: &Weight, x: &Rows8, o0: usize, y: &mut [f32]) {
+        let (nb, rows) = (x.nb, x.rows);
+        let n = y.len() / rows.max(1);
+        let mut scratch = Scratch::take();
+        let dx = &mut scratch.a;
+        // Per row and pair of blocks, the row's two scales spread over the lanes they scale.
+        let pairs = nb.div_ceil(2);
+        dx.clear();
+        dx.resize(rows * pairs * 16, 0.0);
+        for r in 0..rows {
+            for b in 0..nb {
+                let at = (r * pairs + b / 2) * 16 + (b % 2) * 8;
+                dx[at..at + 8].fill(x.d[r * nb + b]);
+            }
+        }
+        let mut c = 0;
+        while c < n {
+            let cols = if c + 4 <= n { 4 } else { 1 };
+            let at = w.start + (o0 + c) * w.so;
+            let span = (cols - 1) * w.so + w.d_in;
+            let block =
+                Columns { data: &w.data[at..at + span], stride: w.so, scales: w.scales, row: w.nbo, o: o0 + c, nb };
+            let mut r = 0;
+            while r < rows {
+                let take = (rows - r).min(4);
+                let mut out = [[0f32; 4]; 4];
+                // SAFETY: the features are this function's; bounds are checked inside.
+                unsafe {
+                    match (cols, take) {
+                        (4, 4) => block.dots::<4, 4>(x, dx, r, &mut out),
+                        (4, 3) => block.dots::<4, 3>(x, dx, r, &mut out),
+                        (4, 2) => block.dots::<4, 2>(x, dx, r, &mut out),
+                        (4, _) => block.dots::<4, 1>(x, dx, r, &mut out),
+                        (_, 4) => block.dots::<1, 4>(x, dx, r, &mut out),
+                        (_, 3) => block.dots::<1, 3>(x, dx, r, &mut out),
+                        (_, 2) => block.dots::<1, 2>(x, dx, r, &mut out),
+                        _ => block.dots::<1, 1>(x, dx, r, &mut out),
+                    }
+                }
+                for (k, col) in out[..cols].iter().enumerate() {
+                    for (i, v) in col[..take].iter().enumerate() {
+                        y[(r + i) * n + c + k] = *v;
+                    }
+                }
+                r += take;
+            }
+            c += cols;
+        }
+    }
+
+    /// Adjacent columns: column `k`'s bytes at `data[k · stride..][..nb · 32]`, its block
+    /// `b`'s scale at `scales[b · row + o + k]` (the scale grid as Burn lays it out: read
+    /// where it lies, four columns' scales side by side, each line shared by 16 columns).
+    struct Columns<'a> {
+        data: &'a [i8],
+        stride: usize,
+        scales: &'a [f32],
+        row: usize,
+        o: usize,
+        nb: usize,
+    }
+
+    impl Columns<'_> {
+        /// `C` columns against rows `[r0, r0 + R)`: `out[k][i]` for column k, row r0 + i.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        unsafe fn dots<const C: usize, const R: usize>(
+            &self,
+            x: &Rows8,
+            dx: &[f32],
+            r0: usize,
+            out: &mut [[f32; 4]; 4],
+        ) {
+            let nb = self.nb;
+            let pairs = nb.div_ceil(2);
+            assert!(C <= 4 && R <= 4 && nb > 0 && (nb - 1) * self.row + self.o + C <= self.scales.len());
+            assert!(self.data.len() >= (C - 1) * self.stride + nb * BLOCK);
+            assert!((r0 + R) * pairs * 16 <= dx.len() && (r0 + R) * x.stride <= x.q.len() && x.stride >= pairs * 64);
+            let zero = _mm512_setzero_si512();
+            let mut acc = [[_mm512_setzero_ps(); R]; C];
+            for p in 0..pairs {
+                let b = 2 * p;
+                // The second block of an odd count's last pair is masked off (its lanes scale by 0).
+                let whole = b + 1 < nb;
+                let mask: u64 = if whole { u64::MAX } else { u32::MAX as u64 };
+                let mut qx = [zero; R];
+                let mut d = [_mm512_setzero_ps(); R];
+                for i in 0..R {
+                    // SAFETY: rows are padded to whole pairs and `dx` holds them (asserted above).
+                    unsafe {
+                        qx[i] = _mm512_loadu_si512(x.q.as_ptr().add((r0 + i) * x.stride + p * 64).cast());
+                        d[i] = _mm512_loadu_ps(dx.as_ptr().add(((r0 + i) * pairs + p) * 16));
+                    }
+                }
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let at = k * self.stride + p * 64;
+                    // The next columns' line at this offset (see `prefetch`).
+                    prefetch(self.data.as_ptr().wrapping_add(at + C * self.stride));
+                    // SAFETY: the masked load reads only bytes inside the column (asserted above).
+                    let qw = unsafe {
+                        if whole {
+                            _mm512_loadu_si512(self.data.as_ptr().add(at).cast())
+                        } else {
+                            _mm512_maskz_loadu_epi8(mask, self.data.as_ptr().add(at))
+                        }
+                    };
+                    let magnitude = _mm512_abs_epi8(qw);
+                    let negative = _mm512_movepi8_mask(qw);
+                    let s0 = _mm512_set1_ps(self.scales[b * self.row + self.o + k]);
+                    let s1 = if whole { _mm512_set1_ps(self.scales[(b + 1) * self.row + self.o + k]) } else { s0 };
+                    let sw = _mm512_mask_mov_ps(s0, 0xFF00, s1);
+                    for i in 0..R {
+                        // x · w = |w| · (x with w's sign): the unsigned × signed form vpdpbusd takes.
+                        let signed = _mm512_mask_sub_epi8(qx[i], negative, zero, qx[i]);
+                        let sums = _mm512_dpbusd_epi32(zero, magnitude, signed);
+                        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(sw, d[i]), acc[i]);
+                    }
+                }
+            }
+            for (o, a) in out.iter_mut().zip(acc) {
+                for (v, a) in o.iter_mut().zip(a) {
+                    *v = _mm512_reduce_add_ps(a);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both variants equal a direct sum in f64 over the rows as quantized, and the rows'
+    /// quantization stays within half a step of each block's scale.
+    #[test]
+    fn variants_agree_with_a_direct_sum_of_the_quantized_rows() {
+        for (d_in, d_out, rows) in [(96, 80, 1), (128, 40, 3), (64, 17, 6)] {
+            let mut s = 11u64 + d_in as u64;
+            let mut next = || {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 33) as u32
+            };
+            let data: Vec<i8> = (0..d_in * d_out).map(|_| (next() % 256) as u8 as i8).collect();
+            let scales: Vec<f32> = (0..d_in / 32 * d_out).map(|_| (next() % 1000) as f32 / 5e4).collect();
+            let xf: Vec<f32> = (0..rows * d_in).map(|_| (next() % 2000) as f32 / 1000.0 - 1.0).collect();
+            let w = super::super::quantized::test_weight(&data, &scales, d_in, d_out);
+            let x = Rows8::quantize(&xf, rows, d_in);
+            for r in 0..rows {
+                for k in 0..d_in {
+                    let step = x.d[r * x.nb + k / BLOCK];
+                    assert!((x.value(r, k) - xf[r * d_in + k]).abs() <= 0.5 * step * 1.0001);
+                }
+            }
+            let mut want = vec![0f64; rows * d_out];
+            for r in 0..rows {
+                for o in 0..d_out {
+                    want[r * d_out + o] = (0..d_in)
+                        .map(|k| x.value(r, k) as f64 * w.data[o * d_in + k] as f64 * w.scale(k, o) as f64)
+                        .sum();
+                }
+            }
+            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let mut outputs = vec![by_columns(d_out, rows, |o0, y| portable(&w, &x, o0, y))];
+            outputs.push(matmul(&w, &x));
+            for got in outputs {
+                let err = got.iter().zip(&want).fold(0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
+                assert!(err / scale < 1e-5, "{d_in}x{d_out} rows {rows}: {err} / {scale}");
+            }
+        }
+    }
+}

@@ -9,17 +9,18 @@
 //!   once: with half-precision activations (a quantized model's default) the
 //!   rows are quantized to 8 bits too, at every row count, and decoding rows'
 //!   products summed in integers ([`int8`], GGML's Q8_0 · Q8_0); with f32
-//!   activations each block's products are summed in f32 and scaled. A question-sized block dequantizes each column
-//!   once; a long block (prefill) dequantizes the weight on every core into the
-//!   activations' float type and runs the float matmul. [`transpose`] gives the
-//!   loader's `[in, out]` view of PyTorch's `[out, in]` bytes without moving them.
+//!   activations each block's products are summed in f32 and scaled. A longer
+//!   block (a prompt) dequantizes the weight on every core into a contiguous f32
+//!   buffer kept between calls and runs the float matmul ([`prefill`]).
+//!   [`transpose`] gives the loader's `[in, out]` view of PyTorch's `[out, in]`
+//!   bytes without moving them.
 //! - **Float weights, short blocks** ([`float`]): the matmul library treats a
 //!   decoded row like a large product (an f32 or f16 weight read at half the
 //!   memory bandwidth or less, two to sixteen rows ~20x slower, bf16 operands
 //!   converted to f32 first); here four columns are read at a time, converted in
 //!   registers and multiplied in f32, the next columns asked for ahead.
 //! - **Float weights, long blocks** ([`prefill`]): the matmul library multiplies
-//!   by the transposed view 1.2–2.5x slower than by a contiguous weight; the
+//!   by the transposed view 1.2–4x slower than by a contiguous weight; the
 //!   weight is copied into a contiguous buffer kept between calls, then multiplied.
 //!
 //! CubeCL devices keep Burn's own kernels (their quantized matmul included).

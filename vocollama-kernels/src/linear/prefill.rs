@@ -16,7 +16,7 @@ use burn::tensor::{DType, TensorData, bf16, f16};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::quantized::{float_tensor, rows_f32};
+use super::quantized::{Weight, float_tensor, rows_f32};
 
 /// The contiguous copy of the weight, reused between calls.
 static BUFFER: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -64,6 +64,52 @@ where
     let (start, so) = (layout.start_offset(), layout.strides()[1] as usize);
     let src = w.storage::<S>();
     assert!(d_in == 0 || d_out == 0 || start + (d_out - 1) * so + d_in <= src.len(), "prefill: weight view");
+    product(x, d_in, d_out, |k0, o, run: &mut [T]| {
+        let (at, n) = (start + o * so + k0, run.len());
+        for (v, s) in run.iter_mut().zip(&src[at..at + n]) {
+            *v = convert(*s);
+        }
+    })
+}
+
+/// `x: [rows, d_in]` (8-bit rows as the values they stand for, or f32 activations) ·
+/// a block-quantized `w`, dequantized into the contiguous buffer in f32 (exact: an f16
+/// copy would round the products' operands, and converting to f16 costs more than the
+/// wider copy), the result in `dtype`.
+pub fn quantized(x: &[f32], w: &Weight, dtype: DType) -> FlexTensor {
+    let (d_in, d_out) = (w.d_in, w.d_out);
+    let rows = x.len() / d_in.max(1);
+    let dequantize = |k0: usize, o: usize, run: &mut [f32]| {
+        // A block's scale looked up once for its run of inputs.
+        let mut i = 0;
+        while i < run.len() {
+            let k = k0 + i;
+            let (s, end) = (w.scale(k, o), (i + w.bk - k % w.bk).min(run.len()));
+            let at = w.start + k * w.sk + o * w.so;
+            if w.sk == 1 {
+                // The loader's layout: the block's bytes one run.
+                for (v, b) in run[i..end].iter_mut().zip(&w.data[at..at + end - i]) {
+                    *v = *b as f32 * s;
+                }
+            } else {
+                for (j, v) in run[i..end].iter_mut().enumerate() {
+                    *v = w.data[at + j * w.sk] as f32 * s;
+                }
+            }
+            i = end;
+        }
+    };
+    let y = product(x, d_in, d_out, dequantize);
+    float_tensor(TensorData::new(y, [rows, d_out]), dtype)
+}
+
+/// `x: [rows, d_in]` · the weight that `fill(k0, o, run)` writes, a run of inputs
+/// `[k0, k0 + run.len())` of output `o` at a time, into the contiguous buffer.
+fn product<T, F>(x: &[T], d_in: usize, d_out: usize, fill: F) -> Vec<T>
+where
+    F: Fn(usize, usize, &mut [T]) + Sync,
+    T: bytemuck::Pod + Send + Sync + Gemm,
+{
     let rows = x.len() / d_in.max(1);
     let words = (d_in * d_out * size_of::<T>()).div_ceil(4);
     // Another thread multiplying at the same moment gets a buffer of its own.
@@ -87,10 +133,7 @@ where
         for o0 in (0..d_out).step_by(TILE) {
             let on = TILE.min(d_out - o0);
             for (c, column) in tile[..on].iter_mut().enumerate() {
-                let at = start + (o0 + c) * so + k0;
-                for (v, s) in column.iter_mut().zip(&src[at..at + kn]) {
-                    *v = convert(*s);
-                }
+                fill(k0, o0 + c, &mut column[..kn]);
             }
             for i in 0..kn {
                 let row = &mut slab[i * d_out + o0..i * d_out + o0 + on];

@@ -15,11 +15,6 @@ use crate::cpu::{Elem, dot, madd, prefetch};
 /// dequantizes the weight once and runs the float matmul, whose blocking wins there.
 pub const MAX_FUSED_ROWS: usize = 16;
 
-/// The most rows (a question's prompt) multiplied column by column, each column
-/// dequantized once; a longer block dequantizes the whole weight for the float matmul,
-/// whose blocking wins there (measured: 64 rows 3x faster this way, 643 rows slower).
-pub const MAX_PROMPT_ROWS: usize = 128;
-
 /// Output columns per strip (a multiple of 16, for whole vectors); tasks are multiples of it.
 const COLUMNS: usize = 64;
 
@@ -107,7 +102,6 @@ pub fn quantized_matmul(x: FlexTensor, w: FlexQTensor) -> FlexTensor {
         bo,
         nbo,
     };
-    let k_runs = weight.sk == 1 && weight.so != 1 && weight.bo == 1;
     // Half-precision activations meet the weight as 8-bit blocks at every row count (GGML's
     // Q8_0 · Q8_0): decoding rows in integer products (`int8`), longer blocks as the values
     // those blocks stand for, so a prompt and its decoded tokens see the same layer.
@@ -118,22 +112,15 @@ pub fn quantized_matmul(x: FlexTensor, w: FlexQTensor) -> FlexTensor {
     let y = match rows8 {
         Some(q) if rows <= MAX_FUSED_ROWS && int8::takes(&weight) => int8::matmul(&weight, &q),
         rows8 => {
-            if rows > MAX_PROMPT_ROWS || (rows > MAX_FUSED_ROWS && !k_runs) {
-                let dense = dequantize(&weight, dtype);
-                let x = match rows8 {
-                    Some(q) => float_tensor(TensorData::new(q.values(), [rows, d_in]), dtype),
-                    None => x,
-                };
-                return burn_flex::ops::matmul::matmul(x, dense);
-            }
             let xf = match rows8 {
                 Some(q) => q.values(),
                 None => rows_f32(x),
             };
             if rows > MAX_FUSED_ROWS {
-                // A question-sized prompt: each column dequantized once in L1, then a dot per row.
-                split(&weight, &xf, rows, column_dots)
-            } else if weight.so == 1 || d_out == 1 {
+                // A prompt: the weight dequantized into a contiguous buffer, then the matmul library.
+                return super::prefill::quantized(&xf, &weight, dtype);
+            }
+            if weight.so == 1 || d_out == 1 {
                 Kernel::pick().columns(&weight, &xf, rows)
             } else {
                 Kernel::pick().dots(&weight, &xf, rows)
@@ -176,25 +163,6 @@ pub(crate) fn rows_f32(x: FlexTensor) -> Vec<f32> {
         DType::BF16 => read::<bf16>(&x),
         other => panic!("linear: unsupported float type {other:?}"),
     }
-}
-
-/// The weight in `dtype`, `[d_in, d_out]` contiguous, dequantized on every core (for a
-/// block of rows too long for the direct loops: the float matmul then does the work).
-fn dequantize(w: &Weight, dtype: DType) -> FlexTensor {
-    // Contiguous `[in, out]` (flex's matmul reads a transposed view 2.5x slower at 64 rows),
-    // a slab of `bk` input rows per task: each output's run of `bk` bytes read together.
-    let (d_in, d_out, bk) = (w.d_in, w.d_out, w.bk);
-    let mut out = vec![0f32; d_in * d_out];
-    out.par_chunks_mut(bk * d_out).enumerate().for_each(|(b, slab)| {
-        let k0 = b * bk;
-        for o in 0..d_out {
-            let s = w.scale(k0, o);
-            for i in 0..bk {
-                slab[i * d_out + o] = w.data[w.start + (k0 + i) * w.sk + o * w.so] as f32 * s;
-            }
-        }
-    });
-    float_tensor(TensorData::new(out, [d_in, d_out]), dtype)
 }
 
 /// One task's columns `[o0, o0 + n)` of every row, written to `y: [rows, n]`.
@@ -461,29 +429,6 @@ fn dots_any<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &
                 sum = madd::<FMA>(block, w.scale(kb, o), sum);
             }
             y[r * n + c] = sum;
-        }
-    }
-}
-
-/// Columns `[o0, o0 + n)` of k-contiguous bytes: each column dequantized (scales applied)
-/// into L1 once, then one dot product per row.
-fn column_dots(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &mut [f32]) {
-    let (d_in, bk) = (w.d_in, w.bk);
-    let n = y.len() / rows.max(1);
-    let dot = dot_kernel();
-    let mut q = vec![0f32; d_in];
-    for c in 0..n {
-        let o = o0 + c;
-        let at = w.start + o * w.so;
-        let bytes = &w.data[at..at + d_in];
-        for (b, (qb, vb)) in q.chunks_mut(bk).zip(bytes.chunks(bk)).enumerate() {
-            let s = w.scales[b * w.nbo + o];
-            for (v, byte) in qb.iter_mut().zip(vb) {
-                *v = *byte as f32 * s;
-            }
-        }
-        for r in 0..rows {
-            y[r * n + c] = dot(&x[r * d_in..(r + 1) * d_in], &q);
         }
     }
 }

@@ -99,10 +99,9 @@ pub fn takes(device: &burn::tensor::Device, w_dtype: DType) -> bool {
     #[allow(unreachable_patterns)]
     match device.as_dispatch() {
         #[cfg(feature = "flex")]
-        burn::backend::DispatchDevice::Flex(_) => match w_dtype {
-            DType::QFloat(_) | DType::F32 | DType::F16 | DType::BF16 => true,
-            _ => false,
-        },
+        burn::backend::DispatchDevice::Flex(_) => {
+            matches!(w_dtype, DType::QFloat(_) | DType::F32 | DType::F16 | DType::BF16)
+        }
         _ => false,
     }
 }

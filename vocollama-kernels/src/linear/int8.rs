@@ -256,14 +256,7 @@ mod tests {
     #[test]
     fn variants_agree_with_a_direct_sum_of_the_quantized_rows() {
         for (d_in, d_out, rows) in [(96, 80, 1), (128, 40, 3), (64, 17, 6)] {
-            let mut s = 11u64 + d_in as u64;
-            let mut next = || {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (s >> 33) as u32
-            };
-            let data: Vec<i8> = (0..d_in * d_out).map(|_| (next() % 256) as u8 as i8).collect();
-            let scales: Vec<f32> = (0..d_in / 32 * d_out).map(|_| (next() % 1000) as f32 / 5e4).collect();
-            let xf: Vec<f32> = (0..rows * d_in).map(|_| (next() % 2000) as f32 / 1000.0 - 1.0).collect();
+            let (data, scales, xf) = super::super::quantized::random_case(11 + d_in as u64, d_in, d_out, rows);
             let w = super::super::quantized::test_weight(&data, &scales, d_in, d_out);
             let x = Rows8::quantize(&xf, rows, d_in);
             for r in 0..rows {

@@ -487,6 +487,21 @@ pub(super) fn test_weight(data: &[i8], scales: &[f32], d_in: usize, d_out: usize
     tests::weight(data, scales, d_in, d_out, true)
 }
 
+/// Random bytes `[d_out, d_in]`, block scales `[d_in / 32, d_out]` and rows `[rows, d_in]`
+/// in `[-1, 1)`, from `seed`, for tests.
+#[cfg(test)]
+pub(super) fn random_case(seed: u64, d_in: usize, d_out: usize, rows: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>) {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    };
+    let data: Vec<i8> = (0..d_in * d_out).map(|_| (next() % 256) as u8 as i8).collect();
+    let scales: Vec<f32> = (0..d_in / 32 * d_out).map(|_| (next() % 1000) as f32 / 5e4).collect();
+    let x: Vec<f32> = (0..rows * d_in).map(|_| (next() % 2000) as f32 / 1000.0 - 1.0).collect();
+    (data, scales, x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,14 +524,7 @@ mod tests {
     #[test]
     fn variants_agree_with_a_direct_sum() {
         let (d_in, d_out, rows) = (96, 80, 3);
-        let mut s = 7u64;
-        let mut next = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (s >> 33) as u32
-        };
-        let data: Vec<i8> = (0..d_in * d_out).map(|_| (next() % 255) as i32 as i8).collect();
-        let scales: Vec<f32> = (0..d_in / 32 * d_out).map(|_| (next() % 1000) as f32 / 5e4).collect();
-        let x: Vec<f32> = (0..rows * d_in).map(|_| (next() % 2000) as f32 / 1000.0 - 1.0).collect();
+        let (data, scales, x) = random_case(7, d_in, d_out, rows);
         for k_contiguous in [false, true] {
             let w = weight(&data, &scales, d_in, d_out, k_contiguous);
             let mut want = vec![0f64; rows * d_out];

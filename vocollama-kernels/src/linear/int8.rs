@@ -124,7 +124,7 @@ mod vnni {
         let (nb, rows) = (x.nb, x.rows);
         let n = y.len() / rows.max(1);
         let mut scratch = Scratch::take();
-        let dx = &mut scratch.a;
+        let dx = &mut scratch.0;
         // Per row and pair of blocks, the row's two scales spread over the lanes they scale.
         let pairs = nb.div_ceil(2);
         dx.clear();

@@ -332,28 +332,24 @@ pub(super) fn regroup(w: &Weight, o0: usize, n: usize, sc: &mut Vec<f32>) {
     }
 }
 
-/// Two buffers of this thread kept between calls (taken, and put back on drop): a
-/// fresh large buffer per task would be fresh pages, zeroed by the kernel at first
-/// touch, at every token. No closure: one would not carry its caller's target features.
-pub(super) struct Scratch {
-    pub a: Vec<f32>,
-    pub b: Vec<f32>,
-}
+/// A buffer of this thread kept between calls (taken, and put back on drop): a fresh
+/// large buffer per task would be fresh pages, zeroed by the kernel at first touch, at
+/// every token. No closure: one would not carry its caller's target features.
+pub(super) struct Scratch(pub Vec<f32>);
 
 thread_local! {
-    static SCRATCH: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl Scratch {
     pub fn take() -> Self {
-        let (a, b) = SCRATCH.take();
-        Scratch { a, b }
+        Scratch(SCRATCH.take())
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        SCRATCH.set((std::mem::take(&mut self.a), std::mem::take(&mut self.b)));
+        SCRATCH.set(std::mem::take(&mut self.0));
     }
 }
 
@@ -369,8 +365,8 @@ fn dots<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &mut 
     }
     let nb = d_in / w.bk;
     let mut scratch = Scratch::take();
-    regroup(w, o0, n, &mut scratch.a);
-    let sc = &scratch.a;
+    regroup(w, o0, n, &mut scratch.0);
+    let sc = &scratch.0;
     for g0 in (0..n).step_by(GROUP) {
         let gn = GROUP.min(n - g0);
         for j in 0..gn {

@@ -7,7 +7,7 @@
 //! multiplied in f32.
 
 use super::quantized::{by_columns, float_tensor, rows_f32};
-use crate::cpu::Elem;
+use crate::cpu::{Elem, dot, madd};
 use burn::tensor::{DType, TensorData, bf16, f16};
 use burn_flex::FlexTensor;
 
@@ -48,7 +48,7 @@ fn run<E: Elem + vector::Lanes>(w: &FlexTensor, x: &[f32], rows: usize) -> Vec<f
         // SAFETY: the CPU has AVX-512F, checked just above.
         return by_columns(d_out, rows, |o0, y| unsafe { vector::columns(data, start + o0 * so, so, d_in, x, y) });
     }
-    let dot = super::quantized::dot_kernel();
+    let dot = dot_kernel();
     by_columns(d_out, rows, |o0, y| {
         let n = y.len() / rows.max(1);
         let mut col = vec![0f32; d_in];
@@ -60,6 +60,53 @@ fn run<E: Elem + vector::Lanes>(w: &FlexTensor, x: &[f32], rows: usize) -> Vec<f
             }
         }
     })
+}
+
+/// [`dot`] (64 lanes) compiled for the widest vector instructions the CPU has.
+fn dot_kernel() -> fn(&[f32], &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return |a, b| unsafe { dot_avx512(a, b) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return |a, b| unsafe { dot_avx2(a, b) };
+        }
+    }
+    dot::<false>
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    dot64::<true>(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot64::<true>(a, b)
+}
+
+/// Σ a·b over 64 lanes (four vectors' independent chains), then the tail.
+#[inline(always)]
+fn dot64<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 64];
+    let (ca, cb) = (a.chunks_exact(64), b.chunks_exact(64));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        let (x, y): (&[f32; 64], &[f32; 64]) = (x.try_into().expect("64"), y.try_into().expect("64"));
+        for i in 0..64 {
+            acc[i] = madd::<FMA>(x[i], y[i], acc[i]);
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s = madd::<FMA>(*x, *y, s);
+    }
+    s
 }
 
 /// The loops in AVX-512: four columns at a time (four weight streams in flight, the

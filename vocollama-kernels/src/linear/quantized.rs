@@ -307,11 +307,11 @@ fn columns<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &m
 }
 
 /// Columns whose block scales are gathered together (one contiguous run per block).
-pub(super) const GROUP: usize = 16;
+const GROUP: usize = 16;
 
 /// The task's block scales regrouped (`sc[g][b][j]` for column `g · GROUP + j`): the
 /// scale grid is read a block row at a time, a group's scales read back from one run.
-pub(super) fn regroup(w: &Weight, o0: usize, n: usize, sc: &mut Vec<f32>) {
+fn regroup(w: &Weight, o0: usize, n: usize, sc: &mut Vec<f32>) {
     let nb = w.d_in / w.bk;
     let groups = n.div_ceil(GROUP);
     sc.clear();
@@ -427,53 +427,6 @@ fn dots_any<const FMA: bool>(w: &Weight, x: &[f32], rows: usize, o0: usize, y: &
             y[r * n + c] = sum;
         }
     }
-}
-
-/// [`dot`] compiled for the widest vector instructions the CPU has.
-pub(crate) fn dot_kernel() -> fn(&[f32], &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return |a, b| unsafe { dot_avx512(a, b) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return |a, b| unsafe { dot_avx2(a, b) };
-        }
-    }
-    dot::<false>
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-    dot64::<true>(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot64::<true>(a, b)
-}
-
-/// Σ a·b over 64 lanes (four vectors' independent chains), then the tail.
-#[inline(always)]
-fn dot64<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 64];
-    let (ca, cb) = (a.chunks_exact(64), b.chunks_exact(64));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        let (x, y): (&[f32; 64], &[f32; 64]) = (x.try_into().expect("64"), y.try_into().expect("64"));
-        for i in 0..64 {
-            acc[i] = madd::<FMA>(x[i], y[i], acc[i]);
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s = madd::<FMA>(*x, *y, s);
-    }
-    s
 }
 
 /// `[out, in]` bytes (each output's inputs contiguous) with `[in / 32, out]` scales, as the

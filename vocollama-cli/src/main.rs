@@ -4,6 +4,7 @@
 mod npy;
 mod progress;
 mod run;
+mod serve;
 mod train;
 
 use std::path::PathBuf;
@@ -258,6 +259,8 @@ enum Command {
     },
     /// Benchmarks: the paper's table 7 per backend, backend comparison, PyTorch side by side.
     Bench(vocollama_benches::BenchArgs),
+    /// Serve the model over HTTP: OpenAI's chat completions with images kept as VoCo caches, and a chat page.
+    Serve(serve::ServeArgs),
     /// Write the f32 next-token logits after the templated prompt to a .npy file.
     Logits {
         #[command(flatten)]
@@ -343,6 +346,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             print!("{markdown}");
         }
+        Command::Serve(args) => serve::serve(&args)?,
         Command::Logits { model, image, prompt, out } => run::logits(&model, &image, &prompt, &out)?,
         Command::Train(args) => train::train(&args)?,
         Command::Eval(args) => train::eval(&args)?,

@@ -16,14 +16,14 @@ use vocollama_model::{
 use crate::progress::{Timing, spinner, steps};
 use crate::{DEFAULT_MAX_NEW_TOKENS, ImageArgs, ModelArgs, SamplingArgs, VideoArgs, npy};
 
-struct Loaded {
-    model: LlavaModel,
-    tokenizer: Tokenizer,
+pub(crate) struct Loaded {
+    pub model: LlavaModel,
+    pub tokenizer: Tokenizer,
     /// How long loading took.
     load: std::time::Duration,
 }
 
-fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
+pub(crate) fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
     let device = backend::device(&args.backend)?;
     let pb = spinner(format!("loading {} on {}", args.model.display(), args.backend));
     let start = std::time::Instant::now();
@@ -37,7 +37,7 @@ fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
 impl Loaded {
     /// `--voco-tokens`, else `voco_num` of config.json, else 2; no more than
     /// fit in the context beside the image (checked before any prompt is built).
-    fn voco_tokens(&self, arg: Option<usize>) -> anyhow::Result<usize> {
+    pub(crate) fn voco_tokens(&self, arg: Option<usize>) -> anyhow::Result<usize> {
         let n = arg.or(self.model.config.voco_num).unwrap_or(2);
         let context = self.model.config.llm.max_position_embeddings;
         let image = self.model.image_tokens();

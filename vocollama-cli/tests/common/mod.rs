@@ -2,6 +2,8 @@
 //! checks every command's output gets.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

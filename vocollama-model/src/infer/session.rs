@@ -82,6 +82,11 @@ impl<'m> Session<'m> {
         Ok(h)
     }
 
+    /// The KV cache and the next position, for decoding in a [`super::batch::DecodeBatch`].
+    pub(crate) fn into_parts(self) -> (KvCache, usize) {
+        (self.cache, self.next)
+    }
+
     /// Next-token logits `[vocab]` after feeding `ids`.
     pub fn next_logits(&mut self, ids: &[i64], images: &[Tensor<3>]) -> Result<Vec<f32>> {
         let h = self.feed(ids, images)?;

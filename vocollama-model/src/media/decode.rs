@@ -60,7 +60,9 @@ pub fn open_rgb(path: &Path) -> Result<RgbImage> {
     let format = reader.format();
     reader.limits(limits());
     if format == Some(ImageFormat::Jpeg) {
-        jpeg_is_whole(path)?;
+        // The image's size was checked; its compressed bytes are at most a few bytes a pixel.
+        let data = crate::io::bounded::read_bounded(path, MAX_PIXELS * 8)?;
+        jpeg_is_whole(&data).map_err(|m| image_error(path, m))?;
     }
     let img = reader.decode().map_err(|e| image_error(path, decode_error(e)))?;
     Ok(img.to_rgb8())
@@ -69,16 +71,28 @@ pub fn open_rgb(path: &Path) -> Result<RgbImage> {
 /// A JPEG's last scan must end with the end-of-image marker: a file cut short
 /// lacks it (inside a scan's data `FF` is always followed by `00` or a restart
 /// marker, so `FF D9` there is the real end).
-fn jpeg_is_whole(path: &Path) -> Result<()> {
-    // The image's size was checked; its compressed bytes are at most a few bytes a pixel.
-    let data = crate::io::bounded::read_bounded(path, MAX_PIXELS * 8)?;
+fn jpeg_is_whole(data: &[u8]) -> std::result::Result<(), &'static str> {
     let last_scan = data.windows(2).rposition(|w| w == [0xFF, 0xDA]);
     let whole = last_scan.is_some_and(|s| data[s..].windows(2).any(|w| w == [0xFF, 0xD9]));
-    if whole {
-        Ok(())
-    } else {
-        Err(image_error(path, "the JPEG is truncated (no end-of-image marker after its last scan)"))
+    if whole { Ok(()) } else { Err("the JPEG is truncated (no end-of-image marker after its last scan)") }
+}
+
+/// Decode an image held in memory (a request's body) in `format`, under the
+/// same limits and checks as a file: the header's size first, then the pixels.
+pub fn decode_rgb(data: &[u8], format: ImageFormat) -> std::result::Result<RgbImage, String> {
+    let reader = || {
+        let mut r = ImageReader::new(std::io::Cursor::new(data));
+        r.set_format(format);
+        r
+    };
+    let (w, h) = reader().into_dimensions().map_err(decode_error)?;
+    check_pixels("the image", w as u64, h as u64)?;
+    if format == ImageFormat::Jpeg {
+        jpeg_is_whole(data)?;
     }
+    let mut reader = reader();
+    reader.limits(limits());
+    Ok(reader.decode().map_err(decode_error)?.to_rgb8())
 }
 
 /// A GIF decoder for `path` under the limits (its logical screen checked before any frame is composited).

@@ -26,6 +26,31 @@ pub struct Entry {
     key: [u8; 32],
 }
 
+/// SHA-256 over a model's fingerprint, N and a picture's size and pixels: what
+/// names the picture's VoCo cache for that model (its fingerprint covers
+/// weights, configs and preprocessing).
+pub fn key(fingerprint: &[u8; 32], frame: &RgbImage, n: usize) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(fingerprint);
+    for v in [n as u64, frame.width() as u64, frame.height() as u64] {
+        h.update(v.to_le_bytes());
+    }
+    h.update(frame.as_raw());
+    h.finalize().into()
+}
+
+/// A key in lowercase hexadecimal.
+pub fn hex(key: &[u8; 32]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Entry {
+    /// Whether the entry's file is there (whole or not: [`FrameStore::get`] says).
+    pub fn exists(&self) -> bool {
+        self.path.is_file()
+    }
+}
+
 impl FrameStore {
     /// The store in `dir` (created with its first entry) for the model whose caches fit `spec`.
     pub fn open(dir: &Path, spec: CacheSpec) -> Result<Self> {
@@ -38,15 +63,12 @@ impl FrameStore {
     /// The entry of a frame compressed into `n` VoCo tokens: keyed by the model (its
     /// fingerprint covers weights, configs and preprocessing), N and the pixels.
     pub fn entry(&self, frame: &RgbImage, n: usize) -> Entry {
-        let mut h = Sha256::new();
-        h.update(self.spec.fingerprint);
-        for v in [n as u64, frame.width() as u64, frame.height() as u64] {
-            h.update(v.to_le_bytes());
-        }
-        h.update(frame.as_raw());
-        let key: [u8; 32] = h.finalize().into();
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        Entry { path: self.dir.join(format!("{hex}.voco")), key }
+        self.entry_of(key(&self.spec.fingerprint, frame, n))
+    }
+
+    /// The entry stamped with `key` (one that [`key`] gave).
+    pub fn entry_of(&self, key: [u8; 32]) -> Entry {
+        Entry { path: self.dir.join(format!("{}.voco", hex(&key))), key }
     }
 
     /// The cached frame, if present, whole and stamped with this entry's key (anything

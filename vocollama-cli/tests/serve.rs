@@ -1,0 +1,284 @@
+//! `vocollama serve` over real HTTP: answers equal `vocollama ask`'s, the VoCo
+//! store (hits, `voco:` keys, a directory that survives a kill), clips,
+//! concurrent requests decoded together, and every bad request refused in
+//! OpenAI's error shape while the server keeps serving.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::server::{Server, chat, data_url, streamed_text};
+use common::{model, vocollama, vocollama_stdin};
+use serde_json::{Value, json};
+
+fn demo(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/demo").join(name)
+}
+
+fn asset(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets").join(path)
+}
+
+/// `vocollama ask --json` (greedy): the answer and its finish reason.
+fn ask(args: &[&str], image: &Path, question: &str) -> (String, String) {
+    let mut all = vec!["ask", "--json", "--image", image.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.push(question);
+    let out = vocollama(&all);
+    assert!(out.ok, "{}", out.stderr);
+    let line: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    (line["answer"].as_str().unwrap().into(), line["finish_reason"].as_str().unwrap().into())
+}
+
+fn png(path: &Path) -> String {
+    data_url(path, "image/png")
+}
+
+fn content(reply: &Value) -> String {
+    reply["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn answers_equal_ask_streamed_or_not_and_a_repeated_image_comes_from_the_store() {
+    let image = demo("images/colour-2.png");
+    let question = "What colour is the circle?";
+    let (want, finish) = ask(&[], &image, question);
+    let server = Server::start(&[]);
+
+    let models = server.get("/v1/models").json();
+    let id = models["data"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(server.get("/health").json()["status"], "ok");
+
+    let r = server.post("/v1/chat/completions", &chat(question, &[png(&image)], json!({"model": id})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let body = r.json();
+    assert_eq!(content(&body), want);
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["finish_reason"], finish.as_str());
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 0, "the first sight of the image");
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > body["usage"]["completion_tokens"].as_u64().unwrap());
+    assert_eq!(server.metric("vocollama_store_misses_total"), 1.0);
+    assert_eq!(server.metric("vocollama_images_compressed_total"), 1.0);
+
+    // The same picture again, streamed: no stage 1, the same answer.
+    let (status, events) = server.stream(&chat(
+        question,
+        &[png(&image)],
+        json!({"stream": true, "stream_options": {"include_usage": true}}),
+    ));
+    assert_eq!(status, 200, "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let (text, chunks) = streamed_text(&events);
+    assert_eq!(text, want);
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    let finished: Vec<&Value> = chunks.iter().filter(|c| !c["choices"][0]["finish_reason"].is_null()).collect();
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0]["choices"][0]["finish_reason"], finish.as_str());
+    let usage = &chunks.last().unwrap()["usage"];
+    assert!(usage["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "{usage}");
+    assert_eq!(usage["prompt_tokens"], body["usage"]["prompt_tokens"]);
+    assert_eq!(finished[0]["timings"]["images_from_store"], 1);
+    assert_eq!(server.metric("vocollama_store_hits_total"), 1.0);
+    assert_eq!(server.metric("vocollama_images_compressed_total"), 1.0, "stage 1 ran once");
+
+    // A second turn equals `vocollama chat`'s second answer.
+    let second = "What shape is it?";
+    let out = vocollama_stdin(&["chat", "--image", image.to_str().unwrap()], &format!("{question}\n{second}\n"));
+    assert!(out.ok, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], want);
+    let mut body = chat(question, &[png(&image)], json!({}));
+    body["messages"]
+        .as_array_mut()
+        .unwrap()
+        .extend([json!({"role": "assistant", "content": want}), json!({"role": "user", "content": second})]);
+    let r = server.post("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(content(&r.json()), lines[1]);
+}
+
+#[test]
+fn voco_keys_and_clips() {
+    let server = Server::start(&[]);
+    let image = demo("images/colour-2.png");
+    let question = "What colour is the circle?";
+    let stored = server.post("/v1/voco", &json!({"image": png(&image)})).json();
+    let key = stored["key"].as_str().unwrap();
+    assert_eq!(key.len(), 64);
+    assert_eq!(stored["cached"], false);
+    assert_eq!(stored["voco_tokens"], 8);
+    let again = server.post("/v1/voco", &json!({"image": png(&image)})).json();
+    assert_eq!((again["key"].as_str(), &again["cached"]), (Some(key), &json!(true)));
+
+    let r = server.post("/v1/chat/completions", &chat(question, &[format!("voco:{key}")], json!({})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(content(&r.json()), ask(&[], &image, question).0);
+    assert!(r.json()["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0);
+    let unknown = format!("voco:{}", "0".repeat(64));
+    server.post("/v1/chat/completions", &chat(question, &[unknown], json!({}))).assert_error(404, "voco_key_not_found");
+
+    // Three images in one message: the frames of a clip, as `vocollama video` answers them.
+    let frames = tempfile::tempdir().unwrap();
+    let names = ["count-1.png", "colour-1.png", "size-1.png"];
+    for (i, name) in names.iter().enumerate() {
+        std::fs::copy(demo(&format!("images/{name}")), frames.path().join(format!("{i}.png"))).unwrap();
+    }
+    let q = "How many shapes are there?";
+    let out = vocollama(&["video", "--json", "--frames", frames.path().to_str().unwrap(), "--num-frames", "3", q]);
+    assert!(out.ok, "{}", out.stderr);
+    let want: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let urls: Vec<String> = names.iter().map(|n| png(&demo(&format!("images/{n}")))).collect();
+    let r = server.post("/v1/chat/completions", &chat(q, &urls, json!({})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let body = r.json();
+    assert_eq!(content(&body), want["answer"].as_str().unwrap());
+    assert_eq!(body["timings"]["images"], 3);
+}
+
+#[test]
+fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
+    let server = Server::start(&["--api-key", "sesame", "--max-body", "1MiB"]);
+    let auth = [("Authorization", "Bearer sesame")];
+    let image = png(&demo("images/colour-2.png"));
+    let post = |body: &Value| server.post_raw("/v1/chat/completions", body.to_string().as_bytes(), &auth);
+    let good = chat("What colour is the circle?", std::slice::from_ref(&image), json!({}));
+
+    // Keys: none, wrong, right; /health stays open.
+    server.post("/v1/chat/completions", &good).assert_error(401, "invalid_api_key");
+    server
+        .post_raw("/v1/chat/completions", good.to_string().as_bytes(), &[("Authorization", "Bearer sesame!")])
+        .assert_error(401, "invalid_api_key");
+    assert_eq!(server.get("/health").status, 200);
+    assert_eq!(server.get("/metrics").status, 401);
+
+    server.post_raw("/v1/chat/completions", b"{\"messages\": [", &auth).assert_error(400, "invalid_json");
+    let text_url = "data:text/plain;base64,aGVsbG8=".to_string();
+    let m = post(&chat("hi", &[text_url], json!({}))).assert_error(400, "invalid_request");
+    assert!(m.contains("messages[0].content[1].image_url.url") && m.contains("text/plain"), "{m}");
+    let m = post(&chat("hi", &[data_url(&asset("hostile/side-100000.png"), "image/png")], json!({})))
+        .assert_error(400, "invalid_request");
+    assert!(m.contains("messages[0].content[1].image_url.url") && m.contains("limit"), "{m}");
+    post(&chat("hi", &[data_url(&asset("hostile/truncated.png"), "image/png")], json!({})))
+        .assert_error(400, "invalid_request");
+    post(&chat("hi", &["https://example.com/cat.png".to_string()], json!({}))).assert_error(400, "invalid_request");
+    post(&chat("hi", &[format!("voco:{}", "ab".repeat(32))], json!({}))).assert_error(404, "voco_key_not_found");
+    let long = "circle ".repeat(3000);
+    post(&chat(&long, std::slice::from_ref(&image), json!({}))).assert_error(400, "context_length_exceeded");
+    let huge = chat(&"x".repeat(2 << 20), std::slice::from_ref(&image), json!({}));
+    post(&huge).assert_error(413, "request_too_large");
+    for (field, value) in [
+        ("n", json!(2)),
+        ("temperature", json!(7)),
+        ("top_p", json!(0)),
+        ("frequency_penalty", json!(0.5)),
+        ("max_tokens", json!(0)),
+        ("stop", json!([1])),
+        ("tools", json!([{"type": "function"}])),
+    ] {
+        let mut body = good.clone();
+        body[field] = value;
+        let m = post(&body).assert_error(400, "invalid_request");
+        assert!(m.starts_with(field), "{field}: {m}");
+    }
+    let mut body = good.clone();
+    body["model"] = json!("gpt-4o");
+    post(&body).assert_error(404, "model_not_found");
+    let system = json!({"messages": [{"role": "system", "content": "Be brief."}, good["messages"][0]]});
+    let m = post(&system).assert_error(400, "invalid_request");
+    assert!(m.starts_with("messages[0].role"), "{m}");
+    let text_only = json!({"messages": [{"role": "user", "content": "Hello?"}]});
+    post(&text_only).assert_error(400, "invalid_request");
+    let r = server.post_raw("/v1/nothing", b"{}", &auth);
+    r.assert_error(404, "not_found");
+
+    // Still serving, and the errors were counted.
+    let r = post(&good);
+    assert_eq!(r.status, 200, "{}", r.text);
+    server.post_raw("/metrics", b"", &auth).assert_error(405, "method_not_allowed");
+    let metrics = {
+        let r = ureq_get_with_key(&server.base, "/metrics", "sesame");
+        assert!(r.contains("vocollama_errors_total{code=\"invalid_json\"} 1"), "{r}");
+        r
+    };
+    assert!(metrics.contains("vocollama_errors_total{code=\"invalid_api_key\"} 3"), "{metrics}");
+}
+
+/// GET with a bearer key (the shared helper sends none).
+fn ureq_get_with_key(base: &str, path: &str, key: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent.get(format!("{base}{path}")).header("Authorization", format!("Bearer {key}")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.body_mut().read_to_string().unwrap()
+}
+
+#[test]
+fn concurrent_requests_are_decoded_together_and_each_equals_its_answer_alone() {
+    // Random weights: the answers run to max_tokens, so the requests overlap.
+    let server = Server::start(&["--model", &model(), "--max-batch", "4"]);
+    let image = PathBuf::from(common::image("wide.png"));
+    let questions = ["What is it?", "Describe the picture in detail.", "Colours?", "Where is the red part?"];
+    let body = |q: &str, stream: bool| chat(q, &[png(&image)], json!({"max_tokens": 24, "stream": stream}));
+    let alone: Vec<String> = questions
+        .iter()
+        .map(|q| {
+            let r = server.post("/v1/chat/completions", &body(q, false));
+            assert_eq!(r.status, 200, "{}", r.text);
+            content(&r.json())
+        })
+        .collect();
+    assert!(alone.iter().all(|a| !a.is_empty()));
+    assert_eq!(server.metric("vocollama_decode_batch_max"), 1.0, "one at a time so far");
+    let together: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = questions
+            .iter()
+            .map(|q| {
+                let server = &server;
+                let body = body(q, true);
+                s.spawn(move || {
+                    let (status, events) = server.stream(&body);
+                    assert_eq!(status, 200, "{events:?}");
+                    streamed_text(&events).0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(together, alone);
+    assert!(server.metric("vocollama_decode_batch_max") >= 2.0, "the requests were decoded together");
+}
+
+#[test]
+fn the_cache_directory_survives_a_kill_and_a_damaged_entry_is_recomputed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("voco");
+    let args = ["--cache-dir", cache_dir.to_str().unwrap()];
+    let (one, two) = (demo("images/colour-2.png"), demo("images/count-1.png"));
+    let server = Server::start(&args);
+    let k1 = server.post("/v1/voco", &json!({"image": png(&one)})).json()["key"].as_str().unwrap().to_string();
+    let k2 = server.post("/v1/voco", &json!({"image": png(&two)})).json()["key"].as_str().unwrap().to_string();
+    server.kill();
+    let mut files: Vec<String> =
+        std::fs::read_dir(&cache_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    let mut want = vec![format!("{k1}.voco"), format!("{k2}.voco")];
+    want.sort();
+    assert_eq!(files, want, "whole entries only");
+    // The second entry cut short, as a write without the rename would leave it.
+    let path = cache_dir.join(format!("{k2}.voco"));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+
+    let server = Server::start(&args);
+    let question = "What colour is the circle?";
+    let r = server.post("/v1/chat/completions", &chat(question, &[format!("voco:{k1}")], json!({})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(content(&r.json()), ask(&[], &one, question).0);
+    assert_eq!(server.metric("vocollama_images_compressed_total"), 0.0, "read back, not recomputed");
+    let q2 = "How many shapes are there?";
+    let r = server.post("/v1/chat/completions", &chat(q2, &[png(&two)], json!({})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(content(&r.json()), ask(&[], &two, q2).0);
+    assert_eq!(server.metric("vocollama_images_compressed_total"), 1.0, "the damaged entry was recomputed");
+    assert_eq!(std::fs::read(&path).unwrap().len(), bytes.len(), "and written whole again");
+}

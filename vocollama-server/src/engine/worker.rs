@@ -1,0 +1,322 @@
+//! The engine's thread: admit a request, step the batch, repeat.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use vocollama_model::infer::batch::DecodeBatch;
+use vocollama_model::model::llava::expand_ids;
+use vocollama_model::text::{StreamDecoder, Template, prompt_ids};
+use vocollama_model::voco::compress;
+use vocollama_model::{
+    FramePositions, GenerateOptions, LlavaModel, Sampler, SamplingConfig, Session, Stage1Prompt, Tokenizer, VocoCache,
+};
+
+use super::stream::{Active, StopFilter};
+use super::{ChatJob, Compressed, EngineConfig, Event, Job, Started};
+use crate::api::ApiError;
+use crate::api::image_url::Image;
+use crate::metrics::Metrics;
+use crate::store::VocoStore;
+
+/// Frames compressed in one batch (as `vocollama video`'s default).
+const FRAME_BATCH: usize = 4;
+
+struct Engine<'m> {
+    model: &'m LlavaModel,
+    tokenizer: &'m Tokenizer,
+    store: &'m Mutex<VocoStore>,
+    metrics: &'m Metrics,
+    stage1: Stage1Prompt,
+    /// Positions one image's stage-1 prompt takes.
+    stage1_len: usize,
+    voco_tokens: usize,
+    stop_ids: Vec<u32>,
+}
+
+pub(super) fn run(
+    model: &LlavaModel,
+    tokenizer: &Tokenizer,
+    store: &Arc<Mutex<VocoStore>>,
+    metrics: &Arc<Metrics>,
+    config: EngineConfig,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    let stage1 = match Stage1Prompt::new(tokenizer, config.voco_tokens) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("the engine cannot start: {e}");
+            return;
+        }
+    };
+    let engine = Engine {
+        model,
+        tokenizer,
+        store,
+        metrics,
+        stage1_len: expand_ids(stage1.ids(), model.image_tokens()).len(),
+        stage1,
+        voco_tokens: config.voco_tokens,
+        stop_ids: GenerateOptions::new(tokenizer, model, SamplingConfig::default(), 0).stop,
+    };
+    let mut batch = DecodeBatch::new(model);
+    let mut active: Vec<Active> = Vec::new();
+    loop {
+        if active.len() < config.max_batch {
+            let job = if active.is_empty() {
+                match jobs.blocking_recv() {
+                    Some(job) => Some(job),
+                    None => return,
+                }
+            } else {
+                jobs.try_recv().ok()
+            };
+            if let Some(job) = job {
+                engine.admit(job, &mut batch, &mut active);
+            }
+        }
+        engine.metrics.set_active(active.len());
+        if !active.is_empty() {
+            engine.step(&mut batch, &mut active);
+        }
+    }
+}
+
+impl<'m> Engine<'m> {
+    fn admit(&self, job: Job, batch: &mut DecodeBatch<'m>, active: &mut Vec<Active<'m>>) {
+        match job {
+            Job::Compress { image, key, reply } => {
+                let _ = reply.send(self.compress_one(image, key));
+            }
+            Job::Chat(job, events) => {
+                if events.is_closed() {
+                    self.metrics.cancelled();
+                    return;
+                }
+                match self.prepare(*job, events.clone()) {
+                    Ok((session, a)) => {
+                        batch.join(session);
+                        active.push(a);
+                    }
+                    Err(e) => {
+                        let _ = events.send(Event::Failed(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `POST /v1/voco`: the image's cache in the store (compressed unless it is there).
+    fn compress_one(&self, image: image::RgbImage, key: [u8; 32]) -> Result<Compressed, ApiError> {
+        let start = Instant::now();
+        // The lock is let go before a miss compresses (which locks to store the cache).
+        let found = self.store.lock().expect("store").get(&key, &self.model.device, self.model.precision.dtype);
+        let (cache, cached) = match found {
+            Some(c) => (c, true),
+            None => (self.compress_images(&[(key, &image)])?.remove(0), false),
+        };
+        Ok(Compressed {
+            key,
+            voco_tokens: cache.len(),
+            bytes: cache.device_bytes(),
+            cached,
+            stage1: if cached { Default::default() } else { start.elapsed() },
+        })
+    }
+
+    /// Stage 1 of pictures not in the store, a few at a time; each cache is stored.
+    fn compress_images(&self, images: &[([u8; 32], &image::RgbImage)]) -> Result<Vec<VocoCache>, ApiError> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(FRAME_BATCH) {
+            let pixels = chunk
+                .iter()
+                .map(|(_, rgb)| self.model.preprocess(rgb))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+            let (caches, _) =
+                compress(self.model, &self.stage1, &pixels).map_err(|e| ApiError::internal(e.to_string()))?;
+            self.metrics.compressed(chunk.len());
+            let mut store = self.store.lock().expect("store");
+            for ((key, _), cache) in chunk.iter().zip(caches) {
+                if let Err(e) = store.put(*key, &cache) {
+                    tracing::warn!("{e}");
+                }
+                out.push(cache);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Images to one VoCo cache, the prompt prefilled: the session and the request's decoding state.
+    fn prepare(
+        &self,
+        job: ChatJob,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Result<(Session<'m>, Active<'m>), ApiError> {
+        // Each image from the store, or compressed now (all misses together).
+        let start = Instant::now();
+        let mut caches: Vec<Option<VocoCache>> = Vec::with_capacity(job.images.len());
+        let mut missing = Vec::new();
+        for (i, image) in job.images.iter().enumerate() {
+            let found =
+                self.store.lock().expect("store").get(&image.key(), &self.model.device, self.model.precision.dtype);
+            match (found, image) {
+                (Some(c), _) => caches.push(Some(c)),
+                (None, Image::Pixels { rgb, key }) => {
+                    caches.push(None);
+                    missing.push((i, *key, rgb));
+                }
+                (None, Image::Key { param, key }) => {
+                    return Err(ApiError::not_found(
+                        Some(param.clone()),
+                        "voco_key_not_found",
+                        format!(
+                            "{param}: no image with key {} is in the VoCo store (it was never sent, or was evicted; POST /v1/voco again)",
+                            vocollama_model::voco::frame_store::hex(key)
+                        ),
+                    ));
+                }
+            }
+        }
+        let from_store = job.images.len() - missing.len();
+        let pictures: Vec<([u8; 32], &image::RgbImage)> = missing.iter().map(|(_, k, r)| (*k, *r)).collect();
+        for ((i, _, _), cache) in missing.iter().zip(self.compress_images(&pictures)?) {
+            caches[*i] = Some(cache);
+        }
+        let stage1 = if missing.is_empty() { Default::default() } else { start.elapsed() };
+        let caches: Vec<VocoCache> = caches.into_iter().map(|c| c.expect("every image resolved")).collect();
+        let (cache, template) = match caches.len() {
+            1 => (caches.into_iter().next().expect("one"), Template::VocoVicunaV1 { voco_tokens: self.voco_tokens }),
+            _ => (
+                VocoCache::join(&caches, FramePositions::Sequential, self.model.llm.inv_freq())
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+                Template::VocoVideo { voco_tokens: self.voco_tokens },
+            ),
+        };
+
+        // The whole conversation tokenized as one prompt; the part after the VoCo tokens is fed.
+        let turns: Vec<(&str, Option<&str>)> = job.turns.iter().map(|(q, a)| (q.as_str(), a.as_deref())).collect();
+        let internal = |e: vocollama_model::Error| ApiError::internal(e.to_string());
+        let ids = prompt_ids(&template.prompt_parts(&turns), self.tokenizer).map_err(internal)?;
+        let (first, end) = template.first_turn_ids(self.tokenizer, "").map_err(internal)?;
+        let prefix = &first[..end];
+        if !ids.starts_with(prefix) {
+            return Err(ApiError::invalid(
+                "messages[0].content",
+                "messages[0].content: the tokenizer joins the question to the image part of the prompt",
+            ));
+        }
+        let text = &ids[prefix.len()..];
+        let context = self.model.config.llm.max_position_embeddings;
+        let needed = cache.next_position() + text.len();
+        if needed >= context {
+            return Err(ApiError::context(format!(
+                "messages: the conversation needs {needed} positions (with {} images of {} VoCo tokens) and one to answer, but the model's context is {context} tokens",
+                job.images.len(),
+                self.voco_tokens
+            )));
+        }
+        let mut session = Session::from_voco(self.model, &cache).map_err(internal)?;
+        let prefill_start = Instant::now();
+        let logits = session.next_logits(text, &[]).map_err(internal)?;
+        let prefill = prefill_start.elapsed();
+
+        let images = job.images.len();
+        let started = Started {
+            prompt_tokens: images * self.stage1_len + text.len(),
+            cached_tokens: from_store * self.stage1_len,
+            images,
+            images_from_store: from_store,
+            stage1,
+            prefill,
+            prefill_tokens: text.len(),
+        };
+        self.metrics.started(&started);
+        let _ = events.send(Event::Started(started));
+        let room = context - session.position();
+        let active = Active {
+            events,
+            sampler: Sampler::new(job.sampling),
+            context: [prefix, text].concat(),
+            decoder: StreamDecoder::new(self.tokenizer),
+            stop: StopFilter::new(job.stop),
+            generated: 0,
+            limit: job.max_tokens.unwrap_or(usize::MAX).min(room),
+            logits,
+            deadline: job.deadline,
+            decode_started: Instant::now(),
+        };
+        Ok((session, active))
+    }
+
+    /// One token for every active request, then one batched forward for those that go on.
+    fn step(&self, batch: &mut DecodeBatch<'m>, active: &mut Vec<Active<'m>>) {
+        let now = Instant::now();
+        let mut feed = Vec::with_capacity(active.len());
+        // Per request: `None` goes on, `Some(Ok(reason))` finished, `Some(Err(e))` failed.
+        let mut ends: Vec<Option<Result<&'static str, ApiError>>> = Vec::with_capacity(active.len());
+        for a in active.iter_mut() {
+            if a.events.is_closed() {
+                ends.push(Some(Err(ApiError::unavailable("the client went away"))));
+                continue;
+            }
+            if now > a.deadline {
+                let seconds = a.deadline.duration_since(a.decode_started).as_secs();
+                ends.push(Some(Err(ApiError::timeout(seconds))));
+                continue;
+            }
+            let id = a.sampler.sample(&a.logits, &a.context) as u32;
+            if self.stop_ids.contains(&id) {
+                ends.push(Some(Ok("stop")));
+                continue;
+            }
+            a.context.push(i64::from(id));
+            a.generated += 1;
+            let piece = a.decoder.push(id).unwrap_or_default();
+            let (text, stopped) = a.stop.push(&piece);
+            a.send_text(text);
+            if stopped {
+                ends.push(Some(Ok("stop")));
+            } else if a.generated >= a.limit {
+                ends.push(Some(Ok("length")));
+            } else {
+                ends.push(None);
+                feed.push(i64::from(id));
+            }
+        }
+        self.metrics.generated(active.iter().zip(&ends).filter(|(_, e)| !matches!(e, Some(Err(_)))).count());
+        for i in (0..active.len()).rev() {
+            let Some(end) = ends[i].take() else { continue };
+            let a = active.remove(i);
+            batch.remove(i);
+            match end {
+                Ok(reason) => {
+                    a.finish(reason);
+                }
+                Err(_) if a.events.is_closed() => self.metrics.cancelled(),
+                Err(e) => {
+                    let _ = a.events.send(Event::Failed(e));
+                }
+            }
+        }
+        if active.is_empty() {
+            return;
+        }
+        let start = Instant::now();
+        match batch.step(&feed) {
+            Ok(logits) => {
+                for (a, l) in active.iter_mut().zip(logits) {
+                    a.logits = l;
+                }
+                self.metrics.step(active.len(), start.elapsed());
+            }
+            Err(e) => {
+                tracing::error!("a decode step failed: {e}");
+                for a in active.drain(..).rev() {
+                    let _ = a.events.send(Event::Failed(ApiError::internal(e.to_string())));
+                }
+                *batch = DecodeBatch::new(self.model);
+            }
+        }
+    }
+}

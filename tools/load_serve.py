@@ -6,7 +6,10 @@ VoCo store's hit rate. Python's standard library only.
     python3 tools/load_serve.py --url http://127.0.0.1:8080 --clients 8 --requests 64 \
         --images assets/demo/images --max-tokens 32 [--duration 120] [--api-key KEY] [--json OUT.json]
 
-Each request picks an image (round robin over --images, a directory or files)
+`tokens_per_second` is generated tokens over the run's wall time (stage 1 and
+prefills included); `decode_tokens_per_second` is the server's decode steps
+alone (tokens fed over the steps' time, from /metrics): the rate batching
+multiplies. Each request picks an image (round robin over --images, a directory or files)
 and a question; `--same-image` sends the first image only (every request after
 the first is a store hit). A single client (--clients 1) measures one stream.
 """
@@ -132,6 +135,8 @@ class Load:
 
     def run(self):
         batch0 = self.metric("vocollama_decode_batch_max")
+        tokens0 = self.metric("vocollama_decode_step_tokens_total")
+        seconds0 = self.metric("vocollama_decode_step_seconds_total")
         start = time.monotonic()
         threads = [threading.Thread(target=self.client) for _ in range(self.args.clients)]
         for t in threads:
@@ -139,6 +144,8 @@ class Load:
         for t in threads:
             t.join()
         wall = time.monotonic() - start
+        step_tokens = self.metric("vocollama_decode_step_tokens_total") - tokens0
+        step_seconds = self.metric("vocollama_decode_step_seconds_total") - seconds0
         ok = [r for r in self.results if r["ok"]]
         tokens = sum(r["tokens"] for r in ok)
         lat = [r["latency"] for r in ok]
@@ -152,6 +159,8 @@ class Load:
             "completion_tokens": tokens,
             "tokens_per_second": tokens / wall if wall > 0 else 0.0,
             "requests_per_second": len(ok) / wall if wall > 0 else 0.0,
+            "decode_tokens_per_second": step_tokens / step_seconds if step_seconds > 0 else 0.0,
+            "decode_seconds": step_seconds,
             "latency_p50_s": percentile(lat, 0.5),
             "latency_p99_s": percentile(lat, 0.99),
             "first_token_p50_s": percentile(ttft, 0.5),

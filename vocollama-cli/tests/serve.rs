@@ -282,3 +282,52 @@ fn the_cache_directory_survives_a_kill_and_a_damaged_entry_is_recomputed() {
     assert_eq!(server.metric("vocollama_images_compressed_total"), 1.0, "the damaged entry was recomputed");
     assert_eq!(std::fs::read(&path).unwrap().len(), bytes.len(), "and written whole again");
 }
+
+#[test]
+fn a_full_queue_answers_429_and_a_client_that_leaves_is_dropped() {
+    // One request decodes at a time and one waits: the rest of a burst is turned away.
+    let server = Server::start(&["--model", &model(), "--max-batch", "1", "--queue", "1"]);
+    let image = png(&PathBuf::from(common::image("wide.png")));
+    let body = chat("Tell me everything.", std::slice::from_ref(&image), json!({"max_tokens": 300}));
+    let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..24)
+            .map(|_| {
+                let (server, body) = (&server, &body);
+                s.spawn(move || {
+                    let r = server.post("/v1/chat/completions", body);
+                    (r.status, r.text)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let busy: Vec<&(u16, String)> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!busy.is_empty(), "a burst of 24 over a queue of 1 is turned away in part");
+    assert!(statuses.iter().all(|(s, _)| *s == 200 || *s == 429), "{statuses:?}");
+    assert!(busy[0].1.contains("\"queue_full\""), "{}", busy[0].1);
+    assert!(statuses.iter().any(|(s, _)| *s == 200));
+    assert_eq!(server.metric("vocollama_errors_total{code=\"queue_full\"}"), busy.len() as f64);
+
+    // A streamed request whose client goes away after the first chunk leaves the batch.
+    let mut stream = std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    let long = chat("Tell me everything.", std::slice::from_ref(&image), json!({"max_tokens": 400, "stream": true}))
+        .to_string();
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{long}",
+        long.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let n = stream.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    drop(stream);
+    let left = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        server.metric("vocollama_cancelled_total") >= 1.0
+    });
+    assert!(left, "the request was dropped when its client left");
+    let r = server.post("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "still serving: {}", r.text);
+}

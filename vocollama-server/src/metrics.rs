@@ -24,6 +24,9 @@ pub struct Metrics {
     steps: AtomicU64,
     /// The most requests one decode step has run.
     batch_max: AtomicU64,
+    /// Tokens fed by decode steps, and the steps' time in nanoseconds: the decode rate of all requests together.
+    step_tokens: AtomicU64,
+    step_nanos: AtomicU64,
     /// Tokens per second of the last decode step (all requests together), as f64 bits.
     last_step_rate: AtomicU64,
 }
@@ -65,6 +68,8 @@ impl Metrics {
     pub fn step(&self, tokens: usize, took: Duration) {
         self.steps.fetch_add(1, Relaxed);
         self.batch_max.fetch_max(tokens as u64, Relaxed);
+        self.step_tokens.fetch_add(tokens as u64, Relaxed);
+        self.step_nanos.fetch_add(took.as_nanos() as u64, Relaxed);
         let rate = tokens as f64 / took.as_secs_f64().max(1e-9);
         self.last_step_rate.store(rate.to_bits(), Relaxed);
     }
@@ -139,6 +144,18 @@ impl Metrics {
             "gauge",
             "The most requests one decode step has run.",
             &one(get(&self.batch_max)),
+        );
+        family(
+            "vocollama_decode_step_tokens_total",
+            "counter",
+            "Tokens fed through decode steps.",
+            &one(get(&self.step_tokens)),
+        );
+        family(
+            "vocollama_decode_step_seconds_total",
+            "counter",
+            "Time spent in decode steps (tokens over it: the decode rate of all requests together).",
+            &one(get(&self.step_nanos) / 1e9),
         );
         family(
             "vocollama_decode_tokens_per_second",

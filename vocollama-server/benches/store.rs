@@ -67,7 +67,7 @@ fn main() {
     let entries = arg("--entries", 10_000);
     let tokens = arg("--tokens", 1);
     let (layers, kv, d) = (32, 32, 128);
-    let device = Device::default();
+    let device = vocollama_model::backend::device("flex").expect("the CPU backend");
     let per_entry = 2 * layers * kv * tokens * d * 2;
     let budget = (entries * per_entry) as u64;
     let mut store = VocoStore::new(budget, None);

@@ -331,3 +331,56 @@ fn a_full_queue_answers_429_and_a_client_that_leaves_is_dropped() {
     let r = server.post("/v1/chat/completions", &body);
     assert_eq!(r.status, 200, "still serving: {}", r.text);
 }
+
+#[test]
+fn requests_past_their_deadline_end_with_a_timeout() {
+    // One at a time with a one-second limit: the tail of a burst waits in the queue past its deadline.
+    let server = Server::start(&["--model", &model(), "--max-batch", "1", "--request-timeout", "1"]);
+    let image = png(&PathBuf::from(common::image("wide.png")));
+    let body = chat("Tell me everything.", std::slice::from_ref(&image), json!({"max_tokens": 400}));
+    let replies: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..40)
+            .map(|_| {
+                let (server, body) = (&server, &body);
+                s.spawn(move || {
+                    let r = server.post("/v1/chat/completions", body);
+                    (r.status, r.text)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(replies.iter().all(|(s, _)| *s == 200 || *s == 503), "{replies:?}");
+    let late: Vec<&(u16, String)> = replies.iter().filter(|(s, _)| *s == 503).collect();
+    assert!(!late.is_empty(), "40 requests of 400 tokens one at a time outlast a second");
+    assert!(late.iter().all(|(_, t)| t.contains("\"timeout\"") && t.contains("1 s")), "{late:?}");
+    assert_eq!(server.metric("vocollama_errors_total{code=\"timeout\"}"), late.len() as f64);
+}
+
+#[test]
+fn a_server_killed_while_writing_a_cache_leaves_no_entry_and_the_next_one_recomputes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("voco");
+    let args = ["--cache-dir", cache_dir.to_str().unwrap()];
+    let image = demo("images/colour-2.png");
+    // Killed (abort, as kill -9) after the cache's bytes are written to the temporary file, before the rename.
+    let server = Server::start_with_env(&args, &[("VOCOLLAMA_KILL_AT", "before-rename")]);
+    assert!(server.try_post("/v1/voco", &json!({"image": png(&image)})).is_none(), "the server died mid-write");
+    assert!(!server.wait().success());
+    let names: Vec<String> =
+        std::fs::read_dir(&cache_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(names.iter().all(|n| n.starts_with('.') && n.ends_with(".tmp")), "only the temporary file: {names:?}");
+    assert_eq!(names.len(), 1, "{names:?}");
+
+    let server = Server::start(&args);
+    let question = "What colour is the circle?";
+    let r = server.post("/v1/chat/completions", &chat(question, &[png(&image)], json!({})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(content(&r.json()), ask(&[], &image, question).0);
+    assert_eq!(r.json()["usage"]["prompt_tokens_details"]["cached_tokens"], 0, "nothing partial was used");
+    assert_eq!(server.metric("vocollama_images_compressed_total"), 1.0);
+    let names: Vec<String> =
+        std::fs::read_dir(&cache_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.len(), 1, "the entry, and the dead writer's temporary file swept: {names:?}");
+    assert!(names[0].ends_with(".voco") && !names[0].starts_with('.'), "{names:?}");
+}

@@ -41,7 +41,13 @@ impl Reply {
 impl Server {
     /// `vocollama serve ARGS --port 0`, once it listens.
     pub fn start(args: &[&str]) -> Server {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Server::start`] with these environment variables set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vocollama"))
+            .envs(env.iter().copied())
             .arg("serve")
             .args(args)
             .args(["--port", "0"])
@@ -83,6 +89,23 @@ impl Server {
     pub fn get(&self, path: &str) -> Reply {
         let mut r = self.agent.get(format!("{}{path}", self.base)).call().expect("GET");
         Reply { status: r.status().as_u16(), text: r.body_mut().read_to_string().unwrap() }
+    }
+
+    /// POST `body`; `None` when the connection fails (the server died).
+    pub fn try_post(&self, path: &str, body: &Value) -> Option<Reply> {
+        let mut r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .ok()?;
+        let text = r.body_mut().read_to_string().ok()?;
+        Some(Reply { status: r.status().as_u16(), text })
+    }
+
+    /// Wait for the server's process to end by itself; its exit status.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
     }
 
     /// POST `body` as it is (any bytes), with optional headers.

@@ -101,6 +101,7 @@ async fn answer(s: &AppState, raw: Body) -> Result<Response, ApiError> {
         max_tokens: request.max_tokens,
         stop: request.stop,
         deadline: received + s.config.request_timeout,
+        timeout: s.config.request_timeout,
     };
     let mut events = s.engine.chat(job)?;
     let started = match events.recv().await {

@@ -29,7 +29,10 @@ pub struct ChatJob {
     pub sampling: SamplingConfig,
     pub max_tokens: Option<usize>,
     pub stop: Vec<String>,
+    /// When the request stops, answered or not (its arrival plus `--request-timeout`).
     pub deadline: Instant,
+    /// `--request-timeout`, for the error that says it was reached.
+    pub timeout: std::time::Duration,
 }
 
 /// What a chat completion reports, in order: `Started` (or `Failed`), then

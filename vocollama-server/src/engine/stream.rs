@@ -63,6 +63,7 @@ pub struct Active<'t> {
     /// Next-token logits.
     pub logits: Vec<f32>,
     pub deadline: Instant,
+    pub timeout: Duration,
     pub decode_started: Instant,
 }
 

@@ -93,6 +93,11 @@ impl<'m> Engine<'m> {
                     self.metrics.cancelled();
                     return;
                 }
+                // Its time ran out while it waited in the queue.
+                if Instant::now() > job.deadline {
+                    let _ = events.send(Event::Failed(ApiError::timeout(job.timeout.as_secs())));
+                    return;
+                }
                 match self.prepare(*job, events.clone()) {
                     Ok((session, a)) => {
                         batch.join(session);
@@ -244,6 +249,7 @@ impl<'m> Engine<'m> {
             limit: job.max_tokens.unwrap_or(usize::MAX).min(room),
             logits,
             deadline: job.deadline,
+            timeout: job.timeout,
             decode_started: Instant::now(),
         };
         Ok((session, active))
@@ -261,8 +267,7 @@ impl<'m> Engine<'m> {
                 continue;
             }
             if now > a.deadline {
-                let seconds = a.deadline.duration_since(a.decode_started).as_secs();
-                ends.push(Some(Err(ApiError::timeout(seconds))));
+                ends.push(Some(Err(ApiError::timeout(a.timeout.as_secs()))));
                 continue;
             }
             let id = a.sampler.sample(&a.logits, &a.context) as u32;

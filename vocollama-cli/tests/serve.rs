@@ -212,40 +212,49 @@ fn ureq_get_with_key(base: &str, path: &str, key: &str) -> String {
     r.body_mut().read_to_string().unwrap()
 }
 
+/// The backends compiled in (`vocollama backends`): flex, and wgpu where it is.
+fn backends() -> Vec<String> {
+    let out = vocollama(&["backends"]);
+    assert!(out.ok, "{}", out.stderr);
+    ["flex", "wgpu"].into_iter().filter(|b| out.stdout.lines().any(|l| l == *b)).map(String::from).collect()
+}
+
 #[test]
 fn concurrent_requests_are_decoded_together_and_each_equals_its_answer_alone() {
-    // Random weights: the answers run to max_tokens, so the requests overlap.
-    let server = Server::start(&["--model", &model(), "--max-batch", "4"]);
-    let image = PathBuf::from(common::image("wide.png"));
-    let questions = ["What is it?", "Describe the picture in detail.", "Colours?", "Where is the red part?"];
-    let body = |q: &str, stream: bool| chat(q, &[png(&image)], json!({"max_tokens": 24, "stream": stream}));
-    let alone: Vec<String> = questions
-        .iter()
-        .map(|q| {
-            let r = server.post("/v1/chat/completions", &body(q, false));
-            assert_eq!(r.status, 200, "{}", r.text);
-            content(&r.json())
-        })
-        .collect();
-    assert!(alone.iter().all(|a| !a.is_empty()));
-    assert_eq!(server.metric("vocollama_decode_batch_max"), 1.0, "one at a time so far");
-    let together: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = questions
+    for backend in backends() {
+        // Random weights: the answers run to max_tokens, so the requests overlap.
+        let server = Server::start(&["--model", &model(), "--max-batch", "4", "--backend", &backend]);
+        let image = PathBuf::from(common::image("wide.png"));
+        let questions = ["What is it?", "Describe the picture in detail.", "Colours?", "Where is the red part?"];
+        let body = |q: &str, stream: bool| chat(q, &[png(&image)], json!({"max_tokens": 24, "stream": stream}));
+        let alone: Vec<String> = questions
             .iter()
             .map(|q| {
-                let server = &server;
-                let body = body(q, true);
-                s.spawn(move || {
-                    let (status, events) = server.stream(&body);
-                    assert_eq!(status, 200, "{events:?}");
-                    streamed_text(&events).0
-                })
+                let r = server.post("/v1/chat/completions", &body(q, false));
+                assert_eq!(r.status, 200, "[{backend}] {}", r.text);
+                content(&r.json())
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    assert_eq!(together, alone);
-    assert!(server.metric("vocollama_decode_batch_max") >= 2.0, "the requests were decoded together");
+        assert!(alone.iter().all(|a| !a.is_empty()));
+        assert_eq!(server.metric("vocollama_decode_batch_max"), 1.0, "[{backend}] one at a time so far");
+        let together: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = questions
+                .iter()
+                .map(|q| {
+                    let server = &server;
+                    let body = body(q, true);
+                    s.spawn(move || {
+                        let (status, events) = server.stream(&body);
+                        assert_eq!(status, 200, "{events:?}");
+                        streamed_text(&events).0
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(together, alone, "[{backend}]");
+        assert!(server.metric("vocollama_decode_batch_max") >= 2.0, "[{backend}] the requests were decoded together");
+    }
 }
 
 #[test]
@@ -383,4 +392,32 @@ fn a_server_killed_while_writing_a_cache_leaves_no_entry_and_the_next_one_recomp
         std::fs::read_dir(&cache_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.len(), 1, "the entry, and the dead writer's temporary file swept: {names:?}");
     assert!(names[0].ends_with(".voco") && !names[0].starts_with('.'), "{names:?}");
+}
+
+#[test]
+fn the_load_generator_reports_throughput_latency_and_store_hits() {
+    let server = Server::start(&[]);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("load.json");
+    let run = std::process::Command::new("python3")
+        .arg(root.join("tools/load_serve.py"))
+        .args(["--url", &server.base, "--clients", "3", "--requests", "14", "--max-tokens", "8"])
+        .args(["--images", root.join("assets/demo/images").to_str().unwrap(), "--json", report.to_str().unwrap()])
+        .output()
+        .expect("python3 runs the load generator");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!((r["requests"].as_u64(), r["errors"].as_u64()), (Some(14), Some(0)), "{r}");
+    assert!(r["completion_tokens"].as_u64().unwrap() >= 14, "{r}");
+    for k in ["tokens_per_second", "decode_tokens_per_second", "latency_p50_s", "latency_p99_s", "first_token_p50_s"] {
+        assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
+    }
+    // Fourteen requests round robin over the demo's ten pictures: each picture's
+    // first request compresses it (long done when its second comes), the second hits.
+    let pictures = std::fs::read_dir(root.join("assets/demo/images")).unwrap().count();
+    assert_eq!(pictures, 10);
+    assert_eq!(r["store_hit_rate"].as_f64().unwrap(), 4.0 / 14.0, "{r}");
+    assert_eq!(server.metric("vocollama_store_misses_total"), 10.0);
+    assert_eq!(server.metric("vocollama_store_hits_total"), 4.0);
 }

@@ -1,7 +1,8 @@
 //! One decoded row through a Vicuna-7B MLP projection (`up_proj`: 4096 → 11008) on
 //! the CPU backend: `vocollama_kernels::linear` against flex's own matmul, for f32,
-//! f16 and bf16 weights (one row and four: streamed chunks) and for q8 and q4 blocks
-//! with f16 activations (flex's path there dequantizes the whole weight). Reported:
+//! f16 and bf16 weights (one row, four and eight: the server's batched decoding) and
+//! for q8 and q4 blocks with f16 activations (one row and eight; flex's path there
+//! dequantizes the whole weight). Reported:
 //! median ms over 30 runs (or two seconds' worth) and the weight bytes read per ms
 //! (GB/s), which one decoded token is bound by. `-- --layouts` times flex's matmul
 //! with the weight behind a transposed view and contiguous, and vocollama's, at 1 to
@@ -42,7 +43,6 @@ fn main() {
     println!("| weights | vocollama ms | GB/s | flex matmul ms | GB/s | flex / vocollama |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     let oi = Tensor::<2>::random([D_OUT, D_IN], Distribution::Normal(0.0, 0.02), &device);
-    let x = Tensor::<2>::random([1, D_IN], Distribution::Normal(0.0, 1.0), &device);
     let row = |label: &str, bytes: f64, ours: f64, theirs: f64| {
         println!(
             "| {label} | {ours:.2} | {:.1} | {theirs:.2} | {:.1} | {:.2}x |",
@@ -59,7 +59,8 @@ fn main() {
         }
         // As the loader holds it: `[out, in]` behind the transposed view.
         let w = vocollama_kernels::linear::transpose(oi.clone().cast(dtype));
-        for rows in [1, 4] {
+        // One decoded row, and four and eight (the server's batched decoding).
+        for rows in [1, 4, 8] {
             let x = Tensor::<2>::random([rows, D_IN], Distribution::Normal(0.0, 1.0), &device);
             let xd = x.clone().cast(dtype);
             let ours = median_ms(|| {
@@ -84,11 +85,16 @@ fn main() {
             .per_block([32u8], ScaleDtype::F16);
         let q = oi.clone().quantize_dynamic(&scheme);
         let w = vocollama_kernels::linear::transpose(q);
-        let xd = x.clone().cast(FloatDType::F16);
-        let ours = median_ms(|| vocollama_kernels::linear::matmul(xd.clone(), w.clone()).expect("quantized on flex"));
-        let theirs = median_ms(|| xd.clone().matmul(w.clone()));
-        // Flex holds a byte a value and an f32 scale per block of 32.
-        row(label, (D_IN * D_OUT) as f64 * (1.0 + 4.0 / 32.0), ours, theirs);
+        for rows in [1, 8] {
+            let x = Tensor::<2>::random([rows, D_IN], Distribution::Normal(0.0, 1.0), &device);
+            let xd = x.cast(FloatDType::F16);
+            let ours =
+                median_ms(|| vocollama_kernels::linear::matmul(xd.clone(), w.clone()).expect("quantized on flex"));
+            let theirs = median_ms(|| xd.clone().matmul(w.clone()));
+            // Flex holds a byte a value and an f32 scale per block of 32.
+            let name = format!("{label} ({rows} row{})", if rows > 1 { "s" } else { "" });
+            row(&name, (D_IN * D_OUT) as f64 * (1.0 + 4.0 / 32.0), ours, theirs);
+        }
     }
 }
 

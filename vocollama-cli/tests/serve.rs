@@ -184,9 +184,9 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     let mut body = good.clone();
     body["model"] = json!("gpt-4o");
     post(&body).assert_error(404, "model_not_found");
-    let system = json!({"messages": [{"role": "system", "content": "Be brief."}, good["messages"][0]]});
-    let m = post(&system).assert_error(400, "invalid_request");
-    assert!(m.starts_with("messages[0].role"), "{m}");
+    let late_system = json!({"messages": [good["messages"][0], {"role": "system", "content": "Be brief."}]});
+    let m = post(&late_system).assert_error(400, "invalid_request");
+    assert!(m.starts_with("messages[1].role"), "{m}");
     let text_only = json!({"messages": [{"role": "user", "content": "Hello?"}]});
     post(&text_only).assert_error(400, "invalid_request");
     let r = server.post_raw("/v1/nothing", b"{}", &auth);
@@ -420,4 +420,28 @@ fn the_load_generator_reports_throughput_latency_and_store_hits() {
     assert_eq!(r["store_hit_rate"].as_f64().unwrap(), 4.0 / 14.0, "{r}");
     assert_eq!(server.metric("vocollama_store_misses_total"), 10.0);
     assert_eq!(server.metric("vocollama_store_hits_total"), 4.0);
+}
+
+#[test]
+fn a_system_message_replaces_the_templates_own_and_the_image_still_comes_from_the_store() {
+    let server = Server::start(&[]);
+    let image = png(&demo("images/colour-2.png"));
+    let question = "What colour is the circle?";
+    let with_system = |system: &str| {
+        let mut body = chat(question, std::slice::from_ref(&image), json!({}));
+        body["messages"].as_array_mut().unwrap().insert(0, json!({"role": "system", "content": system}));
+        let r = server.post("/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()
+    };
+    let plain = server.post("/v1/chat/completions", &chat(question, std::slice::from_ref(&image), json!({}))).json();
+    // The template's own system prompt given as a message: the same prompt, the same answer.
+    let same = with_system(vocollama_model::text::template::VOCO_SYSTEM);
+    assert_eq!(content(&same), content(&plain));
+    assert_eq!(same["usage"]["prompt_tokens"], plain["usage"]["prompt_tokens"]);
+    // Another one is used (a shorter prompt), after the VoCo tokens: the image's cache still serves.
+    let short = with_system("Answer in one word.");
+    assert!(short["usage"]["prompt_tokens"].as_u64() < plain["usage"]["prompt_tokens"].as_u64(), "{short}");
+    assert!(short["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "{short}");
+    assert_eq!(server.metric("vocollama_images_compressed_total"), 1.0);
 }

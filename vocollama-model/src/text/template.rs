@@ -64,9 +64,15 @@ impl Prompt {
 /// question, `sep2` "</s>" after an answer; the open turn ends in "ASSISTANT:".
 /// `image_first` puts `<image>\n` before the first question (llava_v1);
 /// `strip_newlines` drops every `\n` (the VoCo templates do, over the whole conversation).
-fn vicuna_v1(p: &mut Prompt, system: &str, turns: &[(&str, Option<&str>)], image_first: bool, strip_newlines: bool) {
+fn vicuna_v1(p: &mut Prompt, system: System, turns: &[(&str, Option<&str>)], image_first: bool, strip_newlines: bool) {
     let clean = |s: &str| if strip_newlines { s.replace('\n', "") } else { s.to_string() };
-    p.template(&format!("{} ", clean(system)));
+    match system {
+        System::Template(s) => p.template(&format!("{} ", clean(s))),
+        System::User(s) => {
+            p.user(&clean(s));
+            p.template(" ");
+        }
+    }
     for (i, (q, a)) in turns.iter().enumerate() {
         p.template("USER: ");
         if i == 0 && image_first {
@@ -85,7 +91,14 @@ fn vicuna_v1(p: &mut Prompt, system: &str, turns: &[(&str, Option<&str>)], image
     }
 }
 
-fn voco_prompt(voco_tokens: usize, system: &str, turns: &[(&str, Option<&str>)]) -> Prompt {
+/// A conversation's system prompt: the template's own, or one a user gave (their words, as text).
+#[derive(Clone, Copy)]
+enum System<'a> {
+    Template(&'a str),
+    User(&'a str),
+}
+
+fn voco_prompt(voco_tokens: usize, system: System, turns: &[(&str, Option<&str>)]) -> Prompt {
     let mut p = Prompt::default();
     p.template(&format!("{IMAGE_PLACEHOLDER}\n{}\n", VOCO_TOKEN.repeat(voco_tokens)));
     vicuna_v1(&mut p, system, turns, false, true);
@@ -108,12 +121,20 @@ impl Template {
 
     /// The prompt for `turns` with the questions and answers marked as the user's words.
     pub fn prompt_parts(&self, turns: &[(&str, Option<&str>)]) -> Prompt {
+        self.prompt_parts_with_system(None, turns)
+    }
+
+    /// [`Template::prompt_parts`] with `system` (a user's words) in place of the
+    /// template's system prompt. In the VoCo templates the system prompt follows
+    /// the VoCo tokens, so the image's part of the prompt is the same whatever it is.
+    pub fn prompt_parts_with_system(&self, system: Option<&str>, turns: &[(&str, Option<&str>)]) -> Prompt {
+        let pick = |own: &'static str| system.map_or(System::Template(own), System::User);
         match *self {
-            Template::VocoVicunaV1 { voco_tokens } => voco_prompt(voco_tokens, VOCO_SYSTEM, turns),
-            Template::VocoVideo { voco_tokens } => voco_prompt(voco_tokens, VOCO_VIDEO_SYSTEM, turns),
+            Template::VocoVicunaV1 { voco_tokens } => voco_prompt(voco_tokens, pick(VOCO_SYSTEM), turns),
+            Template::VocoVideo { voco_tokens } => voco_prompt(voco_tokens, pick(VOCO_VIDEO_SYSTEM), turns),
             Template::LlavaV1 => {
                 let mut p = Prompt::default();
-                vicuna_v1(&mut p, LLAVA_SYSTEM, turns, true, false);
+                vicuna_v1(&mut p, pick(LLAVA_SYSTEM), turns, true, false);
                 p
             }
         }

@@ -95,6 +95,7 @@ async fn answer(s: &AppState, raw: Body) -> Result<Response, ApiError> {
     let received = Instant::now();
     let images = decode_images(s, request.images).await?;
     let job = ChatJob {
+        system: request.system,
         turns: request.turns,
         images,
         sampling: request.sampling,

@@ -11,6 +11,8 @@ use super::image_url::{ImageSource, parse_url};
 /// What a chat completion asks for, checked.
 #[derive(Debug)]
 pub struct ChatRequest {
+    /// A system prompt in place of the template's own (a first `system` or `developer` message).
+    pub system: Option<String>,
     /// Questions and answers in order; the last question is unanswered.
     pub turns: Vec<(String, Option<String>)>,
     /// The first user message's images, in order: one image, or the frames of a clip.
@@ -186,8 +188,8 @@ impl ChatRequest {
                 }
             }
         };
-        let (turns, images) = conversation(field(o, "messages"))?;
-        Ok(Self { turns, images, sampling, max_tokens, stop, stream, include_usage })
+        let Conversation { system, turns, images } = conversation(field(o, "messages"))?;
+        Ok(Self { system, turns, images, sampling, max_tokens, stop, stream, include_usage })
     }
 }
 
@@ -242,11 +244,17 @@ fn content(v: &Value, param: &str, images: Option<&mut Vec<ImageSource>>) -> Res
     }
 }
 
-/// Questions each with its answer (the last question unanswered), and the images.
-type Conversation = (Vec<(String, Option<String>)>, Vec<ImageSource>);
+/// What `messages` holds.
+struct Conversation {
+    system: Option<String>,
+    /// Questions each with its answer (the last question unanswered).
+    turns: Vec<(String, Option<String>)>,
+    images: Vec<ImageSource>,
+}
 
-/// `messages` → the turns (user questions each answered by the assistant
-/// message after it, the last unanswered) and the first message's images.
+/// `messages` → an optional system prompt (a first `system` or `developer`
+/// message), the turns (user questions each answered by the assistant message
+/// after it, the last unanswered) and the first user message's images.
 fn conversation(messages: Option<&Value>) -> Result<Conversation, ApiError> {
     let messages = messages
         .and_then(Value::as_array)
@@ -256,6 +264,7 @@ fn conversation(messages: Option<&Value>) -> Result<Conversation, ApiError> {
     }
     let mut turns: Vec<(String, Option<String>)> = Vec::new();
     let mut images = Vec::new();
+    let mut system = None;
     for (i, m) in messages.iter().enumerate() {
         let param = format!("messages[{i}]");
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
@@ -264,12 +273,11 @@ fn conversation(messages: Option<&Value>) -> Result<Conversation, ApiError> {
             .ok_or_else(|| ApiError::invalid(format!("{param}.content"), format!("{param}.content: missing")))?;
         let expected = if turns.last().is_some_and(|t| t.1.is_none()) { "assistant" } else { "user" };
         match role {
+            "system" | "developer" if i == 0 => system = Some(content(body, &format!("{param}.content"), None)?),
             "system" | "developer" => {
                 return Err(ApiError::invalid(
                     format!("{param}.role"),
-                    format!(
-                        "{param}.role: {role} messages are not supported; VoCo-LLaMA's template has its own system prompt"
-                    ),
+                    format!("{param}.role: a {role} message is taken only as the first message"),
                 ));
             }
             r if r != expected => {
@@ -282,7 +290,7 @@ fn conversation(messages: Option<&Value>) -> Result<Conversation, ApiError> {
                 ));
             }
             "user" => {
-                let first = i == 0;
+                let first = turns.is_empty();
                 let text = content(body, &format!("{param}.content"), first.then_some(&mut images))?;
                 turns.push((text, None));
             }
@@ -297,9 +305,9 @@ fn conversation(messages: Option<&Value>) -> Result<Conversation, ApiError> {
     }
     if images.is_empty() {
         return Err(ApiError::invalid(
-            "messages[0].content",
-            "messages[0].content: the first user message needs an image (an image_url part); VoCo-LLaMA answers about images",
+            "messages",
+            "messages: the first user message needs an image (an image_url part); VoCo-LLaMA answers about images",
         ));
     }
-    Ok((turns, images))
+    Ok(Conversation { system, turns, images })
 }

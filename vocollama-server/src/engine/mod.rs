@@ -24,6 +24,8 @@ use crate::store::VocoStore;
 
 /// A chat completion, parsed and with its images decoded.
 pub struct ChatJob {
+    /// A system prompt in place of the template's own.
+    pub system: Option<String>,
     pub turns: Vec<(String, Option<String>)>,
     pub images: Vec<Image>,
     pub sampling: SamplingConfig,

@@ -202,7 +202,8 @@ impl<'m> Engine<'m> {
         // The whole conversation tokenized as one prompt; the part after the VoCo tokens is fed.
         let turns: Vec<(&str, Option<&str>)> = job.turns.iter().map(|(q, a)| (q.as_str(), a.as_deref())).collect();
         let internal = |e: vocollama_model::Error| ApiError::internal(e.to_string());
-        let ids = prompt_ids(&template.prompt_parts(&turns), self.tokenizer).map_err(internal)?;
+        let ids = prompt_ids(&template.prompt_parts_with_system(job.system.as_deref(), &turns), self.tokenizer)
+            .map_err(internal)?;
         let (first, end) = template.first_turn_ids(self.tokenizer, "").map_err(internal)?;
         let prefix = &first[..end];
         if !ids.starts_with(prefix) {

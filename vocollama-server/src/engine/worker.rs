@@ -1,7 +1,10 @@
-//! The engine's thread: admit a request, step the batch, repeat.
+//! The engine's thread: admit a request, step the batch, repeat. Stage 1 of
+//! pictures not in the store runs on a second thread meanwhile, so the
+//! requests decoding are not held up while a new picture is compressed; the
+//! request joins the batch when its caches are ready.
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, mpsc as sync_mpsc};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use vocollama_model::infer::batch::DecodeBatch;
@@ -59,54 +62,139 @@ pub(super) fn run(
         voco_tokens: config.voco_tokens,
         stop_ids: GenerateOptions::new(tokenizer, model, SamplingConfig::default(), 0).stop,
     };
-    let mut batch = DecodeBatch::new(model);
-    let mut active: Vec<Active> = Vec::new();
-    loop {
-        if active.len() < config.max_batch {
-            let job = if active.is_empty() {
-                match jobs.blocking_recv() {
-                    Some(job) => Some(job),
-                    None => return,
+    std::thread::scope(|scope| {
+        let (work, work_rx) = sync_mpsc::channel::<Stage1Work>();
+        let (done, ready) = sync_mpsc::channel::<Resolved>();
+        let compressor = &engine;
+        std::thread::Builder::new()
+            .name("vocollama-stage1".into())
+            .spawn_scoped(scope, move || {
+                for w in work_rx {
+                    match w {
+                        Stage1Work::Compress { image, key, reply } => {
+                            let _ = reply.send(compressor.compress_one(image, key));
+                        }
+                        Stage1Work::Chat(job, events) => {
+                            let images = compressor.resolve(&job.images);
+                            if done.send(Resolved { job, events, images }).is_err() {
+                                return;
+                            }
+                        }
+                    }
                 }
-            } else {
-                jobs.try_recv().ok()
-            };
-            if let Some(job) = job {
-                engine.admit(job, &mut batch, &mut active);
+            })
+            .expect("start the stage-1 thread");
+        let mut batch = DecodeBatch::new(model);
+        let mut active: Vec<Active> = Vec::new();
+        // Requests on the stage-1 thread: they count toward the batch's room.
+        let mut waiting = 0usize;
+        loop {
+            while let Ok(r) = ready.try_recv() {
+                waiting -= 1;
+                engine.start(r, &mut batch, &mut active);
+            }
+            if active.len() + waiting < config.max_batch {
+                let job = if active.is_empty() && waiting == 0 {
+                    match jobs.blocking_recv() {
+                        Some(job) => Some(job),
+                        None => break,
+                    }
+                } else {
+                    jobs.try_recv().ok()
+                };
+                if let Some(job) = job {
+                    engine.admit(job, &work, &mut waiting, &mut batch, &mut active);
+                }
+            }
+            engine.metrics.set_active(active.len());
+            if !active.is_empty() {
+                engine.step(&mut batch, &mut active);
+            } else if waiting > 0 {
+                // Nothing to decode: wait for the stage-1 thread (a new request is looked at every 5 ms).
+                if let Ok(r) = ready.recv_timeout(Duration::from_millis(5)) {
+                    waiting -= 1;
+                    engine.start(r, &mut batch, &mut active);
+                }
             }
         }
-        engine.metrics.set_active(active.len());
-        if !active.is_empty() {
-            engine.step(&mut batch, &mut active);
-        }
-    }
+        // Dropping `work` ends the stage-1 thread; the scope waits for it.
+    });
+}
+
+/// Work for the stage-1 thread.
+enum Stage1Work {
+    Chat(Box<ChatJob>, mpsc::UnboundedSender<Event>),
+    Compress {
+        image: image::RgbImage,
+        key: [u8; 32],
+        reply: tokio::sync::oneshot::Sender<Result<Compressed, ApiError>>,
+    },
+}
+
+/// A request whose images the stage-1 thread resolved.
+struct Resolved {
+    job: Box<ChatJob>,
+    events: mpsc::UnboundedSender<Event>,
+    images: Result<Images, ApiError>,
+}
+
+/// A request's images as one VoCo cache's parts, and what getting them cost.
+struct Images {
+    caches: Vec<VocoCache>,
+    /// Images found in the store.
+    from_store: usize,
+    stage1: Duration,
 }
 
 impl<'m> Engine<'m> {
-    fn admit(&self, job: Job, batch: &mut DecodeBatch<'m>, active: &mut Vec<Active<'m>>) {
+    /// A queued request: images all in the store (or a `voco:` key to refuse) are
+    /// resolved here and the request starts; others go to the stage-1 thread.
+    fn admit(
+        &self,
+        job: Job,
+        work: &sync_mpsc::Sender<Stage1Work>,
+        waiting: &mut usize,
+        batch: &mut DecodeBatch<'m>,
+        active: &mut Vec<Active<'m>>,
+    ) {
         match job {
             Job::Compress { image, key, reply } => {
-                let _ = reply.send(self.compress_one(image, key));
+                let _ = work.send(Stage1Work::Compress { image, key, reply });
             }
             Job::Chat(job, events) => {
-                if events.is_closed() {
-                    self.metrics.cancelled();
-                    return;
+                let held = {
+                    let store = self.store.lock().expect("store");
+                    job.images.iter().all(|i| matches!(i, Image::Key { .. }) || store.contains(&i.key()))
+                };
+                if held {
+                    let images = self.resolve(&job.images);
+                    self.start(Resolved { job, events, images }, batch, active);
+                } else if work.send(Stage1Work::Chat(job, events)).is_ok() {
+                    *waiting += 1;
                 }
-                // Its time ran out while it waited in the queue.
-                if Instant::now() > job.deadline {
-                    let _ = events.send(Event::Failed(ApiError::timeout(job.timeout.as_secs())));
-                    return;
-                }
-                match self.prepare(*job, events.clone()) {
-                    Ok((session, a)) => {
-                        batch.join(session);
-                        active.push(a);
-                    }
-                    Err(e) => {
-                        let _ = events.send(Event::Failed(e));
-                    }
-                }
+            }
+        }
+    }
+
+    /// A request whose images are resolved: prefilled and into the batch, or failed.
+    fn start(&self, r: Resolved, batch: &mut DecodeBatch<'m>, active: &mut Vec<Active<'m>>) {
+        let Resolved { job, events, images } = r;
+        if events.is_closed() {
+            self.metrics.cancelled();
+            return;
+        }
+        // Its time ran out while it waited.
+        if Instant::now() > job.deadline {
+            let _ = events.send(Event::Failed(ApiError::timeout(job.timeout.as_secs())));
+            return;
+        }
+        match images.and_then(|images| self.prepare(*job, images, events.clone())) {
+            Ok((session, a)) => {
+                batch.join(session);
+                active.push(a);
+            }
+            Err(e) => {
+                let _ = events.send(Event::Failed(e));
             }
         }
     }
@@ -152,17 +240,12 @@ impl<'m> Engine<'m> {
         Ok(out)
     }
 
-    /// Images to one VoCo cache, the prompt prefilled: the session and the request's decoding state.
-    fn prepare(
-        &self,
-        job: ChatJob,
-        events: mpsc::UnboundedSender<Event>,
-    ) -> Result<(Session<'m>, Active<'m>), ApiError> {
-        // Each image from the store, or compressed now (all misses together).
+    /// Each image's cache from the store, or compressed now (all misses together).
+    fn resolve(&self, images: &[Image]) -> Result<Images, ApiError> {
         let start = Instant::now();
-        let mut caches: Vec<Option<VocoCache>> = Vec::with_capacity(job.images.len());
+        let mut caches: Vec<Option<VocoCache>> = Vec::with_capacity(images.len());
         let mut missing = Vec::new();
-        for (i, image) in job.images.iter().enumerate() {
+        for (i, image) in images.iter().enumerate() {
             let found =
                 self.store.lock().expect("store").get(&image.key(), &self.model.device, self.model.precision.dtype);
             match (found, image) {
@@ -183,13 +266,27 @@ impl<'m> Engine<'m> {
                 }
             }
         }
-        let from_store = job.images.len() - missing.len();
+        let from_store = images.len() - missing.len();
         let pictures: Vec<([u8; 32], &image::RgbImage)> = missing.iter().map(|(_, k, r)| (*k, *r)).collect();
         for ((i, _, _), cache) in missing.iter().zip(self.compress_images(&pictures)?) {
             caches[*i] = Some(cache);
         }
-        let stage1 = if missing.is_empty() { Default::default() } else { start.elapsed() };
-        let caches: Vec<VocoCache> = caches.into_iter().map(|c| c.expect("every image resolved")).collect();
+        let stage1 = if missing.is_empty() { Duration::ZERO } else { start.elapsed() };
+        Ok(Images {
+            caches: caches.into_iter().map(|c| c.expect("every image resolved")).collect(),
+            from_store,
+            stage1,
+        })
+    }
+
+    /// The images' caches as one, the prompt prefilled: the session and the request's decoding state.
+    fn prepare(
+        &self,
+        job: ChatJob,
+        images: Images,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Result<(Session<'m>, Active<'m>), ApiError> {
+        let Images { caches, from_store, stage1 } = images;
         let (cache, template) = match caches.len() {
             1 => (caches.into_iter().next().expect("one"), Template::VocoVicunaV1 { voco_tokens: self.voco_tokens }),
             _ => (

@@ -1,9 +1,10 @@
 //! The engine: one thread owns the model and serves every request. Requests
 //! wait in a bounded queue (full: 429); each is admitted when the batch has
-//! room — its images found in the VoCo store or compressed (stage 1), its
-//! prompt prefilled — and then decodes with every other active request, one
-//! batched forward per token ([`vocollama_model::infer::batch::DecodeBatch`]),
-//! one admission between two steps so prefills interleave with decoding. A
+//! room. Its images are found in the VoCo store, or compressed (stage 1) on a
+//! second thread while the batch goes on decoding; then its prompt is
+//! prefilled and it decodes with every other active request, one batched
+//! forward per token ([`vocollama_model::infer::batch::DecodeBatch`]), one
+//! admission between two steps so prefills interleave with decoding. A
 //! request whose client went away, or past its deadline, leaves the batch at
 //! the next step.
 

@@ -292,16 +292,11 @@ fn the_cache_directory_survives_a_kill_and_a_damaged_entry_is_recomputed() {
     assert_eq!(std::fs::read(&path).unwrap().len(), bytes.len(), "and written whole again");
 }
 
-#[test]
-fn a_full_queue_answers_429_and_a_client_that_leaves_is_dropped() {
-    // One request decodes at a time and one waits: the rest of a burst is turned away.
-    let server = Server::start(&["--model", &model(), "--max-batch", "1", "--queue", "1"]);
-    let image = png(&PathBuf::from(common::image("wide.png")));
-    let body = chat("Tell me everything.", std::slice::from_ref(&image), json!({"max_tokens": 300}));
-    let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..24)
+/// `n` copies of a chat completion sent at once: each one's status and body.
+fn burst(server: &Server, body: &Value, n: usize) -> Vec<(u16, String)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
             .map(|_| {
-                let (server, body) = (&server, &body);
                 s.spawn(move || {
                     let r = server.post("/v1/chat/completions", body);
                     (r.status, r.text)
@@ -309,7 +304,16 @@ fn a_full_queue_answers_429_and_a_client_that_leaves_is_dropped() {
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    })
+}
+
+#[test]
+fn a_full_queue_answers_429_and_a_client_that_leaves_is_dropped() {
+    // One request decodes at a time and one waits: the rest of a burst is turned away.
+    let server = Server::start(&["--model", &model(), "--max-batch", "1", "--queue", "1"]);
+    let image = png(&PathBuf::from(common::image("wide.png")));
+    let body = chat("Tell me everything.", std::slice::from_ref(&image), json!({"max_tokens": 300}));
+    let statuses = burst(&server, &body, 24);
     let busy: Vec<&(u16, String)> = statuses.iter().filter(|(s, _)| *s == 429).collect();
     assert!(!busy.is_empty(), "a burst of 24 over a queue of 1 is turned away in part");
     assert!(statuses.iter().all(|(s, _)| *s == 200 || *s == 429), "{statuses:?}");
@@ -347,18 +351,7 @@ fn requests_past_their_deadline_end_with_a_timeout() {
     let server = Server::start(&["--model", &model(), "--max-batch", "1", "--request-timeout", "1"]);
     let image = png(&PathBuf::from(common::image("wide.png")));
     let body = chat("Tell me everything.", std::slice::from_ref(&image), json!({"max_tokens": 400}));
-    let replies: Vec<(u16, String)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..40)
-            .map(|_| {
-                let (server, body) = (&server, &body);
-                s.spawn(move || {
-                    let r = server.post("/v1/chat/completions", body);
-                    (r.status, r.text)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let replies = burst(&server, &body, 40);
     assert!(replies.iter().all(|(s, _)| *s == 200 || *s == 503), "{replies:?}");
     let late: Vec<&(u16, String)> = replies.iter().filter(|(s, _)| *s == 503).collect();
     assert!(!late.is_empty(), "40 requests of 400 tokens one at a time outlast a second");

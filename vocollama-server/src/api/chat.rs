@@ -75,14 +75,7 @@ pub(crate) async fn decode_images(
         if let Image::Key { key, param } = image
             && !s.store.lock().expect("store").contains(key)
         {
-            return Err(ApiError::not_found(
-                Some(param.clone()),
-                "voco_key_not_found",
-                format!(
-                    "{param}: no image with key {} is in the VoCo store (POST /v1/voco first)",
-                    vocollama_model::voco::frame_store::hex(key)
-                ),
-            ));
+            return Err(ApiError::unknown_key(param, key));
         }
     }
     Ok(images)

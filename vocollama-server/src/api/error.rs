@@ -49,6 +49,18 @@ impl ApiError {
         Self { param, ..Self::new(StatusCode::NOT_FOUND, code, message) }
     }
 
+    /// 404 for a `voco:` key the store does not hold.
+    pub fn unknown_key(param: &str, key: &[u8; 32]) -> Self {
+        Self::not_found(
+            Some(param.into()),
+            "voco_key_not_found",
+            format!(
+                "{param}: no image with key {} is in the VoCo store (never sent, or evicted since; POST /v1/voco first)",
+                vocollama_model::voco::frame_store::hex(key)
+            ),
+        )
+    }
+
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -254,16 +254,7 @@ impl<'m> Engine<'m> {
                     caches.push(None);
                     missing.push((i, *key, rgb));
                 }
-                (None, Image::Key { param, key }) => {
-                    return Err(ApiError::not_found(
-                        Some(param.clone()),
-                        "voco_key_not_found",
-                        format!(
-                            "{param}: no image with key {} is in the VoCo store (it was never sent, or was evicted; POST /v1/voco again)",
-                            vocollama_model::voco::frame_store::hex(key)
-                        ),
-                    ));
-                }
+                (None, Image::Key { param, key }) => return Err(ApiError::unknown_key(param, key)),
             }
         }
         let from_store = images.len() - missing.len();

@@ -97,7 +97,8 @@ fn float_rows_match_burns_matmul() {
             }
             // 203 outputs: whole groups of four columns and a lone one.
             let w = Tensor::<2>::random([203, 96], Distribution::Normal(0.0, 0.05), &device).cast(dtype).transpose();
-            for rows in [1, 5, 16, 17, 70] {
+            // 9 and 11 rows: whole groups of four rows and what is left after them.
+            for rows in [1, 5, 9, 11, 16, 17, 70] {
                 let x = Tensor::<2>::random([rows, 96], Distribution::Normal(0.0, 1.0), &device).cast(dtype);
                 let want = x.clone().cast(FloatDType::F32).matmul(w.clone().cast(FloatDType::F32));
                 let got = match matmul(x.clone(), w.clone()) {

@@ -438,3 +438,14 @@ fn a_system_message_replaces_the_templates_own_and_the_image_still_comes_from_th
     assert!(short["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "{short}");
     assert_eq!(server.metric("vocollama_images_compressed_total"), 1.0);
 }
+
+#[test]
+fn bad_server_options_fail_in_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    common::assert_fails(&vocollama(&["serve", "--port", &port]), "Address already in use");
+    let file = demo("questions.json");
+    common::assert_fails(&vocollama(&["serve", "--port", "0", "--cache-dir", file.to_str().unwrap()]), "--cache-dir");
+    common::assert_fails(&vocollama(&["serve", "--max-batch", "0"]), "--max-batch: expected at least 1");
+    common::assert_fails(&vocollama(&["serve", "--request-timeout", "0"]), "--request-timeout");
+}

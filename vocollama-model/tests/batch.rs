@@ -83,17 +83,18 @@ fn batched_decoding_equals_each_conversation_alone() {
                 tokens.push(got);
                 feed.push(got);
             }
-            // Finished streams leave (from the back, so indices stay valid) before the step.
-            for i in (0..members.len()).rev() {
-                if members[i].2.len() == TOKENS {
-                    let (s, _, tokens) = members.remove(i);
-                    feed.remove(i);
-                    batch.remove(i);
-                    if let Some(want) = &streams[s].reference {
-                        assert_eq!(&tokens, want, "[{backend}] stream {s}: transformers' greedy tokens");
-                    }
+            // Finished streams leave before the step.
+            let keep: Vec<bool> = members.iter().map(|m| m.2.len() < TOKENS).collect();
+            for (s, _, tokens) in members.iter().filter(|m| m.2.len() == TOKENS) {
+                if let Some(want) = &streams[*s].reference {
+                    assert_eq!(tokens, want, "[{backend}] stream {s}: transformers' greedy tokens");
                 }
             }
+            let mut flags = keep.iter();
+            members.retain(|_| *flags.next().unwrap());
+            let mut flags = keep.iter();
+            feed.retain(|_| *flags.next().unwrap());
+            batch.retain(&keep);
             if members.is_empty() {
                 assert!(batch.is_empty());
                 continue;

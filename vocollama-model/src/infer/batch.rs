@@ -42,16 +42,6 @@ impl<'m> DecodeBatch<'m> {
         self.next.is_empty()
     }
 
-    /// The absolute position sample `i`'s next token takes.
-    pub fn position(&self, i: usize) -> usize {
-        self.next[i]
-    }
-
-    /// Rows of the joined buffer in use (the longest conversation's cache, padding included).
-    pub fn rows(&self) -> usize {
-        self.cache.as_ref().map_or(0, KvCache::len)
-    }
-
     /// Add a conversation (its prompt already fed) as the last sample.
     pub fn join(&mut self, session: Session<'m>) {
         let (cache, next) = session.into_parts();
@@ -78,12 +68,19 @@ impl<'m> DecodeBatch<'m> {
         self.cache = Some(KvCache::from_layers(layers));
     }
 
-    /// Drop sample `i`; later samples move down by one. Padding every
-    /// remaining sample shares is cut away.
-    pub fn remove(&mut self, i: usize) {
-        self.padding.remove(i);
-        self.next.remove(i);
-        let joined = self.cache.take().expect("a sample to remove");
+    /// Keep the samples whose `keep` is true, in order; the others leave. The
+    /// caches are copied once however many leave; padding every remaining
+    /// sample shares is cut away.
+    pub fn retain(&mut self, keep: &[bool]) {
+        assert_eq!(keep.len(), self.len(), "one flag per sample");
+        if keep.iter().all(|&k| k) {
+            return;
+        }
+        let mut flags = keep.iter();
+        self.padding.retain(|_| *flags.next().expect("one flag per sample"));
+        let mut flags = keep.iter();
+        self.next.retain(|_| *flags.next().expect("one flag per sample"));
+        let joined = self.cache.take().expect("samples to leave");
         if self.next.is_empty() {
             return;
         }
@@ -92,19 +89,12 @@ impl<'m> DecodeBatch<'m> {
         let layers = (0..self.model.llm.num_layers())
             .map(|l| {
                 let (k, v) = joined.layer(l).expect("every layer cached");
-                let keep = |t: Tensor<4>| {
-                    let samples = t.dims()[0];
+                let kept = |t: Tensor<4>| {
                     let t = t.narrow(2, cut, rows);
-                    let mut parts = Vec::with_capacity(2);
-                    if i > 0 {
-                        parts.push(t.clone().narrow(0, 0, i));
-                    }
-                    if i + 1 < samples {
-                        parts.push(t.narrow(0, i + 1, samples - i - 1));
-                    }
-                    Tensor::cat(parts, 0)
+                    let parts = keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| t.clone().narrow(0, i, 1));
+                    Tensor::cat(parts.collect(), 0)
                 };
-                (keep(k), keep(v))
+                (kept(k), kept(v))
             })
             .collect();
         self.padding.iter_mut().for_each(|p| *p -= cut);

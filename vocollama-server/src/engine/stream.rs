@@ -76,7 +76,7 @@ impl Active<'_> {
     }
 
     /// The answer is over: the text held back, then `Done`.
-    pub fn finish(mut self, finish_reason: &'static str) -> Duration {
+    pub fn finish(mut self, finish_reason: &'static str) {
         let tail = self.decoder.finish().unwrap_or_default();
         let (text, stopped) = self.stop.push(&tail);
         self.send_text(text);
@@ -87,7 +87,6 @@ impl Active<'_> {
         let decode = self.decode_started.elapsed();
         let done = Done { finish_reason, completion_tokens: self.generated, decode };
         let _ = self.events.send(Event::Done(done));
-        decode
     }
 }
 

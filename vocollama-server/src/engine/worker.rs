@@ -34,6 +34,8 @@ struct Engine<'m> {
     /// Positions one image's stage-1 prompt takes.
     stage1_len: usize,
     voco_tokens: usize,
+    /// A clip's prompt ids through the VoCo tokens (an image's are `stage1`'s).
+    clip_prefix: Vec<i64>,
     stop_ids: Vec<u32>,
 }
 
@@ -45,7 +47,13 @@ pub(super) fn run(
     config: EngineConfig,
     mut jobs: mpsc::Receiver<Job>,
 ) {
-    let stage1 = match Stage1Prompt::new(tokenizer, config.voco_tokens) {
+    let n = config.voco_tokens;
+    // The stage-1 prompt is the image prompt's ids through its VoCo tokens; a clip's differ in the system prompt.
+    let prepared = Stage1Prompt::new(tokenizer, n).and_then(|stage1| {
+        let (ids, end) = Template::VocoVideo { voco_tokens: n }.first_turn_ids(tokenizer, "")?;
+        Ok((stage1, ids[..end].to_vec()))
+    });
+    let (stage1, clip_prefix) = match prepared {
         Ok(p) => p,
         Err(e) => {
             tracing::error!("the engine cannot start: {e}");
@@ -59,11 +67,12 @@ pub(super) fn run(
         metrics,
         stage1_len: expand_ids(stage1.ids(), model.image_tokens()).len(),
         stage1,
-        voco_tokens: config.voco_tokens,
+        voco_tokens: n,
+        clip_prefix,
         stop_ids: GenerateOptions::new(tokenizer, model, SamplingConfig::default(), 0).stop,
     };
     std::thread::scope(|scope| {
-        let (work, work_rx) = sync_mpsc::channel::<Stage1Work>();
+        let (work, work_rx) = sync_mpsc::channel::<Job>();
         let (done, ready) = sync_mpsc::channel::<Resolved>();
         let compressor = &engine;
         std::thread::Builder::new()
@@ -71,10 +80,10 @@ pub(super) fn run(
             .spawn_scoped(scope, move || {
                 for w in work_rx {
                     match w {
-                        Stage1Work::Compress { image, key, reply } => {
+                        Job::Compress { image, key, reply } => {
                             let _ = reply.send(compressor.compress_one(image, key));
                         }
-                        Stage1Work::Chat(job, events) => {
+                        Job::Chat(job, events) => {
                             let images = compressor.resolve(&job.images);
                             if done.send(Resolved { job, events, images }).is_err() {
                                 return;
@@ -121,14 +130,13 @@ pub(super) fn run(
     });
 }
 
-/// Work for the stage-1 thread.
-enum Stage1Work {
-    Chat(Box<ChatJob>, mpsc::UnboundedSender<Event>),
-    Compress {
-        image: image::RgbImage,
-        key: [u8; 32],
-        reply: tokio::sync::oneshot::Sender<Result<Compressed, ApiError>>,
-    },
+/// Why a request leaves the batch.
+enum End {
+    /// Answered: OpenAI's `finish_reason`.
+    Finished(&'static str),
+    /// Its client went away.
+    Cancelled,
+    Failed(ApiError),
 }
 
 /// A request whose images the stage-1 thread resolved.
@@ -148,31 +156,28 @@ struct Images {
 
 impl<'m> Engine<'m> {
     /// A queued request: images all in the store (or a `voco:` key to refuse) are
-    /// resolved here and the request starts; others go to the stage-1 thread.
+    /// resolved here and the request starts; others, and `/v1/voco`, go to the stage-1 thread.
     fn admit(
         &self,
         job: Job,
-        work: &sync_mpsc::Sender<Stage1Work>,
+        work: &sync_mpsc::Sender<Job>,
         waiting: &mut usize,
         batch: &mut DecodeBatch<'m>,
         active: &mut Vec<Active<'m>>,
     ) {
-        match job {
-            Job::Compress { image, key, reply } => {
-                let _ = work.send(Stage1Work::Compress { image, key, reply });
+        if let Job::Chat(chat, events) = job {
+            let held = {
+                let store = self.store.lock().expect("store");
+                chat.images.iter().all(|i| matches!(i, Image::Key { .. }) || store.contains(&i.key()))
+            };
+            if held {
+                let images = self.resolve(&chat.images);
+                self.start(Resolved { job: chat, events, images }, batch, active);
+            } else if work.send(Job::Chat(chat, events)).is_ok() {
+                *waiting += 1;
             }
-            Job::Chat(job, events) => {
-                let held = {
-                    let store = self.store.lock().expect("store");
-                    job.images.iter().all(|i| matches!(i, Image::Key { .. }) || store.contains(&i.key()))
-                };
-                if held {
-                    let images = self.resolve(&job.images);
-                    self.start(Resolved { job, events, images }, batch, active);
-                } else if work.send(Stage1Work::Chat(job, events)).is_ok() {
-                    *waiting += 1;
-                }
-            }
+        } else {
+            let _ = work.send(job);
         }
     }
 
@@ -278,12 +283,16 @@ impl<'m> Engine<'m> {
         events: mpsc::UnboundedSender<Event>,
     ) -> Result<(Session<'m>, Active<'m>), ApiError> {
         let Images { caches, from_store, stage1 } = images;
-        let (cache, template) = match caches.len() {
-            1 => (caches.into_iter().next().expect("one"), Template::VocoVicunaV1 { voco_tokens: self.voco_tokens }),
+        let n = self.voco_tokens;
+        let (cache, template, prefix) = match caches.len() {
+            1 => {
+                (caches.into_iter().next().expect("one"), Template::VocoVicunaV1 { voco_tokens: n }, self.stage1.ids())
+            }
             _ => (
                 VocoCache::join(&caches, FramePositions::Sequential, self.model.llm.inv_freq())
                     .map_err(|e| ApiError::internal(e.to_string()))?,
-                Template::VocoVideo { voco_tokens: self.voco_tokens },
+                Template::VocoVideo { voco_tokens: n },
+                self.clip_prefix.as_slice(),
             ),
         };
 
@@ -292,8 +301,6 @@ impl<'m> Engine<'m> {
         let internal = |e: vocollama_model::Error| ApiError::internal(e.to_string());
         let ids = prompt_ids(&template.prompt_parts_with_system(job.system.as_deref(), &turns), self.tokenizer)
             .map_err(internal)?;
-        let (first, end) = template.first_turn_ids(self.tokenizer, "").map_err(internal)?;
-        let prefix = &first[..end];
         if !ids.starts_with(prefix) {
             return Err(ApiError::invalid(
                 "messages[0].content",
@@ -348,51 +355,53 @@ impl<'m> Engine<'m> {
     fn step(&self, batch: &mut DecodeBatch<'m>, active: &mut Vec<Active<'m>>) {
         let now = Instant::now();
         let mut feed = Vec::with_capacity(active.len());
-        // Per request: `None` goes on, `Some(Ok(reason))` finished, `Some(Err(e))` failed.
-        let mut ends: Vec<Option<Result<&'static str, ApiError>>> = Vec::with_capacity(active.len());
+        let mut generated = 0;
+        // Per request: `None` goes on, `Some(end)` leaves the batch.
+        let mut ends: Vec<Option<End>> = Vec::with_capacity(active.len());
         for a in active.iter_mut() {
             if a.events.is_closed() {
-                ends.push(Some(Err(ApiError::unavailable("the client went away"))));
+                ends.push(Some(End::Cancelled));
                 continue;
             }
             if now > a.deadline {
-                ends.push(Some(Err(ApiError::timeout(a.timeout.as_secs()))));
+                ends.push(Some(End::Failed(ApiError::timeout(a.timeout.as_secs()))));
                 continue;
             }
             let id = a.sampler.sample(&a.logits, &a.context) as u32;
             if self.stop_ids.contains(&id) {
-                ends.push(Some(Ok("stop")));
+                ends.push(Some(End::Finished("stop")));
                 continue;
             }
             a.context.push(i64::from(id));
             a.generated += 1;
+            generated += 1;
             let piece = a.decoder.push(id).unwrap_or_default();
             let (text, stopped) = a.stop.push(&piece);
             a.send_text(text);
             if stopped {
-                ends.push(Some(Ok("stop")));
+                ends.push(Some(End::Finished("stop")));
             } else if a.generated >= a.limit {
-                ends.push(Some(Ok("length")));
+                ends.push(Some(End::Finished("length")));
             } else {
                 ends.push(None);
                 feed.push(i64::from(id));
             }
         }
-        self.metrics.generated(active.iter().zip(&ends).filter(|(_, e)| !matches!(e, Some(Err(_)))).count());
-        for i in (0..active.len()).rev() {
-            let Some(end) = ends[i].take() else { continue };
-            let a = active.remove(i);
-            batch.remove(i);
+        self.metrics.generated(generated);
+        // Those that end leave together: the batch's caches are copied once.
+        batch.retain(&ends.iter().map(Option::is_none).collect::<Vec<_>>());
+        let mut going_on = Vec::with_capacity(feed.len());
+        for (a, end) in active.drain(..).zip(ends) {
             match end {
-                Ok(reason) => {
-                    a.finish(reason);
-                }
-                Err(_) if a.events.is_closed() => self.metrics.cancelled(),
-                Err(e) => {
+                None => going_on.push(a),
+                Some(End::Finished(reason)) => a.finish(reason),
+                Some(End::Cancelled) => self.metrics.cancelled(),
+                Some(End::Failed(e)) => {
                     let _ = a.events.send(Event::Failed(e));
                 }
             }
         }
+        *active = going_on;
         if active.is_empty() {
             return;
         }

@@ -26,9 +26,13 @@ impl Default for SamplingConfig {
 impl SamplingConfig {
     /// Refuse settings that would sample nonsense, naming the first bad one.
     pub fn check(&self) -> crate::Result<()> {
-        let bad = |field: &str, want: &str, got: f32| {
-            Err(crate::Error::Invalid(format!("{field}: expected {want}, got {got}")))
-        };
+        self.problem().map_or(Ok(()), |(_, msg)| Err(crate::Error::Invalid(msg)))
+    }
+
+    /// The first setting that would sample nonsense: its name, and what is wrong.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        let bad =
+            |field: &'static str, want: &str, got: f32| Some((field, format!("{field}: expected {want}, got {got}")));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return bad("temperature", "a finite number ≥ 0 (0 = greedy)", self.temperature);
         }
@@ -38,7 +42,7 @@ impl SamplingConfig {
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             return bad("repetition_penalty", "a finite number > 0 (1 = off)", self.repetition_penalty);
         }
-        Ok(())
+        None
     }
 }
 

@@ -49,15 +49,22 @@ pub(crate) async fn body(s: &AppState, body: Body) -> Result<Vec<u8>, ApiError> 
     Ok(kept)
 }
 
+/// A handler's outcome as its response, an error counted by its code.
+pub(crate) fn respond(s: &AppState, outcome: Result<Response, ApiError>) -> Response {
+    outcome.unwrap_or_else(|e| {
+        s.metrics.error(e.code);
+        e.into_response()
+    })
+}
+
+/// A request body as JSON.
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::malformed(format!("the request body is not valid JSON: {e}")))
+}
+
 pub(crate) async fn completions(State(s): State<AppState>, raw: Body) -> Response {
     s.metrics.request("chat_completions");
-    match answer(&s, raw).await {
-        Ok(r) => r,
-        Err(e) => {
-            s.metrics.error(e.code);
-            e.into_response()
-        }
-    }
+    respond(&s, answer(&s, raw).await)
 }
 
 /// Images decoded off the async threads; keys of the VoCo store checked before queueing.
@@ -101,7 +108,7 @@ async fn answer(s: &AppState, raw: Body) -> Result<Response, ApiError> {
     let started = match events.recv().await {
         Some(Event::Started(started)) => started,
         Some(Event::Failed(e)) => return Err(e),
-        _ => return Err(ApiError::internal("the engine ended the request without an answer")),
+        _ => return Err(ApiError::no_answer()),
     };
     let reply = Reply { id: completion_id(), created: now(), model: s.config.model_id.clone(), started };
     if request.stream {
@@ -125,7 +132,7 @@ async fn answer(s: &AppState, raw: Body) -> Result<Response, ApiError> {
             }
             Some(Event::Failed(e)) => return Err(e),
             Some(Event::Started(_)) | None => {
-                return Err(ApiError::internal("the engine ended the request without an answer"));
+                return Err(ApiError::no_answer());
             }
         }
     }
@@ -220,7 +227,7 @@ fn stream(s: AppState, reply: Reply, events: UnboundedReceiver<Event>, include_u
                         over = true;
                     }
                     Some(Event::Started(_)) | None => {
-                        let e = ApiError::internal("the engine ended the request without an answer");
+                        let e = ApiError::no_answer();
                         s.metrics.error(e.code);
                         queue.push_back(data(e.body()));
                         over = true;

@@ -29,6 +29,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
     }
 
+    /// 500: the engine dropped a request without its answer or an error (it stopped).
+    pub fn no_answer() -> Self {
+        Self::internal("the engine ended the request without an answer")
+    }
+
     /// 400: the prompt does not fit in the model's context.
     pub fn context(message: impl Into<String>) -> Self {
         Self {

@@ -50,8 +50,7 @@ fn field<'a>(o: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 impl ChatRequest {
     /// Parse and check a request for the model served as `model_id`.
     pub fn parse(body: &[u8], model_id: &str) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::malformed(format!("the request body is not valid JSON: {e}")))?;
+        let value = super::chat::parse_json(body)?;
         let o = value.as_object().ok_or_else(|| ApiError::malformed("the request body must be a JSON object"))?;
         match field(o, "model") {
             None => {}
@@ -82,29 +81,22 @@ impl ChatRequest {
             sampling.temperature = t as f32;
         }
         if let Some(v) = field(o, "top_p") {
-            let p = number(v, "top_p", "a number in (0, 1]")?;
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(ApiError::invalid("top_p", format!("top_p: expected a number in (0, 1], got {p}")));
-            }
-            sampling.top_p = p as f32;
+            sampling.top_p = number(v, "top_p", "a number in (0, 1]")? as f32;
         }
         if let Some(v) = field(o, "top_k") {
             sampling.top_k = count(v, "top_k")? as usize;
         }
         if let Some(v) = field(o, "repetition_penalty") {
-            let r = number(v, "repetition_penalty", "a number > 0 (1 = off)")?;
-            if !(r > 0.0 && r.is_finite()) {
-                return Err(ApiError::invalid(
-                    "repetition_penalty",
-                    format!("repetition_penalty: expected a number > 0, got {r}"),
-                ));
-            }
-            sampling.repetition_penalty = r as f32;
+            sampling.repetition_penalty = number(v, "repetition_penalty", "a number > 0 (1 = off)")? as f32;
         }
         if let Some(v) = field(o, "seed") {
             let s =
                 v.as_i64().ok_or_else(|| ApiError::invalid("seed", format!("seed: expected an integer, got {v}")))?;
             sampling.seed = s as u64;
+        }
+        // The sampler's own ranges (OpenAI's bound on temperature, checked above, is tighter).
+        if let Some((param, message)) = sampling.problem() {
+            return Err(ApiError::invalid(param, message));
         }
         for name in ["frequency_penalty", "presence_penalty"] {
             if let Some(v) = field(o, name) {

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::chat::{body, decode_images};
+use super::chat::{body, decode_images, parse_json, respond};
 use super::error::ApiError;
 use super::image_url::{Image, parse_url};
 use crate::AppState;
@@ -15,19 +15,12 @@ use vocollama_model::voco::frame_store::hex;
 
 pub(crate) async fn store_image(State(s): State<AppState>, raw: Body) -> Response {
     s.metrics.request("voco");
-    match compress(&s, raw).await {
-        Ok(r) => r,
-        Err(e) => {
-            s.metrics.error(e.code);
-            e.into_response()
-        }
-    }
+    respond(&s, compress(&s, raw).await)
 }
 
 async fn compress(s: &AppState, raw: Body) -> Result<Response, ApiError> {
     let raw = body(s, raw).await?;
-    let value: Value = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::malformed(format!("the request body is not valid JSON: {e}")))?;
+    let value = parse_json(&raw)?;
     let url = value
         .get("image")
         .and_then(Value::as_str)

@@ -229,8 +229,9 @@ enum Command {
         #[arg(required_unless_present = "out")]
         questions: Vec<String>,
     },
-    /// Train a model with the VoCo layout (or causally) on LLaVA-style records.
-    Train(train::TrainArgs),
+    /// Train a model with the VoCo layout (or causally) on LLaVA-style records;
+    /// `train tower` trains the vision tower on synthetic scenes first.
+    Train(train::TrainCommand),
     /// Accuracy on LLaVA-style records, per question type.
     Eval(train::EvalArgs),
     /// Write a synthetic dataset.
@@ -252,6 +253,10 @@ enum Command {
         /// `avg`: the image averaged into one token before a linear projector (the LLaMA-VID-style baseline).
         #[arg(long, value_enum, default_value_t = ImagePooling::None)]
         image_pooling: ImagePooling,
+        /// Take this CLIP tower directory (e.g. a `vocollama train tower` model's
+        /// `vision_tower/`) instead of a random one.
+        #[arg(long)]
+        vision_tower: Option<PathBuf>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long)]
@@ -291,9 +296,12 @@ enum DataKind {
         size: u32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Question types to ask, comma-separated (default: colour,shape,count,position,size).
+        /// Question types to ask, comma-separated (default: colour,shape,count,position,size,caption).
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<String>,
+        /// Questions about each picture (each its own record; --train and --test count questions).
+        #[arg(long, default_value_t = 1)]
+        per_image: usize,
     },
 }
 
@@ -348,13 +356,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve::serve(&args)?,
         Command::Logits { model, image, prompt, out } => run::logits(&model, &image, &prompt, &out)?,
-        Command::Train(args) => train::train(&args)?,
+        Command::Train(train::TrainCommand { stage: Some(train::TrainStage::Tower(args)), .. }) => train::tower(&args)?,
+        Command::Train(train::TrainCommand { args: Some(args), .. }) => train::train(&args)?,
+        Command::Train(_) => unreachable!("clap asks for the training options or a stage"),
         Command::Eval(args) => train::eval(&args)?,
-        Command::Data { kind: DataKind::Shapes { out, train, test, size, seed, kinds } } => {
-            train::data_shapes(&out, train, test, size, seed, &kinds)?
+        Command::Data { kind: DataKind::Shapes { out, train, test, size, seed, kinds, per_image } } => {
+            train::data_shapes(&out, train, test, size, seed, &kinds, per_image)?
         }
-        Command::Init { preset, tokenizer, voco_tokens, image_pooling, seed, out } => {
-            train::init(&out, &preset, &tokenizer, voco_tokens, image_pooling, seed)?
+        Command::Init { preset, tokenizer, voco_tokens, image_pooling, vision_tower, seed, out } => {
+            train::init(&out, &preset, &tokenizer, voco_tokens, image_pooling, vision_tower.as_deref(), seed)?
         }
     }
     Ok(())

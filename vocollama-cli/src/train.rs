@@ -14,21 +14,116 @@ use vocollama_train::eval::{EvalMode, EvalReport, evaluate};
 use vocollama_train::init::init_model;
 use vocollama_train::model_dir::check_out;
 use vocollama_train::synthetic::write_dataset;
+use vocollama_train::tower::{TowerConfig, pretrain_tower, save_with_tower};
 use vocollama_train::trainer::{Checkpoints, TrainConfig, Trainer};
 
 use crate::progress::steps;
 
-/// Arguments of `vocollama train`.
+/// `vocollama train`: the LLaVA stages with its options, or a stage before them.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct TrainCommand {
+    #[command(subcommand)]
+    pub stage: Option<TrainStage>,
+    #[command(flatten)]
+    pub args: Option<TrainArgs>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum TrainStage {
+    /// Train the vision tower on synthetic scenes (what each quadrant holds), to freeze for the LLaVA stages.
+    Tower(TowerArgs),
+}
+
+/// Arguments of `vocollama train tower`.
+#[derive(clap::Args)]
+pub struct TowerArgs {
+    /// The model whose tower is trained (e.g. from `vocollama init`); its LLaMA and projector are kept as they are.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where the model with the trained tower goes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training scenes, drawn from --seed (a stream of their own: never the pictures of `data shapes`).
+    #[arg(long, default_value_t = 20_000)]
+    pub scenes: usize,
+    /// Held-out scenes the reported accuracy is measured on.
+    #[arg(long, default_value_t = 1_000)]
+    pub test_scenes: usize,
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = backend::DEFAULT)]
+    pub backend: String,
+}
+
+pub fn tower(a: &TowerArgs) -> anyhow::Result<()> {
+    check_out(&a.out)?;
+    let device = backend::autodiff_device(&a.backend)?;
+    let mut model = LlavaModel::load(&a.model, &LoadOptions::f32(), &device)?;
+    let config = TowerConfig {
+        scenes: a.scenes,
+        test_scenes: a.test_scenes,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        seed: a.seed,
+    };
+    let started = std::time::Instant::now();
+    let mut pb = None;
+    let acc = pretrain_tower(&mut model, &config, &mut |r| {
+        let bar = pb.get_or_insert_with(|| steps(r.total as u64, "training the tower"));
+        bar.set_position(r.step as u64);
+        bar.set_message(format!("loss {:.4}, {:.0} scenes/s", r.loss, r.scenes_per_second));
+        if r.step % 50 == 0 || r.step == r.total {
+            bar.suspend(|| {
+                eprintln!(
+                    "step {}/{} epoch {} loss {:.4} lr {:.3e} {:.0} scenes/s",
+                    r.step,
+                    r.total,
+                    r.epoch + 1,
+                    r.loss,
+                    r.lr,
+                    r.scenes_per_second
+                )
+            });
+        }
+    });
+    if let Some(bar) = pb {
+        bar.finish_and_clear();
+    }
+    let acc = acc?;
+    save_with_tower(&model, &a.out, &config, &acc)?;
+    eprintln!(
+        "trained the tower in {:.1} s; held out ({} scenes): colour {:.1} %, shape {:.1} %, size {:.1} % per quadrant, \
+         {:.1} % of scenes read entirely right; wrote {}",
+        started.elapsed().as_secs_f64(),
+        a.test_scenes,
+        100.0 * acc.colour,
+        100.0 * acc.shape,
+        100.0 * acc.size,
+        100.0 * acc.scene,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Arguments of `vocollama train` (the LLaVA stages).
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// The model to start from (original LLaVA layout; `vocollama init` makes new ones).
-    #[arg(long)]
+    #[arg(long, required = true)]
     pub model: PathBuf,
     /// Training records (LLaVA JSON: `conversations` with `<image>`); images relative to the file.
-    #[arg(long)]
+    #[arg(long, required = true)]
     pub data: PathBuf,
     /// Where the trained model goes (checkpoints as `OUT/checkpoint-STEP`).
-    #[arg(long)]
+    #[arg(long, required = true)]
     pub out: PathBuf,
     /// `voco`: text sees only the VoCo tokens; `causal`: plain attention (the upper bound).
     #[arg(long, value_enum, default_value_t = TrainLayout::Voco)]
@@ -127,10 +222,14 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
     result?;
     trainer.save_checkpoint(&model, &a.out, &updates)?;
     if let Some(r) = last {
+        let t = trainer.throughput;
         eprintln!(
-            "trained {} steps in {:.1} s: final loss {:.4}; wrote {}",
+            "trained {} steps in {:.1} s ({:.2} steps/s, {:.0} positions/s, {:.0} labelled tokens/s): final loss {:.4}; wrote {}",
             r.step,
             started.elapsed().as_secs_f64(),
+            t.steps as f64 / t.seconds.max(1e-9),
+            t.positions as f64 / t.seconds.max(1e-9),
+            t.tokens as f64 / t.seconds.max(1e-9),
             r.loss,
             a.out.display()
         );
@@ -215,10 +314,14 @@ pub fn data_shapes(
     size: u32,
     seed: u64,
     kinds: &[String],
+    per_image: usize,
 ) -> anyhow::Result<()> {
     let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
-    write_dataset(out, train, test, size, seed, &kinds)?;
-    eprintln!("wrote {} ({train} train, {test} test records, {size} px images)", out.display());
+    write_dataset(out, train, test, size, seed, &kinds, per_image)?;
+    eprintln!(
+        "wrote {} ({train} train, {test} test questions, {per_image} per picture, {size} px images)",
+        out.display()
+    );
     Ok(())
 }
 
@@ -229,10 +332,11 @@ pub fn init(
     tokenizer: &Path,
     voco_tokens: usize,
     pooling: ImagePooling,
+    vision_tower: Option<&Path>,
     seed: u64,
 ) -> anyhow::Result<()> {
     let p = preset(name)?;
-    let tokens = init_model(out, &p, tokenizer, voco_tokens, pooling, seed)?;
+    let tokens = init_model(out, &p, tokenizer, voco_tokens, pooling, vision_tower, seed)?;
     eprintln!("wrote {} ({name}: {} layers x {}, {tokens} image tokens)", out.display(), p.layers, p.hidden);
     Ok(())
 }

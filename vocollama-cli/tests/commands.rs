@@ -795,6 +795,51 @@ fn training_commands_end_to_end() {
         &vocollama(&["data", "shapes", "--out", &p("bad"), "--kinds", "weight"]),
         "unknown question type `weight`",
     );
+    assert_fails(&vocollama(&["data", "shapes", "--out", &p("bad"), "--per-image", "0"]), "--per-image");
+    // The tower trained on scenes first, then the LLaVA stage on its frozen features.
+    let r = ok(&[
+        "train",
+        "tower",
+        "--model",
+        &p("new"),
+        "--out",
+        &p("seen"),
+        "--scenes",
+        "128",
+        "--test-scenes",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+    ]);
+    assert!(r.stderr.contains("held out (16 scenes): colour"), "{}", r.stderr);
+    assert!(dir.path().join("seen/vision_tower/pretraining.json").is_file());
+    ok(&["data", "shapes", "--out", &p("per-image"), "--train", "8", "--test", "2", "--per-image", "4"]);
+    assert_eq!(std::fs::read_dir(p("per-image/images")).unwrap().count(), 2 + 1);
+    let mut staged = args(&p("staged"));
+    staged.extend(["--model", &p("seen")].map(String::from));
+    ok(&staged.iter().map(String::as_str).collect::<Vec<_>>());
+    let tower = p("seen/vision_tower");
+    ok(&[
+        "init",
+        "--preset",
+        "tiny",
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--image-pooling",
+        "avg",
+        "--vision-tower",
+        &tower,
+        "--out",
+        &p("pooled"),
+    ]);
+    assert_eq!(
+        std::fs::read(p("pooled/vision_tower/model.safetensors")).unwrap(),
+        std::fs::read(p("seen/vision_tower/model.safetensors")).unwrap()
+    );
+    assert_fails(&vocollama(&["train", "tower", "--model", &p("new"), "--out", &p("t0"), "--scenes", "0"]), "--scenes");
+    assert_fails(&vocollama(&["train", "tower", "--model", &p("nope"), "--out", &p("t1")]), "nope");
     let hf = fixture("llava-hf");
     let mut bad = args(&p("hf-out"));
     bad.extend(["--model", hf.to_str().unwrap()].map(String::from));

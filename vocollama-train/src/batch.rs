@@ -83,10 +83,24 @@ pub fn encode_example(
     Ok(Example { ids, labels })
 }
 
-/// A batch: examples and each one's pixels (`None` for text-only records).
+/// A batch: examples and the tower's selected features of each one's image
+/// (`[1, patches, mm_hidden]`; `None` for text-only records).
 pub struct Batch<'a> {
     pub examples: Vec<&'a Example>,
-    pub pixels: Vec<Option<Pixels>>,
+    pub features: Vec<Option<Tensor<3>>>,
+}
+
+impl<'a> Batch<'a> {
+    /// A batch whose images go through the tower now (training computes them
+    /// once instead, while the tower is frozen: [`crate::trainer`]).
+    pub fn from_pixels(model: &LlavaModel, examples: Vec<&'a Example>, pixels: &[Option<Pixels>]) -> Result<Self> {
+        let features = pixels
+            .iter()
+            // The tower is frozen in training: its features are inputs, not part of the graph.
+            .map(|p| p.as_ref().map(|p| model.tower_features(std::slice::from_ref(p)).map(|f| f.detach())).transpose())
+            .collect::<Result<_>>()?;
+        Ok(Self { examples, features })
+    }
 }
 
 /// Mean cross-entropy over the labelled positions of a batch, run left-padded
@@ -94,8 +108,8 @@ pub struct Batch<'a> {
 /// labelled tokens comes with it.
 pub fn batch_loss(model: &LlavaModel, batch: &Batch, layout: TrainLayout, voco_id: i64) -> Result<(Tensor<1>, usize)> {
     let device = &model.device;
-    let with_image: Vec<Pixels> = batch.pixels.iter().flatten().cloned().collect();
-    let images = if with_image.is_empty() { None } else { Some(model.encode_images(&with_image)?) };
+    let with_image: Vec<Tensor<3>> = batch.features.iter().flatten().cloned().collect();
+    let images = if with_image.is_empty() { None } else { Some(model.project_features(Tensor::cat(with_image, 0))?) };
     let per_image = model.image_tokens();
     let expanded: Vec<Vec<i64>> = batch.examples.iter().map(|e| expand_ids(&e.ids, per_image)).collect();
     let len = expanded.iter().map(Vec::len).max().unwrap_or(0);
@@ -103,7 +117,7 @@ pub fn batch_loss(model: &LlavaModel, batch: &Batch, layout: TrainLayout, voco_i
     let (mut rows, mut pads, mut spans, mut positions, mut labels) = (vec![], vec![], vec![], vec![], vec![]);
     let mut next_image = 0;
     for (b, e) in batch.examples.iter().enumerate() {
-        let imgs: Vec<Tensor<3>> = match (&batch.pixels[b], &images) {
+        let imgs: Vec<Tensor<3>> = match (&batch.features[b], &images) {
             (Some(_), Some(all)) => {
                 let [_, p, d] = all.dims();
                 next_image += 1;
@@ -130,20 +144,21 @@ pub fn batch_loss(model: &LlavaModel, batch: &Batch, layout: TrainLayout, voco_i
     let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [bsz, len]), device);
     let layout = AttentionLayout::causal().with_left_padding(pads).with_voco(spans);
     let h = model.llm.forward(x, positions, &layout, &mut model.llm.new_cache());
-    // Position i predicts the label at i + 1.
-    let h = h.slice([0..bsz, 0..len - 1, 0..hidden]);
-    let logp = log_softmax(model.llm.logits(h), 2);
+    // Position i predicts the label at i + 1; only the labelled positions go
+    // through `lm_head` (a vocabulary-wide row for every prompt token is most
+    // of the work otherwise).
     let targets: Vec<i64> = (0..bsz).flat_map(|b| labels[b * len + 1..(b + 1) * len].to_vec()).collect();
-    let count = targets.iter().filter(|&&t| t != IGNORE).count();
+    let rows: Vec<i64> = (0..targets.len()).filter(|&i| targets[i] != IGNORE).map(|i| i as i64).collect();
+    let count = rows.len();
     if count == 0 {
         return Err(Error::Invalid("a batch without any answer token to learn".into()));
     }
-    let mask: Vec<f32> = targets.iter().map(|&t| f32::from(u8::from(t != IGNORE))).collect();
-    let index: Vec<i64> = targets.iter().map(|&t| t.max(0)).collect();
-    let index = Tensor::<3, Int>::from_data(TensorData::new(index, [bsz, len - 1, 1]), device);
-    let mask = Tensor::<3>::from_data(TensorData::new(mask, [bsz, len - 1, 1]), device);
-    let picked = logp.gather(2, index) * mask;
-    Ok((picked.sum().neg() / count as f32, count))
+    let h = h.slice([0..bsz, 0..len - 1, 0..hidden]).reshape([bsz * (len - 1), hidden]);
+    let h = h.select(0, Tensor::<1, Int>::from_data(TensorData::new(rows.clone(), [count]), device));
+    let logp = log_softmax(model.llm.logits(h.unsqueeze::<3>()), 2);
+    let index: Vec<i64> = rows.iter().map(|&i| targets[i as usize]).collect();
+    let index = Tensor::<3, Int>::from_data(TensorData::new(index, [1, count, 1]), device);
+    Ok((logp.gather(2, index).sum().neg() / count as f32, count))
 }
 
 /// Pixels for a record's image, resolved against `root` (the data file's directory).

@@ -1,7 +1,7 @@
 //! New models with fresh random weights, from a named shape: what training
-//! from scratch starts from (the miniatures, the embedded demo model). A
-//! random CLIP tower stays frozen as the paper's tower does; its random
-//! features still carry colour and position.
+//! from scratch starts from (the miniatures, the embedded demo model), with
+//! a random CLIP tower or a given one (trained by [`crate::tower`]); the
+//! LLaVA stages keep it frozen, as the paper's.
 
 use std::path::Path;
 
@@ -22,8 +22,9 @@ use crate::model_dir::{mark, write_model_dir};
 
 /// Write a new original-layout LLaVA model of shape `p` to `out`: random
 /// weights from `seed`, `tokenizer_dir`'s tokenizer (which must hold `<voco>`),
-/// its CLIP tower in `vision_tower/`. With [`ImagePooling::Avg`] the tower's
-/// features are averaged into one token and a `linear` projector maps it (the
+/// its CLIP tower in `vision_tower/` (random, or a copy of `vision_tower`:
+/// a trained one). With [`ImagePooling::Avg`] the tower's features are
+/// averaged into one token and a `linear` projector maps it (the
 /// LLaMA-VID-style baseline). Returns the image tokens per image of the new model.
 pub fn init_model(
     out: &Path,
@@ -31,11 +32,16 @@ pub fn init_model(
     tokenizer_dir: &Path,
     voco_tokens: usize,
     pooling: ImagePooling,
+    vision_tower: Option<&Path>,
     seed: u64,
 ) -> Result<usize> {
     let tokenizer = Tokenizer::for_model(tokenizer_dir, CheckpointLayout::LlavaOriginal)?;
     voco_id(&tokenizer)?;
-    let (v, l) = (p.vision_config(), p.llama_config(tokenizer.vocab_size()));
+    let v = match vision_tower {
+        Some(dir) => clip_vision_config_from_dir(dir)?,
+        None => p.vision_config(),
+    };
+    let l = p.llama_config(tokenizer.vocab_size());
     let tower = json!({
         "architectures": ["CLIPVisionModel"],
         "model_type": "clip_vision_model",
@@ -94,8 +100,13 @@ pub fn init_model(
         };
         let tdir = dir.join("vision_tower");
         std::fs::create_dir_all(&tdir).map_err(|e| Error::io(&tdir, e))?;
-        write(&tdir.join("config.json"), &tower)?;
-        write(&tdir.join("preprocessor_config.json"), &preprocessor)?;
+        match vision_tower {
+            Some(from) => copy_files(from, &tdir, None)?,
+            None => {
+                write(&tdir.join("config.json"), &tower)?;
+                write(&tdir.join("preprocessor_config.json"), &preprocessor)?;
+            }
+        }
         write(&dir.join("config.json"), &config)?;
         copy_files(tokenizer_dir, dir, Some(&TOKENIZER_FILES))?;
         // Modules built from the files just written: one source of truth for the shapes.
@@ -104,10 +115,12 @@ pub fn init_model(
         let vc = clip_vision_config_from_dir(&tdir)?;
         image_tokens = mm.image_tokens(&vc);
         let (clip, projector, llm) = modules(&vc, mm, &c.llm, seed, &device)?;
-        write_safetensors(
-            &tdir.join("model.safetensors"),
-            &module_tensors(&clip, &KeyMap::new([("vision_model.", "")])),
-        )?;
+        if vision_tower.is_none() {
+            write_safetensors(
+                &tdir.join("model.safetensors"),
+                &module_tensors(&clip, &KeyMap::new([("vision_model.", "")])),
+            )?;
+        }
         write_safetensors(&dir.join("model.safetensors"), &llava_tensors(&llm, Some(&projector)))
     })?;
     Ok(image_tokens)

@@ -15,9 +15,11 @@ use crate::data::{Record, save_records};
 pub const COLOURS: [(&str, [u8; 3]); 4] =
     [("red", [220, 40, 40]), ("green", [40, 170, 60]), ("blue", [40, 80, 220]), ("yellow", [235, 205, 30])];
 pub const SHAPES: [&str; 3] = ["circle", "square", "triangle"];
-/// The question types, in the order reports list them.
-pub const KINDS: [&str; 5] = ["colour", "shape", "count", "position", "size"];
+/// The question types, in the order reports list them: the five of the
+/// scenes' attributes, then a short caption of the whole picture.
+pub const KINDS: [&str; 6] = ["colour", "shape", "count", "position", "size", "caption"];
 const COUNTS: [&str; 4] = ["zero", "one", "two", "three"];
+const QUADRANTS: [&str; 4] = ["top left", "top right", "bottom left", "bottom right"];
 
 /// One shape in a scene: its colour and shape index, quadrant (0 top-left,
 /// 1 top-right, 2 bottom-left, 3 bottom-right) and whether it is big.
@@ -89,40 +91,147 @@ impl Scene {
         img
     }
 
-    /// A question of `kind` with its one-word answer about one of the objects
-    /// (shapes and colours are unique in a scene, so either names an object:
-    /// the colour question names the shape, the others name the colour).
+    /// A question of `kind` with its answer about one of the objects, in one
+    /// of several phrasings (shapes and colours are unique in a scene, so
+    /// either names an object). Answers are one word, a quadrant ("top left")
+    /// or, for `caption`, every object by quadrant.
     pub fn question(&self, kind: &str, rng: &mut SplitMix64) -> Option<(String, String)> {
         let o = *rng.pick(&self.objects);
         let shape = SHAPES[o.shape];
         let colour = COLOURS[o.colour].0;
+        // The object named by its shape or by its colour.
+        let thing = if rng.below(2) == 0 { format!("the {shape}") } else { format!("the {colour} shape") };
+        let size = if o.big { "big" } else { "small" };
+        let phrase = |options: &[String], rng: &mut SplitMix64| rng.pick(options).clone();
         Some(match kind {
-            "colour" => (format!("What colour is the {shape}?"), colour.to_string()),
-            "shape" => (format!("What shape is the {colour} object?"), shape.to_string()),
-            "count" => ("How many shapes are there?".to_string(), COUNTS[self.objects.len()].to_string()),
-            "position" if rng.below(2) == 0 => (
-                format!("Is the {colour} shape on the left or the right?"),
-                (if o.quadrant.is_multiple_of(2) { "left" } else { "right" }).to_string(),
+            "colour" => (
+                phrase(
+                    &[
+                        format!("What colour is the {shape}?"),
+                        format!("What color is the {shape}?"),
+                        format!("What is the colour of the {shape}?"),
+                        format!("Which colour is the {shape}?"),
+                    ],
+                    rng,
+                ),
+                colour.to_string(),
             ),
-            "position" => (
-                format!("Is the {colour} shape at the top or the bottom?"),
-                (if o.quadrant < 2 { "top" } else { "bottom" }).to_string(),
+            "shape" => (
+                phrase(
+                    &[
+                        format!("What shape is the {colour} object?"),
+                        format!("What is the {colour} shape?"),
+                        format!("Which shape is {colour}?"),
+                        format!("What is the {colour} thing?"),
+                    ],
+                    rng,
+                ),
+                shape.to_string(),
             ),
-            "size" => {
-                (format!("Is the {colour} shape big or small?"), (if o.big { "big" } else { "small" }).to_string())
-            }
+            "count" => (
+                phrase(
+                    &[
+                        "How many shapes are there?".to_string(),
+                        "How many objects are there?".to_string(),
+                        "How many shapes are in the picture?".to_string(),
+                        "Count the shapes.".to_string(),
+                    ],
+                    rng,
+                ),
+                COUNTS[self.objects.len()].to_string(),
+            ),
+            "position" => match rng.below(3) {
+                0 => (
+                    format!("Is {thing} on the left or the right?"),
+                    (if o.quadrant.is_multiple_of(2) { "left" } else { "right" }).to_string(),
+                ),
+                1 => (
+                    format!("Is {thing} at the top or the bottom?"),
+                    (if o.quadrant < 2 { "top" } else { "bottom" }).to_string(),
+                ),
+                _ => (format!("Where is {thing}?"), QUADRANTS[o.quadrant].to_string()),
+            },
+            "size" => (
+                phrase(
+                    &[
+                        format!("Is {thing} big or small?"),
+                        format!("Is {thing} large or small?"),
+                        format!("How big is {thing}?"),
+                    ],
+                    rng,
+                ),
+                size.to_string(),
+            ),
+            "caption" => (
+                phrase(
+                    &[
+                        "Describe the picture.".to_string(),
+                        "Describe the image.".to_string(),
+                        "What is in the picture?".to_string(),
+                        "What do you see?".to_string(),
+                    ],
+                    rng,
+                ),
+                self.caption(),
+            ),
             _ => return None,
         })
     }
+
+    /// Every object, by quadrant: "a big red circle top left and a small blue square bottom right".
+    pub fn caption(&self) -> String {
+        let mut objects = self.objects.clone();
+        objects.sort_by_key(|o| o.quadrant);
+        let parts: Vec<String> = objects
+            .iter()
+            .map(|o| {
+                let size = if o.big { "big" } else { "small" };
+                format!("a {size} {} {} {}", COLOURS[o.colour].0, SHAPES[o.shape], QUADRANTS[o.quadrant])
+            })
+            .collect();
+        match parts.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+            None => "nothing".to_string(),
+        }
+    }
+
+    /// What the tower learns to see, per quadrant (top left, top right, bottom
+    /// left, bottom right): colour (0 = empty, else 1 + colour index), shape
+    /// (0 = empty, else 1 + shape index) and size (0 = empty, 1 small, 2 big).
+    pub fn quadrant_targets(&self) -> [[usize; 3]; 4] {
+        let mut t = [[0; 3]; 4];
+        for o in &self.objects {
+            t[o.quadrant] = [1 + o.colour, 1 + o.shape, 1 + usize::from(o.big)];
+        }
+        t
+    }
 }
 
-/// Write `train` + `test` records (one question per image, the question
-/// types of `kinds` in turn; empty = all) and their PNGs under `dir`:
-/// `train.json`, `test.json`, `images/`.
-pub fn write_dataset(dir: &Path, train: usize, test: usize, size: u32, seed: u64, kinds: &[&str]) -> Result<()> {
+/// Classes per attribute of [`Scene::quadrant_targets`].
+pub const TARGET_CLASSES: [usize; 3] = [1 + COLOURS.len(), 1 + SHAPES.len(), 3];
+
+/// Write `train` + `test` questions and their PNGs under `dir`:
+/// `train.json`, `test.json`, `images/`. Each picture gets `per_image`
+/// questions (the question types of `kinds` in turn; empty = all): in the
+/// training split as the turns of one conversation in a random order, as
+/// LLaVA's own data asks several questions per picture; in the test split as
+/// one-question records, since evaluation answers a record's first question.
+pub fn write_dataset(
+    dir: &Path,
+    train: usize,
+    test: usize,
+    size: u32,
+    seed: u64,
+    kinds: &[&str],
+    per_image: usize,
+) -> Result<()> {
     let kinds: Vec<&str> = if kinds.is_empty() { KINDS.to_vec() } else { kinds.to_vec() };
     if let Some(k) = kinds.iter().find(|k| !KINDS.contains(k)) {
         return Err(Error::Invalid(format!("unknown question type `{k}` (expected some of {})", KINDS.join(", "))));
+    }
+    if per_image == 0 {
+        return Err(Error::Invalid("--per-image must be at least 1".into()));
     }
     let images = dir.join("images");
     std::fs::create_dir_all(&images).map_err(|e| Error::io(&images, e))?;
@@ -130,19 +239,36 @@ pub fn write_dataset(dir: &Path, train: usize, test: usize, size: u32, seed: u64
     for (split, count, stream) in [("train", train, 1u64), ("test", test, 2u64)] {
         let mut rng = SplitMix64::new(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
         let mut records = Vec::with_capacity(count);
-        for i in 0..count {
+        for picture in 0..count.div_ceil(per_image) {
             let scene = Scene::random(&mut rng, size);
-            let kind = kinds[i % kinds.len()];
-            let (q, a) = scene.question(kind, &mut rng).expect("every kind has a question");
-            let name = format!("images/{split}-{i:06}.png");
+            let name = format!("images/{split}-{picture:06}.png");
             let path = dir.join(&name);
             scene.render().save(&path).map_err(|e| Error::Image { path: path.clone(), msg: e.to_string() })?;
-            records.push(Record {
-                id: format!("shapes-{split}-{i:06}"),
-                image: Some(name.into()),
-                kind: Some(kind.to_string()),
-                turns: vec![(format!("<image>\n{q}"), a)],
-            });
+            let first = picture * per_image;
+            let mut asked: Vec<(&str, String, String)> = (first..count.min(first + per_image))
+                .map(|i| {
+                    let kind = kinds[i % kinds.len()];
+                    let (q, a) = scene.question(kind, &mut rng).expect("every kind has a question");
+                    (kind, q, a)
+                })
+                .collect();
+            let record = |id: usize, turns: &[(&str, String, String)]| Record {
+                id: format!("shapes-{split}-{id:06}"),
+                image: Some(name.clone().into()),
+                kind: Some(turns[0].0.to_string()),
+                turns: turns
+                    .iter()
+                    .enumerate()
+                    .map(|(t, (_, q, a))| (if t == 0 { format!("<image>\n{q}") } else { q.clone() }, a.clone()))
+                    .collect(),
+            };
+            if split == "train" {
+                // Any question may come first, as every test question does.
+                rng.shuffle(&mut asked);
+                records.push(record(picture, &asked));
+            } else {
+                records.extend(asked.iter().enumerate().map(|(k, one)| record(first + k, std::slice::from_ref(one))));
+            }
         }
         save_records(&dir.join(format!("{split}.json")), &records)?;
     }
@@ -180,30 +306,61 @@ mod tests {
             }
             for kind in KINDS {
                 let (q, a) = scene.question(kind, &mut rng).unwrap();
-                assert!(q.ends_with('?') && !a.contains(' '), "{q} -> {a}");
+                let words = a.split(' ').count();
+                let long = match kind {
+                    "caption" => 6 * scene.objects.len() + 1,
+                    "position" => 2,
+                    _ => 1,
+                };
+                assert!((q.ends_with('?') || q.ends_with('.')) && words <= long, "{q} -> {a}");
             }
+            // The caption names each object once, with its quadrant.
+            let caption = scene.caption();
+            for o in &scene.objects {
+                let name = format!("{} {} {}", COLOURS[o.colour].0, SHAPES[o.shape], QUADRANTS[o.quadrant]);
+                assert_eq!(caption.matches(&name).count(), 1, "{caption}");
+            }
+            let t = scene.quadrant_targets();
+            assert_eq!(t.iter().filter(|q| q[0] > 0).count(), scene.objects.len());
         }
     }
 
     #[test]
     fn a_dataset_is_the_same_for_a_seed() {
         let d = tempfile::tempdir().unwrap();
-        write_dataset(d.path(), 6, 4, 48, 11, &[]).unwrap();
+        write_dataset(d.path(), 6, 4, 48, 11, &[], 1).unwrap();
         let a = std::fs::read(d.path().join("train.json")).unwrap();
         let first_test = std::fs::read(d.path().join("images/test-000000.png")).unwrap();
         let e = tempfile::tempdir().unwrap();
-        write_dataset(e.path(), 9, 4, 48, 11, &[]).unwrap();
+        write_dataset(e.path(), 9, 4, 48, 11, &[], 1).unwrap();
         assert_eq!(std::fs::read(e.path().join("images/test-000000.png")).unwrap(), first_test);
         let f = tempfile::tempdir().unwrap();
-        write_dataset(f.path(), 6, 4, 48, 11, &[]).unwrap();
+        write_dataset(f.path(), 6, 4, 48, 11, &[], 1).unwrap();
         assert_eq!(std::fs::read(f.path().join("train.json")).unwrap(), a);
         let records = super::super::data::load_records(&d.path().join("test.json")).unwrap();
         assert_eq!(records.len(), 4);
         assert_eq!(records[2].kind.as_deref(), Some("count"));
         let g = tempfile::tempdir().unwrap();
-        write_dataset(g.path(), 3, 0, 48, 11, &["size"]).unwrap();
+        write_dataset(g.path(), 3, 0, 48, 11, &["size"], 1).unwrap();
         let records = super::super::data::load_records(&g.path().join("train.json")).unwrap();
         assert!(records.iter().all(|r| r.kind.as_deref() == Some("size")));
-        assert!(write_dataset(g.path(), 3, 0, 48, 11, &["weight"]).unwrap_err().to_string().contains("weight"));
+        assert!(write_dataset(g.path(), 3, 0, 48, 11, &["weight"], 1).unwrap_err().to_string().contains("weight"));
+        // Several questions per picture: turns of one conversation to train on, one record each to test.
+        let h = tempfile::tempdir().unwrap();
+        write_dataset(h.path(), 7, 8, 48, 11, &[], 3).unwrap();
+        let train = super::super::data::load_records(&h.path().join("train.json")).unwrap();
+        assert_eq!(train.iter().map(|r| r.turns.len()).collect::<Vec<_>>(), vec![3, 3, 1]);
+        assert!(train[0].turns[0].0.starts_with("<image>\n") && !train[0].turns[1].0.contains("<image>"));
+        // Kinds 3, 4, 5 (position, size, caption) in some order; the record is of its first question's kind.
+        assert!(["position", "size", "caption"].contains(&train[1].kind.as_deref().unwrap()));
+        assert_eq!(train[1].turns.iter().filter(|(_, a)| a.starts_with("a ")).count(), 1, "{:?}", train[1].turns);
+        let test = super::super::data::load_records(&h.path().join("test.json")).unwrap();
+        assert_eq!(test.len(), 8);
+        assert!(test.iter().all(|r| r.turns.len() == 1));
+        let images: Vec<_> = test.iter().map(|r| r.image.clone().unwrap()).collect();
+        assert_eq!(images[0], images[2]);
+        assert_ne!(images[2], images[3]);
+        assert_eq!(std::fs::read_dir(h.path().join("images")).unwrap().count(), 3 + 3);
+        assert!(write_dataset(h.path(), 3, 0, 48, 11, &[], 0).is_err());
     }
 }

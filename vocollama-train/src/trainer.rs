@@ -1,7 +1,7 @@
 //! The training loop: AdamW with a warm-up + cosine schedule, global-norm
 //! gradient clipping and gradient accumulation, on any autodiff device. The
-//! vision tower is frozen; LLaMA (embeddings with `<voco>`, layers, norm,
-//! `lm_head`) and the projector learn.
+//! vision tower is frozen (its features are computed once per picture);
+//! LLaMA (embeddings with `<voco>`, layers, norm, `lm_head`) and the projector learn.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -78,6 +78,29 @@ pub struct StepReport {
     pub grad_norm: f64,
     /// Labelled tokens per second over this step.
     pub tokens_per_second: f64,
+    /// Sequence positions (prompt, image and answer tokens; padding not counted) per second over this step.
+    pub positions_per_second: f64,
+}
+
+/// What a run has done so far: steps, seconds, labelled tokens and sequence
+/// positions (written with each checkpoint as `throughput`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Throughput {
+    pub steps: usize,
+    pub seconds: f64,
+    pub tokens: usize,
+    pub positions: usize,
+}
+
+impl Throughput {
+    pub fn json(&self) -> serde_json::Value {
+        let per = |n: f64| if self.seconds > 0.0 { n / self.seconds } else { 0.0 };
+        serde_json::json!({
+            "steps": self.steps, "seconds": self.seconds, "labelled_tokens": self.tokens, "positions": self.positions,
+            "steps_per_second": per(self.steps as f64), "labelled_tokens_per_second": per(self.tokens as f64),
+            "positions_per_second": per(self.positions as f64),
+        })
+    }
 }
 
 /// The trainable parts' gradients, clipped together.
@@ -159,6 +182,49 @@ fn with_param_ids<M: Module>(module: M, ids: &HashMap<String, u64>) -> M {
     module.map(&mut SetIds { path: vec![], ids })
 }
 
+/// The frozen tower's features of every record's image, computed once (per
+/// picture, however many questions ask about it) and reused by every epoch.
+struct TowerFeatures {
+    /// `[pictures, patches, mm_hidden]`.
+    all: Option<Tensor<3>>,
+    /// Each record's row of `all`.
+    row: Vec<Option<usize>>,
+}
+
+impl TowerFeatures {
+    fn of(&self, record: usize) -> Option<Tensor<3>> {
+        let (all, r) = (self.all.as_ref()?, self.row[record]?);
+        let [_, p, d] = all.dims();
+        Some(all.clone().slice([r..r + 1, 0..p, 0..d]))
+    }
+}
+
+fn tower_features(model: &LlavaModel, records: &[Record], root: &Path) -> Result<TowerFeatures> {
+    let mut index: HashMap<&Path, usize> = HashMap::new();
+    let mut pictures: Vec<usize> = vec![];
+    let row = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.image.as_deref().map(|p| {
+                *index.entry(p).or_insert_with(|| {
+                    pictures.push(i);
+                    pictures.len() - 1
+                })
+            })
+        })
+        .collect();
+    let mut parts = vec![];
+    for chunk in pictures.chunks(64) {
+        let pixels: Vec<_> = chunk
+            .iter()
+            .map(|&i| record_pixels(model, &records[i], root).map(Option::unwrap))
+            .collect::<Result<_>>()?;
+        parts.push(model.tower_features(&pixels)?.detach());
+    }
+    Ok(TowerFeatures { all: if parts.is_empty() { None } else { Some(Tensor::cat(parts, 0)) }, row })
+}
+
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
 
@@ -173,6 +239,8 @@ pub struct Trainer {
     pub stop_at: Option<usize>,
     /// Write a resumable checkpoint every `every` steps as `dir/checkpoint-STEP`, with `updates` in its config.
     pub checkpoints: Option<Checkpoints>,
+    /// This run's steps, time and tokens (not those of a run it resumed).
+    pub throughput: Throughput,
 }
 
 #[derive(Debug, Clone)]
@@ -192,7 +260,16 @@ impl Trainer {
         let voco_id = voco_id(tokenizer)?;
         let optimizer = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
         let template = Template::VocoVicunaV1 { voco_tokens: config.voco_tokens };
-        Ok(Self { config, optimizer, template, voco_id, step: 0, stop_at: None, checkpoints: None })
+        Ok(Self {
+            config,
+            optimizer,
+            template,
+            voco_id,
+            step: 0,
+            stop_at: None,
+            checkpoints: None,
+            throughput: Throughput::default(),
+        })
     }
 
     /// Write `model` as a loadable model directory with what resuming needs:
@@ -213,7 +290,7 @@ impl Trainer {
             }
         }
         let state = serde_json::json!({"step": self.step, "param_ids": ids, "layout": self.config.layout.name(),
-            "voco_tokens": self.config.voco_tokens, "seed": self.config.seed});
+            "voco_tokens": self.config.voco_tokens, "seed": self.config.seed, "throughput": self.throughput.json()});
         save_llava_with(model, out, updates, &|dir| {
             let path = dir.join(STATE_FILE);
             std::fs::write(&path, serde_json::to_string_pretty(&state).expect("json"))
@@ -292,6 +369,7 @@ impl Trainer {
             v.tower = v.tower.clone().no_grad();
         }
         let examples = self.encode(records, tokenizer, model.image_tokens())?;
+        let features = tower_features(model, records, root)?;
         let c = self.config.clone();
         let total = self.total_steps(examples.len());
         let warmup = ((total as f64 * c.warmup).ceil() as usize).min(total);
@@ -313,13 +391,11 @@ impl Trainer {
                 let mut acc_llm = GradientsAccumulator::<Llama>::new();
                 let mut acc_proj = GradientsAccumulator::<Projector>::new();
                 let (mut loss_sum, mut tokens) = (0f64, 0usize);
+                let positions: usize = group.iter().flat_map(|idx| idx.iter()).map(|&i| examples[i].labels.len()).sum();
                 for idx in group {
                     let batch = Batch {
                         examples: idx.iter().map(|&i| &examples[i]).collect(),
-                        pixels: idx
-                            .iter()
-                            .map(|&i| record_pixels(model, &records[i], root))
-                            .collect::<Result<Vec<_>>>()?,
+                        features: idx.iter().map(|&i| features.of(i)).collect(),
                     };
                     let (loss, count) = batch_loss(model, &batch, c.layout, self.voco_id)?;
                     // Each forward's mean loss weighted by its share of the step's forwards.
@@ -352,7 +428,15 @@ impl Trainer {
                     lr,
                     grad_norm,
                     tokens_per_second: tokens as f64 / start.elapsed().as_secs_f64(),
+                    positions_per_second: positions as f64 / start.elapsed().as_secs_f64(),
                 };
+                let t = &mut self.throughput;
+                (t.steps, t.seconds, t.tokens, t.positions) = (
+                    t.steps + 1,
+                    t.seconds + start.elapsed().as_secs_f64(),
+                    t.tokens + tokens,
+                    t.positions + positions,
+                );
                 on_step(&report, model)?;
                 if let Some(c) =
                     self.checkpoints.as_ref().filter(|c| c.every > 0 && step % c.every == 0 && step < total)

@@ -17,7 +17,7 @@ use vocollama_train::checkpoint::{save_llava, save_llava_with};
 use vocollama_train::init::init_model;
 
 fn init(out: &Path, seed: u64) -> vocollama_model::Result<usize> {
-    init_model(out, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, ImagePooling::None, seed)
+    init_model(out, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, ImagePooling::None, None, seed)
 }
 
 /// Names in `dir` that start with a dot: the temporary directories of a save.

@@ -12,6 +12,7 @@ use vocollama_train::batch::{Batch, TrainLayout, batch_loss, encode_example, rec
 use vocollama_train::data::load_records;
 use vocollama_train::init::init_model;
 use vocollama_train::synthetic::write_dataset;
+use vocollama_train::tower::{TowerConfig, pretrain_tower, save_with_tower};
 use vocollama_train::trainer::{TrainConfig, Trainer};
 
 const VOCO: i64 = 511;
@@ -26,7 +27,7 @@ fn setup(device: &Device) -> (LlavaModel, Tokenizer) {
 #[test]
 fn gradients_reach_the_voco_embedding_on_every_backend() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 4, 0, 48, 1, &[]).unwrap();
+    write_dataset(data.path(), 4, 0, 48, 1, &[], 1).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let mut losses = vec![];
     for (name, inner) in devices() {
@@ -54,10 +55,8 @@ fn gradients_on(device: &Device, records: &[vocollama_train::data::Record], root
     let labelled: Vec<i64> = e.labels.iter().copied().filter(|&l| l >= 0).collect();
     assert_eq!(tok.decode(&labelled.iter().map(|&t| t as u32).collect::<Vec<_>>()).trim(), records[0].turns[0].1);
     assert_eq!(*labelled.last().unwrap(), 2, "the answer's </s> is learned");
-    let batch = Batch {
-        examples: examples.iter().collect(),
-        pixels: records.iter().map(|r| record_pixels(&model, r, root).unwrap()).collect(),
-    };
+    let pixels: Vec<_> = records.iter().map(|r| record_pixels(&model, r, root).unwrap()).collect();
+    let batch = Batch::from_pixels(&model, examples.iter().collect(), &pixels).unwrap();
     let mut losses = vec![];
     for layout in [TrainLayout::Voco, TrainLayout::Causal] {
         let (loss, count) = batch_loss(&model, &batch, layout, VOCO).unwrap();
@@ -78,7 +77,7 @@ fn gradients_on(device: &Device, records: &[vocollama_train::data::Record], root
 #[test]
 fn the_loss_falls() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 32, 0, 48, 2, &[]).unwrap();
+    write_dataset(data.path(), 32, 0, 48, 2, &[], 1).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let device = Device::autodiff(Device::flex());
     let (mut model, tok) = setup(&device);
@@ -132,7 +131,7 @@ fn a_new_model_loads_and_its_weights_are_random() {
     use vocollama_model::checkpoint::config::ImagePooling::{Avg, None as Patches};
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("tiny");
-    init_model(&dir, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, Patches, 5).unwrap();
+    init_model(&dir, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, Patches, None, 5).unwrap();
     let m = LlavaModel::load(&dir, &LoadOptions::f32(), &Device::flex()).unwrap();
     assert_eq!((m.image_tokens(), m.config.llm.hidden_size, m.config.voco_num), (64, 128, Some(1)));
     let w = m.llm.embed_tokens.weight.val().into_data().try_into_vec::<f32>().unwrap();
@@ -141,19 +140,19 @@ fn a_new_model_loads_and_its_weights_are_random() {
     assert!(mean.abs() < 2e-3 && (std - 0.02).abs() < 2e-3, "mean {mean}, std {std}");
     // The same seed gives the same model; another seed another.
     let again = out.path().join("again");
-    init_model(&again, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, Patches, 5).unwrap();
+    init_model(&again, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, Patches, None, 5).unwrap();
     assert_eq!(
         std::fs::read(dir.join("model.safetensors")).unwrap(),
         std::fs::read(again.join("model.safetensors")).unwrap()
     );
     assert!(
-        init_model(&again, &preset("tiny").unwrap(), &fixture("llava-hf"), 1, Patches, 5).is_err(),
+        init_model(&again, &preset("tiny").unwrap(), &fixture("llava-hf"), 1, Patches, None, 5).is_err(),
         "a tokenizer without <voco>"
     );
     assert!(preset("huge").unwrap_err().to_string().contains("tiny"));
     // The average-pooling baseline: one image token through a linear projector.
     let pooled = out.path().join("pooled");
-    init_model(&pooled, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, Avg, 5).unwrap();
+    init_model(&pooled, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, Avg, None, 5).unwrap();
     let m = LlavaModel::load(&pooled, &LoadOptions::f32(), &Device::flex()).unwrap();
     assert_eq!(m.image_tokens(), 1);
     let img = m.encode_image(&m.load_image(&assets().join("images/wide.png")).unwrap()).unwrap();
@@ -163,7 +162,7 @@ fn a_new_model_loads_and_its_weights_are_random() {
 #[test]
 fn a_resumed_run_continues_exactly() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 24, 0, 48, 4, &[]).unwrap();
+    write_dataset(data.path(), 24, 0, 48, 4, &[], 1).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let device = Device::autodiff(Device::flex());
     let config = TrainConfig { lr: 2e-3, epochs: 2, batch_size: 6, voco_tokens: 2, seed: 9, ..Default::default() };
@@ -213,12 +212,19 @@ fn voco_beats_the_lower_bound_on_held_out_data() {
     use vocollama_train::eval::{EvalMode, evaluate};
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    write_dataset(&data, 800, 100, 64, 2, &["colour"]).unwrap();
+    write_dataset(&data, 800, 100, 64, 2, &["colour"], 1).unwrap();
     let train = load_records(&data.join("train.json")).unwrap();
     let test = load_records(&data.join("test.json")).unwrap();
-    let start = work.path().join("init");
-    init_model(&start, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, ImagePooling::None, 1).unwrap();
+    let random = work.path().join("init");
+    init_model(&random, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, ImagePooling::None, None, 1).unwrap();
     let device = Device::autodiff(Device::flex());
+    // The tower first learns to see the scenes (as LLaVA starts from a pretrained CLIP), then stays frozen.
+    let start = work.path().join("tower");
+    let mut model = LlavaModel::load(&random, &LoadOptions::f32(), &device).unwrap();
+    let config = TowerConfig { scenes: 4000, test_scenes: 200, epochs: 3, batch_size: 32, lr: 5e-3, seed: 1 };
+    let seen = pretrain_tower(&mut model, &config, &mut |_| {}).unwrap();
+    save_with_tower(&model, &start, &config, &seen).unwrap();
+    assert!(seen.colour > 0.9, "{seen:?}");
     let tuned = |from: &std::path::Path, layout: TrainLayout, out: &str| {
         let mut model = LlavaModel::load(from, &LoadOptions::f32(), &device).unwrap();
         let tok = Tokenizer::for_model(from, model.config.layout).unwrap();
@@ -241,4 +247,46 @@ fn voco_beats_the_lower_bound_on_held_out_data() {
     eprintln!("colour accuracy: upper {upper:.2}, VoCo (N = 1) {voco:.2}, lower {lower:.2} (chance 0.25)");
     assert!(upper > 0.35, "the causal model did not learn to read colours: {upper}");
     assert!(voco >= lower + 0.15, "VoCo {voco} does not beat the lower bound {lower}");
+}
+
+/// The tower learns what each quadrant holds from synthetic scenes; the
+/// model written with it keeps its LLaMA and projector and loads as any other.
+#[test]
+fn the_tower_learns_to_see_the_scenes() {
+    use vocollama_model::checkpoint::config::ImagePooling;
+    let work = tempfile::tempdir().unwrap();
+    let random = work.path().join("init");
+    init_model(&random, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, ImagePooling::None, None, 3).unwrap();
+    let device = Device::autodiff(Device::flex());
+    let mut model = LlavaModel::load(&random, &LoadOptions::f32(), &device).unwrap();
+    let mut losses = vec![];
+    let config = TowerConfig { scenes: 4000, test_scenes: 200, epochs: 3, batch_size: 32, lr: 5e-3, seed: 4 };
+    let acc = pretrain_tower(&mut model, &config, &mut |r| losses.push(r.loss)).unwrap();
+    eprintln!("held out: {acc:?}; loss {:.3} -> {:.3}", losses[0], losses[losses.len() - 1]);
+    assert_eq!(losses.len(), 3 * 4000 / 32);
+    assert!(losses[losses.len() - 1] < 0.6 * losses[0], "{losses:?}");
+    // Half the quadrants are empty: saying "nothing" everywhere scores about 50 %.
+    assert!(acc.colour > 0.9 && acc.size > 0.85 && acc.shape > 0.6, "{acc:?}");
+    let out = work.path().join("seen");
+    save_with_tower(&model, &out, &config, &acc).unwrap();
+    let before = LlavaModel::load(&random, &LoadOptions::f32(), &Device::flex()).unwrap();
+    let after = LlavaModel::load(&out, &LoadOptions::f32(), &Device::flex()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("vision_tower/pretraining.json")).unwrap()).unwrap();
+    assert_eq!(report["held_out"]["colour"].as_f64().unwrap(), acc.colour);
+    let pixels = before.load_image(&assets().join("images/wide.png")).unwrap();
+    let features = |m: &LlavaModel| m.tower_features(std::slice::from_ref(&pixels)).unwrap().into_data();
+    assert_ne!(features(&before), features(&after), "the tower changed");
+    let weights = |m: &LlavaModel| m.llm.embed_tokens.weight.val().into_data();
+    assert_eq!(weights(&before), weights(&after), "LLaMA kept as it was");
+    // A new model can take the trained tower (the average-pooling baseline does).
+    let pooled = work.path().join("pooled");
+    let tower = out.join("vision_tower");
+    init_model(&pooled, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, ImagePooling::Avg, Some(&tower), 3)
+        .unwrap();
+    let m = LlavaModel::load(&pooled, &LoadOptions::f32(), &Device::flex()).unwrap();
+    assert_eq!(features(&m), features(&after));
+    // Not a tower without an autodiff device.
+    let mut plain = LlavaModel::load(&random, &LoadOptions::f32(), &Device::flex()).unwrap();
+    assert!(pretrain_tower(&mut plain, &config, &mut |_| {}).unwrap_err().to_string().contains("autodiff"));
 }

@@ -264,7 +264,8 @@ impl LlavaModel {
         })
     }
 
-    fn vision(&self) -> Result<&VisionStack> {
+    /// The tower, projector and preprocessor (an error for a text-only model).
+    pub fn vision(&self) -> Result<&VisionStack> {
         self.vision.as_ref().ok_or_else(|| {
             Error::Invalid(format!("{} is a text-only model: it cannot take an image", self.config.path.display()))
         })
@@ -295,6 +296,11 @@ impl LlavaModel {
 
     /// Several images through the tower as one batch: `[images, patches, hidden]`.
     pub fn encode_images(&self, pixels: &[Pixels]) -> Result<Tensor<3>> {
+        self.project_features(self.tower_features(pixels)?)
+    }
+
+    /// Several images through the tower alone: its selected features `[images, patches, mm_hidden]`.
+    pub fn tower_features(&self, pixels: &[Pixels]) -> Result<Tensor<3>> {
         let v = self.vision()?;
         let size = v.tower.image_size();
         if pixels.is_empty() {
@@ -309,7 +315,15 @@ impl LlavaModel {
         let data: Vec<f32> = pixels.iter().flat_map(|p| p.data.iter().copied()).collect();
         let dtype = DType::from(self.precision.dtype);
         let t = Tensor::<4>::from_data(TensorData::new(data, [pixels.len(), 3, size, size]), (&self.device, dtype));
-        let features = v.tower.forward(t);
+        Ok(v.tower.forward(t))
+    }
+
+    /// The tower's selected features `[B, patches, mm_hidden]` of
+    /// [`Self::tower_features`] through the pooling and the projector, as
+    /// [`Self::encode_images`] ends: what training with a frozen tower runs
+    /// on features computed once.
+    pub fn project_features(&self, features: Tensor<3>) -> Result<Tensor<3>> {
+        let v = self.vision()?;
         let pooling = self.config.mm.as_ref().map(|m| m.image_pooling);
         let features = if pooling == Some(ImagePooling::Avg) { features.mean_dim(1) } else { features };
         Ok(v.projector.forward(features))

@@ -43,17 +43,19 @@ def main():
     ap.add_argument("--test", default="1000")
     ap.add_argument("--per-image", default="4", help="questions per picture (turns of one conversation to train on)")
     ap.add_argument("--seeds", default="1,2", help="whole runs (data, tower, models), one per seed")
+    ap.add_argument("--sweep-seeds", help="the seeds table 2 runs for (default: every seed)")
     ap.add_argument("--report", default=os.path.join(ROOT, "docs", "results.md"))
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     commands = []
     runs = {}
+    sweep_seeds = (a.sweep_seeds or a.seeds).split(",")
     for seed in a.seeds.split(","):
-        runs[seed] = one_seed(a, seed, commands)
+        runs[seed] = one_seed(a, seed, commands, seed in sweep_seeds)
     write_report(a, runs, commands)
 
 
-def one_seed(a, seed, commands):
+def one_seed(a, seed, commands, with_sweep):
     """Data, tower, models and evaluations of one seed under WORK/seed-S; the rows and the sweep."""
     work = os.path.join(a.work, f"seed-{seed}")
     os.makedirs(work, exist_ok=True)
@@ -115,14 +117,20 @@ def one_seed(a, seed, commands):
         rows["avgpool"] = evaluate("avgpool", "none")
         rows["blind"] = blind(data)
     sweep = {}
-    if a.table in ("2", "all"):
+    if a.table in ("2", "all") and with_sweep:
         for n in [1, 2, 4, 8, 16]:
             name = f"voco-{n}"
             train(name, base, a.epochs, "--layout", "voco", "--voco-tokens", str(n))
             sweep[n] = evaluate(name, "voco")
     with open(os.path.join(tower, "vision_tower", "pretraining.json")) as f:
         tower_report = json.load(f)
-    return {"rows": rows, "sweep": sweep, "seconds": seconds, "tower": tower_report}
+    speed = {}
+    for name in seconds:
+        state = w(name, "trainer_state.json")
+        if os.path.exists(state):
+            with open(state) as f:
+                speed[name] = json.load(f).get("throughput")
+    return {"rows": rows, "sweep": sweep, "seconds": seconds, "tower": tower_report, "speed": speed}
 
 
 def prior(data):
@@ -264,18 +272,22 @@ def write_report(a, runs, commands):
                    ("avg pool", pct(first["rows"]["avgpool"])), ("lower", pct(first["rows"]["lower"])),
                    ("no image", pct(first["rows"]["blind"]))], None)
         out += ["![table 1](table1.svg)", ""]
-    if first["sweep"]:
+    swept = [s for s in seeds if runs[s]["sweep"]]
+    if swept:
+        first = runs[swept[0]]
         ns = sorted(first["sweep"])
         out += ["## Table 2: VoCo tokens N", "",
-                "| N | " + " | ".join(f"all (seed {s})" for s in seeds) + " | "
-                + " | ".join(f"retention (seed {s})" for s in seeds) + " |",
-                "| --- | " + " | ".join("---" for _ in seeds * 2) + " |"]
+                "| N | " + " | ".join(f"all (seed {s})" for s in swept) + " | "
+                + " | ".join(f"retention (seed {s})" for s in swept) + " |",
+                "| --- | " + " | ".join("---" for _ in swept * 2) + " |"]
         for n in ns:
-            cells = [f"{pct(runs[s]['sweep'][n]):.1f}" for s in seeds]
-            rets = [f"{retention(runs[s]['sweep'][n], runs[s]['rows']):.1f} %" if runs[s]["rows"] else "" for s in seeds]
+            cells = [f"{pct(runs[s]['sweep'][n]):.1f}" for s in swept]
+            rets = [f"{retention(runs[s]['sweep'][n], runs[s]['rows']):.1f} %" if runs[s]["rows"] else "" for s in swept]
             out.append(f"| {n} | " + " | ".join(cells) + " | " + " | ".join(rets) + " |")
         out.append("")
-        for s in seeds:
+        if swept != seeds:
+            out += [f"Table 2 was run for seed {' and '.join(swept)} only.", ""]
+        for s in swept:
             out += [f"Per question type, seed {s}:", "", "| N | " + " | ".join(kinds) + " | all |",
                     "| --- | " + " | ".join("---" for _ in kinds) + " | --- |"]
             for n in ns:
@@ -283,14 +295,26 @@ def write_report(a, runs, commands):
                 out.append(f"| {n} | " + " | ".join(f"{100 * r['by_type'][k]['accuracy']:.1f}" for k in kinds)
                            + f" | {pct(r):.1f} |")
             out.append("")
-        svg_chart(os.path.join(os.path.dirname(a.report), "table2.svg"), f"Table 2 miniature: accuracy by VoCo tokens N (seed {seeds[0]})",
+        svg_chart(os.path.join(os.path.dirname(a.report), "table2.svg"), f"Table 2 miniature: accuracy by VoCo tokens N (seed {swept[0]})",
                   None, [(f"N={n}", pct(first["sweep"][n])) for n in ns])
         out += ["![table 2](table2.svg)", ""]
+    out += ["## Training time and throughput", "",
+            "| seed | run | minutes | steps/s | positions/s | labelled tokens/s |", "| --- | --- | --- | --- | --- | --- |"]
     for s in seeds:
         sec = runs[s]["seconds"]
+        for k, v in sec.items():
+            t = runs[s]["speed"].get(k) or {}
+            if k == "tower":
+                h = runs[s]["tower"]
+                cells = [f"{h['scenes'] * h['epochs'] / v:.0f} scenes/s", "", ""]
+            else:
+                cells = [f"{t.get('steps_per_second', 0):.2f}", f"{t.get('positions_per_second', 0):.0f}",
+                         f"{t.get('labelled_tokens_per_second', 0):.0f}"]
+            out.append(f"| {s} | {k} | {v / 60:.1f} | " + " | ".join(cells) + " |")
         if sec:
-            out += [f"Training times, seed {s}: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in sec.items())
-                    + f" (in all {sum(sec.values()) / 60:.1f} min)", ""]
+            out.append(f"| {s} | in all | {sum(sec.values()) / 60:.1f} | | | |")
+    out += ["", "Positions are the sequence tokens of a step (prompt, image, VoCo, questions and answers; "
+            "padding not counted); labelled tokens are the answers' tokens the loss learns.", ""]
     out += ["## Commands", "", "Produced by `python3 tools/miniature.py` (work directory paths shortened):", "", "```"]
     out += commands + ["```", ""]
     os.makedirs(os.path.dirname(a.report), exist_ok=True)

@@ -184,6 +184,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
         weight_decay: a.weight_decay,
         max_grad_norm: a.max_grad_norm,
         seed: a.seed,
+        feature_cache_bytes: vocollama_train::trainer::FEATURE_CACHE_BYTES,
     };
     let mut trainer = Trainer::new(config.clone(), &tokenizer)?;
     if let Some(dir) = &a.resume {

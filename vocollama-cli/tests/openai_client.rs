@@ -28,7 +28,7 @@ pub fn clients_python() -> PathBuf {
 fn the_official_openai_client_gets_the_answers_ask_gives() {
     let python = clients_python();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let image = root.join("assets/demo/images/colour-1.png");
+    let image = root.join("assets/demo/images/scene-01.png");
     let question = "What colour is the triangle?";
     let out = vocollama(&["ask", "--json", "--image", image.to_str().unwrap(), question]);
     assert!(out.ok, "{}", out.stderr);

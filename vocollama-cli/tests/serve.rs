@@ -40,7 +40,7 @@ fn content(reply: &Value) -> String {
 
 #[test]
 fn answers_equal_ask_streamed_or_not_and_a_repeated_image_comes_from_the_store() {
-    let image = demo("images/colour-2.png");
+    let image = demo("images/scene-02.png");
     let question = "What colour is the circle?";
     let (want, finish) = ask(&[], &image, question);
     let server = Server::start(&[]);
@@ -101,7 +101,7 @@ fn answers_equal_ask_streamed_or_not_and_a_repeated_image_comes_from_the_store()
 #[test]
 fn voco_keys_and_clips() {
     let server = Server::start(&[]);
-    let image = demo("images/colour-2.png");
+    let image = demo("images/scene-02.png");
     let question = "What colour is the circle?";
     let stored = server.post("/v1/voco", &json!({"image": png(&image)})).json();
     let key = stored["key"].as_str().unwrap();
@@ -120,7 +120,7 @@ fn voco_keys_and_clips() {
 
     // Three images in one message: the frames of a clip, as `vocollama video` answers them.
     let frames = tempfile::tempdir().unwrap();
-    let names = ["count-1.png", "colour-1.png", "size-1.png"];
+    let names = ["scene-03.png", "scene-01.png", "scene-04.png"];
     for (i, name) in names.iter().enumerate() {
         std::fs::copy(demo(&format!("images/{name}")), frames.path().join(format!("{i}.png"))).unwrap();
     }
@@ -140,7 +140,7 @@ fn voco_keys_and_clips() {
 fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     let server = Server::start(&["--api-key", "sesame", "--max-body", "1MiB"]);
     let auth = [("Authorization", "Bearer sesame")];
-    let image = png(&demo("images/colour-2.png"));
+    let image = png(&demo("images/scene-02.png"));
     let post = |body: &Value| server.post_raw("/v1/chat/completions", body.to_string().as_bytes(), &auth);
     let good = chat("What colour is the circle?", std::slice::from_ref(&image), json!({}));
 
@@ -262,7 +262,7 @@ fn the_cache_directory_survives_a_kill_and_a_damaged_entry_is_recomputed() {
     let dir = tempfile::tempdir().unwrap();
     let cache_dir = dir.path().join("voco");
     let args = ["--cache-dir", cache_dir.to_str().unwrap()];
-    let (one, two) = (demo("images/colour-2.png"), demo("images/count-1.png"));
+    let (one, two) = (demo("images/scene-02.png"), demo("images/scene-03.png"));
     let server = Server::start(&args);
     let k1 = server.post("/v1/voco", &json!({"image": png(&one)})).json()["key"].as_str().unwrap().to_string();
     let k2 = server.post("/v1/voco", &json!({"image": png(&two)})).json()["key"].as_str().unwrap().to_string();
@@ -364,7 +364,7 @@ fn a_server_killed_while_writing_a_cache_leaves_no_entry_and_the_next_one_recomp
     let dir = tempfile::tempdir().unwrap();
     let cache_dir = dir.path().join("voco");
     let args = ["--cache-dir", cache_dir.to_str().unwrap()];
-    let image = demo("images/colour-2.png");
+    let image = demo("images/scene-02.png");
     // Killed (abort, as kill -9) after the cache's bytes are written to the temporary file, before the rename.
     let server = Server::start_with_env(&args, &[("VOCOLLAMA_KILL_AT", "before-rename")]);
     assert!(server.try_post("/v1/voco", &json!({"image": png(&image)})).is_none(), "the server died mid-write");
@@ -418,7 +418,7 @@ fn the_load_generator_reports_throughput_latency_and_store_hits() {
 #[test]
 fn a_system_message_replaces_the_templates_own_and_the_image_still_comes_from_the_store() {
     let server = Server::start(&[]);
-    let image = png(&demo("images/colour-2.png"));
+    let image = png(&demo("images/scene-02.png"));
     let question = "What colour is the circle?";
     let with_system = |system: &str| {
         let mut body = chat(question, std::slice::from_ref(&image), json!({}));

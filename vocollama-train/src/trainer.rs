@@ -39,6 +39,9 @@ pub struct TrainConfig {
     /// Clip the global gradient norm to this (0 = off).
     pub max_grad_norm: f32,
     pub seed: u64,
+    /// Keep the frozen tower's features of every picture for all epochs when
+    /// they take at most this many bytes; compute them per batch otherwise.
+    pub feature_cache_bytes: usize,
 }
 
 impl Default for TrainConfig {
@@ -54,6 +57,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             max_grad_norm: 1.0,
             seed: 0,
+            feature_cache_bytes: FEATURE_CACHE_BYTES,
         }
     }
 }
@@ -182,47 +186,80 @@ fn with_param_ids<M: Module>(module: M, ids: &HashMap<String, u64>) -> M {
     module.map(&mut SetIds { path: vec![], ids })
 }
 
-/// The frozen tower's features of every record's image, computed once (per
-/// picture, however many questions ask about it) and reused by every epoch.
-struct TowerFeatures {
-    /// `[pictures, patches, mm_hidden]`.
-    all: Option<Tensor<3>>,
-    /// Each record's row of `all`.
-    row: Vec<Option<usize>>,
+/// Memory the frozen tower's features may take by default to be kept for
+/// every epoch (the synthetic miniatures need ~100 MiB; LLaVA-665k at full
+/// size would need terabytes, and gets them computed per batch instead).
+pub const FEATURE_CACHE_BYTES: usize = 4 << 30;
+
+/// The frozen tower's features of every record's image: computed once (per
+/// picture, however many questions ask about it) and reused by every epoch
+/// when they fit in [`TrainConfig::feature_cache_bytes`], else computed per batch.
+enum TowerFeatures {
+    Cached {
+        /// `[pictures, patches, mm_hidden]`; `None` without pictures.
+        all: Option<Tensor<3>>,
+        /// Each record's row of `all`.
+        row: Vec<Option<usize>>,
+    },
+    PerBatch,
 }
 
 impl TowerFeatures {
-    fn of(&self, record: usize) -> Option<Tensor<3>> {
-        let (all, r) = (self.all.as_ref()?, self.row[record]?);
-        let [_, p, d] = all.dims();
-        Some(all.clone().slice([r..r + 1, 0..p, 0..d]))
-    }
-}
-
-fn tower_features(model: &LlavaModel, records: &[Record], root: &Path) -> Result<TowerFeatures> {
-    let mut index: HashMap<&Path, usize> = HashMap::new();
-    let mut pictures: Vec<usize> = vec![];
-    let row = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            r.image.as_deref().map(|p| {
-                *index.entry(p).or_insert_with(|| {
-                    pictures.push(i);
-                    pictures.len() - 1
+    fn new(model: &LlavaModel, records: &[Record], root: &Path, budget: usize) -> Result<Self> {
+        let mut index: HashMap<&Path, usize> = HashMap::new();
+        let mut pictures: Vec<usize> = vec![];
+        let row = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.image.as_deref().map(|p| {
+                    *index.entry(p).or_insert_with(|| {
+                        pictures.push(i);
+                        pictures.len() - 1
+                    })
                 })
             })
-        })
-        .collect();
-    let mut parts = vec![];
-    for chunk in pictures.chunks(64) {
-        let pixels: Vec<_> = chunk
-            .iter()
-            .map(|&i| record_pixels(model, &records[i], root).map(Option::unwrap))
-            .collect::<Result<_>>()?;
-        parts.push(model.tower_features(&pixels)?.detach());
+            .collect();
+        let mut parts: Vec<Tensor<3>> = vec![];
+        for chunk in pictures.chunks(64) {
+            let pixels: Vec<_> = chunk
+                .iter()
+                .map(|&i| record_pixels(model, &records[i], root).map(|p| p.expect("a record with an image")))
+                .collect::<Result<_>>()?;
+            let features = model.tower_features(&pixels)?.detach();
+            let [_, p, d] = features.dims();
+            if pictures.len().saturating_mul(p * d * 4) > budget {
+                return Ok(Self::PerBatch);
+            }
+            parts.push(features);
+        }
+        Ok(Self::Cached { all: if parts.is_empty() { None } else { Some(Tensor::cat(parts, 0)) }, row })
     }
-    Ok(TowerFeatures { all: if parts.is_empty() { None } else { Some(Tensor::cat(parts, 0)) }, row })
+
+    /// The features of the records `idx` (`None` for those without an image).
+    fn batch(
+        &self,
+        model: &LlavaModel,
+        records: &[Record],
+        root: &Path,
+        idx: &[usize],
+    ) -> Result<Vec<Option<Tensor<3>>>> {
+        match self {
+            Self::Cached { all, row } => Ok(idx
+                .iter()
+                .map(|&i| {
+                    let (all, r) = (all.as_ref()?, row[i]?);
+                    let [_, p, d] = all.dims();
+                    Some(all.clone().slice([r..r + 1, 0..p, 0..d]))
+                })
+                .collect()),
+            Self::PerBatch => {
+                let pixels: Vec<_> =
+                    idx.iter().map(|&i| record_pixels(model, &records[i], root)).collect::<Result<_>>()?;
+                Ok(Batch::from_pixels(model, vec![], &pixels)?.features)
+            }
+        }
+    }
 }
 
 const STATE_FILE: &str = "trainer_state.json";
@@ -369,8 +406,8 @@ impl Trainer {
             v.tower = v.tower.clone().no_grad();
         }
         let examples = self.encode(records, tokenizer, model.image_tokens())?;
-        let features = tower_features(model, records, root)?;
         let c = self.config.clone();
+        let features = TowerFeatures::new(model, records, root, c.feature_cache_bytes)?;
         let total = self.total_steps(examples.len());
         let warmup = ((total as f64 * c.warmup).ceil() as usize).min(total);
         let mut rng = SplitMix64::new(c.seed);
@@ -395,7 +432,7 @@ impl Trainer {
                 for idx in group {
                     let batch = Batch {
                         examples: idx.iter().map(|&i| &examples[i]).collect(),
-                        features: idx.iter().map(|&i| features.of(i)).collect(),
+                        features: features.batch(model, records, root, idx)?,
                     };
                     let (loss, count) = batch_loss(model, &batch, c.layout, self.voco_id)?;
                     // Each forward's mean loss weighted by its share of the step's forwards.

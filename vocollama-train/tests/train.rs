@@ -93,6 +93,20 @@ fn the_loss_falls() {
         })
         .unwrap();
     assert_eq!(losses.len(), 12);
+    // Features computed per batch (a data set whose features would not fit) train alike.
+    let (mut model, tok) = setup(&device);
+    let config = TrainConfig { feature_cache_bytes: 0, ..trainer.config.clone() };
+    let mut per_batch = vec![];
+    Trainer::new(config, &tok)
+        .unwrap()
+        .train(&mut model, &tok, &records, data.path(), &mut |r, _| {
+            per_batch.push(r.loss);
+            Ok(())
+        })
+        .unwrap();
+    for (a, b) in losses.iter().zip(&per_batch) {
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "{losses:?} vs {per_batch:?}");
+    }
     let first = losses[..3].iter().sum::<f64>() / 3.0;
     let last = losses[losses.len() - 3..].iter().sum::<f64>() / 3.0;
     eprintln!("loss {first:.3} -> {last:.3}: {losses:?}");

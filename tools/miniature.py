@@ -22,6 +22,7 @@ not trained again (delete the work directory to start over).
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ def main():
     ap.add_argument("--per-image", default="4", help="questions per picture (turns of one conversation to train on)")
     ap.add_argument("--seeds", default="1,2", help="whole runs (data, tower, models), one per seed")
     ap.add_argument("--sweep-seeds", help="the seeds table 2 runs for (default: every seed)")
+    ap.add_argument("--note", help="a sentence about how this run was made, put before the timings")
     ap.add_argument("--report", default=os.path.join(ROOT, "docs", "results.md"))
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
@@ -215,6 +217,7 @@ METHODS = [("upper", "Upper bound (causal, image visible)", "64"), ("voco", "VoC
 
 
 def write_report(a, runs, commands):
+    os.makedirs(os.path.dirname(a.report), exist_ok=True)
     seeds = list(runs)
     first = runs[seeds[0]]
     any_result = next(iter(first["rows"].values() or first["sweep"].values()))
@@ -249,8 +252,10 @@ def write_report(a, runs, commands):
             cells = [f"{pct(runs[s]['rows'][key]):.1f}" for s in seeds]
             rets = [f"{retention(runs[s]['rows'][key], runs[s]['rows']):.1f} %" for s in seeds]
             out.append(f"| {label}{mark} | {tokens} | " + " | ".join(cells) + " | " + " | ".join(rets) + " |")
-        out += ["", "Retention = (method − lower) / (upper − lower), as in the paper (VoCo reached 83.7 % there).",
-                "† gave the same answer every time a question came again, whatever the image (in some seed).", ""]
+        out += ["", "Retention = (method − lower) / (upper − lower), as in the paper (VoCo reached 83.7 % there)."]
+        if any(constant(runs[s]["rows"][k]) for s in seeds for k, *_ in METHODS):
+            out.append("† gave the same answer every time a question came again, whatever the image (in some seed).")
+        out.append("")
         for s in seeds:
             rows = runs[s]["rows"]
             out += [f"Per question type, seed {s}:", "",
@@ -265,8 +270,16 @@ def write_report(a, runs, commands):
         spread = max(max(vo) - min(vo), max(av) - min(av))
         margin = min(v - p for v, p in zip(vo, av))
         rets = [retention(runs[s]["rows"]["voco"], runs[s]["rows"]) for s in seeds]
-        out += [f"VoCo-LLaMA at N = 1 keeps {min(rets):.1f}–{max(rets):.1f} % of what the image is worth (the paper: 83.7 %);",
-                f"it is ahead of average pooling by at least {margin:.1f} points, against a run-to-run spread of {spread:.1f} points.", ""]
+        ups = [pct(runs[s]["rows"]["upper"]) for s in seeds]
+        out += [f"VoCo-LLaMA at N = 1 keeps {min(rets):.1f}–{max(rets):.1f} % of what the image is worth (the paper: 83.7 %; "
+                "the target here: 80 %)."]
+        if margin > spread:
+            out += [f"It is ahead of average pooling by at least {margin:.1f} points, more than the run-to-run spread of {spread:.1f} points."]
+        else:
+            out += ["Against average pooling: " + ", ".join(f"seed {s} {v:.1f} vs {p:.1f}" for s, v, p in zip(seeds, vo, av))
+                    + f" — a difference within the run-to-run spread of {spread:.1f} points, so this budget does not show"
+                    " the paper's margin over average pooling."]
+        out += [f"The upper bound reaches {min(ups):.1f}–{max(ups):.1f} % (the target: 90 %).", ""]
         svg_chart(os.path.join(os.path.dirname(a.report), "table1.svg"), f"Table 1 miniature: accuracy (all questions, seed {seeds[0]})",
                   [("upper", pct(first["rows"]["upper"])), ("VoCo N=1", pct(first["rows"]["voco"])),
                    ("avg pool", pct(first["rows"]["avgpool"])), ("lower", pct(first["rows"]["lower"])),
@@ -285,6 +298,17 @@ def write_report(a, runs, commands):
             rets = [f"{retention(runs[s]['sweep'][n], runs[s]['rows']):.1f} %" if runs[s]["rows"] else "" for s in swept]
             out.append(f"| {n} | " + " | ".join(cells) + " | " + " | ".join(rets) + " |")
         out.append("")
+        noise = max((max(pct(runs[s]["rows"][k]) for s in seeds) - min(pct(runs[s]["rows"][k]) for s in seeds))
+                    for k in ("upper", "voco", "avgpool")) if all(runs[s]["rows"] for s in seeds) and len(seeds) > 1 else 0.0
+        for s in swept:
+            acc = [pct(runs[s]["sweep"][n]) for n in ns]
+            drops = [(ns[i], ns[i + 1], acc[i] - acc[i + 1]) for i in range(len(ns) - 1) if acc[i + 1] < acc[i]]
+            worst = max((d for *_, d in drops), default=0.0)
+            out += [f"Seed {s}: accuracy by N is " + ", ".join(f"{v:.1f}" for v in acc) + "; "
+                    + ("non-decreasing." if not drops else
+                       f"its largest drop ({worst:.1f} points) is {'within' if worst <= noise else 'beyond'} the table-1 "
+                       f"run-to-run spread ({noise:.1f} points).")]
+        out.append("")
         if swept != seeds:
             out += [f"Table 2 was run for seed {' and '.join(swept)} only.", ""]
         for s in swept:
@@ -298,7 +322,7 @@ def write_report(a, runs, commands):
         svg_chart(os.path.join(os.path.dirname(a.report), "table2.svg"), f"Table 2 miniature: accuracy by VoCo tokens N (seed {swept[0]})",
                   None, [(f"N={n}", pct(first["sweep"][n])) for n in ns])
         out += ["![table 2](table2.svg)", ""]
-    out += ["## Training time and throughput", "",
+    out += ["## Training time and throughput", ""] + ([a.note, ""] if a.note else []) + [
             "| seed | run | minutes | steps/s | positions/s | labelled tokens/s |", "| --- | --- | --- | --- | --- | --- |"]
     for s in seeds:
         sec = runs[s]["seconds"]
@@ -315,9 +339,9 @@ def write_report(a, runs, commands):
             out.append(f"| {s} | in all | {sum(sec.values()) / 60:.1f} | | | |")
     out += ["", "Positions are the sequence tokens of a step (prompt, image, VoCo, questions and answers; "
             "padding not counted); labelled tokens are the answers' tokens the loss learns.", ""]
-    out += ["## Commands", "", "Produced by `python3 tools/miniature.py` (work directory paths shortened):", "", "```"]
-    out += commands + ["```", ""]
-    os.makedirs(os.path.dirname(a.report), exist_ok=True)
+    invocation = shlex.join(["python3", "tools/miniature.py", *sys.argv[1:]])
+    out += ["## Commands", "", f"Produced by `{invocation}` (work directory paths shortened):", "", "```"]
+    out += list(dict.fromkeys(commands)) + ["```", ""]
     with open(a.report, "w") as f:
         f.write("\n".join(out))
     print("wrote", a.report)

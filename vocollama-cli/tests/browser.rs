@@ -25,7 +25,7 @@ fn the_chat_page_streams_answers_in_a_real_browser() {
     let chromium = required("VOCOLLAMA_CHROMIUM", "/usr/bin/chromium", "install Debian's chromium");
     let driver = required("VOCOLLAMA_CHROMEDRIVER", "/usr/bin/chromedriver", "install Debian's chromium-driver");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let image = root.join("assets/demo/images/scene-02.png");
+    let image = root.join("assets/demo/images/scene-03.png");
     let questions = ["What colour is the circle?", "What shape is it?"];
     let out = vocollama_stdin(&["chat", "--image", image.to_str().unwrap()], &format!("{}\n", questions.join("\n")));
     assert!(out.ok, "{}", out.stderr);

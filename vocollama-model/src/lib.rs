@@ -17,7 +17,7 @@
 //! let dir = Path::new("assets/demo/model");
 //! let model = LlavaModel::load(dir, &LoadOptions::default(), &device)?;
 //! let tokenizer = Tokenizer::for_model(dir, model.config.layout)?;
-//! let pixels = model.load_image(Path::new("assets/demo/images/scene-02.png"))?;
+//! let pixels = model.load_image(Path::new("assets/demo/images/scene-03.png"))?;
 //! let (mut chat, _cache) = Chat::compress(&model, &tokenizer, &pixels, 8)?;
 //! let options = GenerateOptions::new(&tokenizer, &model, SamplingConfig::default(), 128);
 //! let answer = chat.ask("What colour is the circle?", &options, &mut Sampler::new(options.sampling.clone()), &mut |_| {})?;

@@ -105,7 +105,7 @@ fn patch_log_probs(model: &LlavaModel, heads: &QuadrantHeads, pixels: Tensor<4>)
     let f = model.vision()?.tower.forward(pixels);
     let [_, p, _] = f.dims();
     let side = (p as f64).sqrt() as usize;
-    if side * side != p || side % 2 != 0 {
+    if side * side != p || !side.is_multiple_of(2) {
         return Err(Error::Invalid(format!(
             "the tower's {p} patch features are not an even square grid: quadrants need one"
         )));

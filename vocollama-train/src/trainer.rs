@@ -194,14 +194,16 @@ pub const FEATURE_CACHE_BYTES: usize = 4 << 30;
 /// The frozen tower's features of every record's image: computed once (per
 /// picture, however many questions ask about it) and reused by every epoch
 /// when they fit in [`TrainConfig::feature_cache_bytes`], else computed per batch.
-enum TowerFeatures {
-    Cached {
-        /// `[pictures, patches, mm_hidden]`; `None` without pictures.
-        all: Option<Tensor<3>>,
-        /// Each record's row of `all`.
-        row: Vec<Option<usize>>,
-    },
-    PerBatch,
+struct TowerFeatures {
+    /// `None`: computed per batch.
+    cached: Option<Cached>,
+}
+
+struct Cached {
+    /// `[pictures, patches, mm_hidden]`; `None` without pictures.
+    all: Option<Tensor<3>>,
+    /// Each record's row of `all`.
+    row: Vec<Option<usize>>,
 }
 
 impl TowerFeatures {
@@ -229,11 +231,13 @@ impl TowerFeatures {
             let features = model.tower_features(&pixels)?.detach();
             let [_, p, d] = features.dims();
             if pictures.len().saturating_mul(p * d * 4) > budget {
-                return Ok(Self::PerBatch);
+                return Ok(Self { cached: None });
             }
             parts.push(features);
         }
-        Ok(Self::Cached { all: if parts.is_empty() { None } else { Some(Tensor::cat(parts, 0)) }, row })
+        Ok(Self {
+            cached: Some(Cached { all: if parts.is_empty() { None } else { Some(Tensor::cat(parts, 0)) }, row }),
+        })
     }
 
     /// The features of the records `idx` (`None` for those without an image).
@@ -244,8 +248,8 @@ impl TowerFeatures {
         root: &Path,
         idx: &[usize],
     ) -> Result<Vec<Option<Tensor<3>>>> {
-        match self {
-            Self::Cached { all, row } => Ok(idx
+        match &self.cached {
+            Some(Cached { all, row }) => Ok(idx
                 .iter()
                 .map(|&i| {
                     let (all, r) = (all.as_ref()?, row[i]?);
@@ -253,7 +257,7 @@ impl TowerFeatures {
                     Some(all.clone().slice([r..r + 1, 0..p, 0..d]))
                 })
                 .collect()),
-            Self::PerBatch => {
+            None => {
                 let pixels: Vec<_> =
                     idx.iter().map(|&i| record_pixels(model, &records[i], root)).collect::<Result<_>>()?;
                 Ok(Batch::from_pixels(model, vec![], &pixels)?.features)

@@ -50,11 +50,12 @@ pub struct TowerArgs {
     /// Held-out scenes the reported accuracy is measured on.
     #[arg(long, default_value_t = 1_000)]
     pub test_scenes: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 6)]
     pub epochs: usize,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    /// Peak learning rate (warm-up over 3 % of the steps, then cosine decay).
+    #[arg(long, default_value_t = 5e-3)]
     pub lr: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -45,7 +45,8 @@ pub struct TowerConfig {
 
 impl Default for TowerConfig {
     fn default() -> Self {
-        Self { scenes: 20_000, test_scenes: 1_000, epochs: 2, batch_size: 64, lr: 1e-3, seed: 0 }
+        // What the miniatures use: ~3 minutes on two CPU cores for the tiny tower.
+        Self { scenes: 20_000, test_scenes: 1_000, epochs: 6, batch_size: 64, lr: 5e-3, seed: 0 }
     }
 }
 

@@ -94,13 +94,30 @@ impl<'a> Batch<'a> {
     /// A batch whose images go through the tower now (training computes them
     /// once instead, while the tower is frozen: [`crate::trainer`]).
     pub fn from_pixels(model: &LlavaModel, examples: Vec<&'a Example>, pixels: &[Option<Pixels>]) -> Result<Self> {
-        let features = pixels
-            .iter()
-            // The tower is frozen in training: its features are inputs, not part of the graph.
-            .map(|p| p.as_ref().map(|p| model.tower_features(std::slice::from_ref(p)).map(|f| f.detach())).transpose())
-            .collect::<Result<_>>()?;
-        Ok(Self { examples, features })
+        Ok(Self { examples, features: frozen_tower_features(model, pixels)? })
     }
+}
+
+/// The tower's features `[1, patches, mm_hidden]` of each image, all images
+/// through the tower as one batch; `None` stays `None`. Detached: the tower is
+/// frozen in training, so its features are inputs, not part of the graph.
+pub fn frozen_tower_features(model: &LlavaModel, pixels: &[Option<Pixels>]) -> Result<Vec<Option<Tensor<3>>>> {
+    let present: Vec<Pixels> = pixels.iter().flatten().cloned().collect();
+    if present.is_empty() {
+        return Ok(vec![None; pixels.len()]);
+    }
+    let all = model.tower_features(&present)?.detach();
+    let [_, p, d] = all.dims();
+    let mut next = 0;
+    Ok(pixels
+        .iter()
+        .map(|px| {
+            px.as_ref().map(|_| {
+                next += 1;
+                all.clone().slice([next - 1..next, 0..p, 0..d])
+            })
+        })
+        .collect())
 }
 
 /// Mean cross-entropy over the labelled positions of a batch, run left-padded

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use vocollama_model::checkpoint::config::CheckpointLayout;
 use vocollama_model::checkpoint::weights::{KeyMap, pytorch_params};
 use vocollama_model::io::json::read_json;
+use vocollama_model::model::clip::ClipVision;
 use vocollama_model::model::llama::Llama;
 use vocollama_model::model::projector::Projector;
 use vocollama_model::{Error, LlavaModel, Result};
@@ -56,6 +57,16 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
         }
     }
     vocollama_model::io::atomic_write::write_atomic(path, &bytes)
+}
+
+/// A CLIP tower's tensors under the names of a `CLIPVisionModel` checkpoint.
+pub fn tower_tensors(tower: &ClipVision) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    module_tensors(tower, &KeyMap::new([("vision_model.", "")]))
+}
+
+/// `value` as pretty JSON at `path`.
+pub fn write_json(path: &Path, value: &Value) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value).expect("JSON serialises")).map_err(|e| Error::io(path, e))
 }
 
 /// The LLaMA and projector tensors under their original-LLaVA names.

@@ -6,18 +6,17 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use serde_json::{Value, json};
+use serde_json::json;
 use vocollama_model::checkpoint::config::{
     CheckpointLayout, ImagePooling, ModelConfig, VisionActivation, clip_vision_config_from_dir,
 };
-use vocollama_model::checkpoint::weights::KeyMap;
 use vocollama_model::media::preprocess::{CLIP_MEAN, CLIP_STD};
 use vocollama_model::model::random::{Preset, modules};
 use vocollama_model::text::Tokenizer;
 use vocollama_model::text::template::voco_id;
 use vocollama_model::{Error, Result};
 
-use crate::checkpoint::{TOKENIZER_FILES, copy_files, llava_tensors, module_tensors, write_safetensors};
+use crate::checkpoint::{TOKENIZER_FILES, copy_files, llava_tensors, tower_tensors, write_json, write_safetensors};
 use crate::model_dir::{mark, write_model_dir};
 
 /// Write a new original-layout LLaVA model of shape `p` to `out`: random
@@ -95,19 +94,16 @@ pub fn init_model(
     let device = Device::flex();
     let mut image_tokens = 0;
     write_model_dir(out, |dir| {
-        let write = |path: &Path, v: &Value| {
-            std::fs::write(path, serde_json::to_string_pretty(v).expect("json")).map_err(|e| Error::io(path, e))
-        };
         let tdir = dir.join("vision_tower");
         std::fs::create_dir_all(&tdir).map_err(|e| Error::io(&tdir, e))?;
         match vision_tower {
             Some(from) => copy_files(from, &tdir, None)?,
             None => {
-                write(&tdir.join("config.json"), &tower)?;
-                write(&tdir.join("preprocessor_config.json"), &preprocessor)?;
+                write_json(&tdir.join("config.json"), &tower)?;
+                write_json(&tdir.join("preprocessor_config.json"), &preprocessor)?;
             }
         }
-        write(&dir.join("config.json"), &config)?;
+        write_json(&dir.join("config.json"), &config)?;
         copy_files(tokenizer_dir, dir, Some(&TOKENIZER_FILES))?;
         // Modules built from the files just written: one source of truth for the shapes.
         let c = ModelConfig::from_dir(dir)?;
@@ -116,10 +112,7 @@ pub fn init_model(
         image_tokens = mm.image_tokens(&vc);
         let (clip, projector, llm) = modules(&vc, mm, &c.llm, seed, &device)?;
         if vision_tower.is_none() {
-            write_safetensors(
-                &tdir.join("model.safetensors"),
-                &module_tensors(&clip, &KeyMap::new([("vision_model.", "")])),
-            )?;
+            write_safetensors(&tdir.join("model.safetensors"), &tower_tensors(&clip))?;
         }
         write_safetensors(&dir.join("model.safetensors"), &llava_tensors(&llm, Some(&projector)))
     })?;

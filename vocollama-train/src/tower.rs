@@ -17,15 +17,14 @@ use burn::nn::Linear;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use serde_json::{Value, json};
-use vocollama_model::checkpoint::weights::KeyMap;
+use serde_json::json;
 use vocollama_model::io::json::read_json;
 use vocollama_model::model::linear::{linear, zeros};
 use vocollama_model::model::random::randomize;
 use vocollama_model::rng::SplitMix64;
 use vocollama_model::{Error, LlavaModel, Result};
 
-use crate::checkpoint::{TOKENIZER_FILES, copy_files, llava_tensors, module_tensors, write_safetensors};
+use crate::checkpoint::{TOKENIZER_FILES, copy_files, llava_tensors, tower_tensors, write_json, write_safetensors};
 use crate::model_dir::{mark, write_model_dir};
 use crate::synthetic::{Scene, TARGET_CLASSES};
 use crate::trainer::learning_rate;
@@ -251,7 +250,7 @@ pub fn save_with_tower(model: &LlavaModel, out: &Path, config: &TowerConfig, acc
     let source = model.config.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut cfg = read_json(&model.config.path)?;
     mark(cfg.as_object_mut().ok_or_else(|| Error::config(&model.config.path, "not a JSON object"))?);
-    let tensors = module_tensors(&v.tower, &KeyMap::new([("vision_model.", "")]));
+    let tensors = tower_tensors(&v.tower);
     let report = json!({
         "objective": "from every selected patch feature, the attributes (colour, shape, size or empty) of the object in its quadrant",
         "scenes": config.scenes, "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
@@ -259,16 +258,13 @@ pub fn save_with_tower(model: &LlavaModel, out: &Path, config: &TowerConfig, acc
         "held_out": {"scenes": config.test_scenes, "colour": acc.colour, "shape": acc.shape, "size": acc.size, "scene": acc.scene},
     });
     write_model_dir(out, |dir| {
-        let write = |path: &Path, v: &Value| {
-            std::fs::write(path, serde_json::to_string_pretty(v).expect("json")).map_err(|e| Error::io(path, e))
-        };
-        write(&dir.join("config.json"), &cfg)?;
+        write_json(&dir.join("config.json"), &cfg)?;
         write_safetensors(&dir.join("model.safetensors"), &llava_tensors(&model.llm, Some(&v.projector)))?;
         copy_files(&source, dir, Some(&TOKENIZER_FILES))?;
         let tdir = dir.join("vision_tower");
         copy_files(&v.tower_dir, &tdir, Some(&["config.json", "preprocessor_config.json"]))?;
         write_safetensors(&tdir.join("model.safetensors"), &tensors)?;
-        write(&tdir.join("pretraining.json"), &report)
+        write_json(&tdir.join("pretraining.json"), &report)
     })
 }
 

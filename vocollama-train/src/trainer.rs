@@ -18,7 +18,7 @@ use vocollama_model::text::template::voco_id;
 use vocollama_model::text::{Template, Tokenizer};
 use vocollama_model::{Error, LlavaModel, Result};
 
-use crate::batch::{Batch, Example, TrainLayout, batch_loss, encode_example, record_pixels};
+use crate::batch::{Batch, Example, TrainLayout, batch_loss, encode_example, frozen_tower_features, record_pixels};
 use crate::checkpoint::save_llava_with;
 use crate::data::Record;
 
@@ -260,7 +260,7 @@ impl TowerFeatures {
             None => {
                 let pixels: Vec<_> =
                     idx.iter().map(|&i| record_pixels(model, &records[i], root)).collect::<Result<_>>()?;
-                Ok(Batch::from_pixels(model, vec![], &pixels)?.features)
+                frozen_tower_features(model, &pixels)
             }
         }
     }
@@ -461,6 +461,7 @@ impl Trainer {
                 }
                 step += 1;
                 self.step = step;
+                let seconds = start.elapsed().as_secs_f64();
                 let report = StepReport {
                     step,
                     total,
@@ -468,16 +469,12 @@ impl Trainer {
                     loss: loss_sum,
                     lr,
                     grad_norm,
-                    tokens_per_second: tokens as f64 / start.elapsed().as_secs_f64(),
-                    positions_per_second: positions as f64 / start.elapsed().as_secs_f64(),
+                    tokens_per_second: tokens as f64 / seconds,
+                    positions_per_second: positions as f64 / seconds,
                 };
                 let t = &mut self.throughput;
-                (t.steps, t.seconds, t.tokens, t.positions) = (
-                    t.steps + 1,
-                    t.seconds + start.elapsed().as_secs_f64(),
-                    t.tokens + tokens,
-                    t.positions + positions,
-                );
+                (t.steps, t.seconds, t.tokens, t.positions) =
+                    (t.steps + 1, t.seconds + seconds, t.tokens + tokens, t.positions + positions);
                 on_step(&report, model)?;
                 if let Some(c) =
                     self.checkpoints.as_ref().filter(|c| c.every > 0 && step % c.every == 0 && step < total)

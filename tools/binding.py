@@ -39,18 +39,16 @@ from PIL import Image
 from tokenizers import Tokenizer
 from transformers import CLIPImageProcessor, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
+import demo
+
 COLOURS = ["red", "green", "blue", "yellow"]
 SHAPES = ["circle", "square", "triangle"]
-QUADRANTS = ["top left", "top right", "bottom left", "bottom right"]
 
 
 def objects(caption):
-    """'a big red circle top left and a small blue square bottom right' -> {quadrant: (colour, shape, big)}."""
-    out = {}
-    for part in caption.replace(" and ", ", ").split(", "):
-        w = part.split()
-        out[QUADRANTS.index(" ".join(w[4:]))] = (COLOURS.index(w[2]), SHAPES.index(w[3]), w[1] == "big")
-    return out
+    """A caption's objects (parsed as the demo reads them) by quadrant index: {quadrant: (colour, shape, big)}."""
+    return {demo.QUADRANTS.index(q): (COLOURS.index(c), SHAPES.index(sh), size == "big")
+            for size, c, sh, q in demo.objects(caption)}
 
 
 def pictures(path):

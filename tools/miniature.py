@@ -372,19 +372,11 @@ def binding_section(path):
                    f"| {counts} % | {100 * r['present']:.1f} % |")
     out += ["", "With the colour alone, even exact features leave the model at chance among the colours present: the",
             "two-step lookup does not form in this budget. With the named word first, one attention step suffices.",
-            "Tried in the full pipeline (all six question types, four per picture as conversation turns, three",
-            "epochs), restated answers did worse — upper bound 38.6 % against 57.9 % (seed 1) — because the model",
-            "had to copy the named word first and, trained on multi-turn conversations, restated the wrong word in",
-            "48 % of the held-out object questions. With one-question records instead (20,000, three epochs, seed 1)",
-            "the upper bound was 49.8 %: the wrong word in 18 % of object questions, and shape questions — named by",
-            "their colour, restated right every time — still at chance (35 %). So in the full setting (six question",
-            "types, the Vicuna system prompt and the `<voco>` token before the question, lr 3e-3) the lookup is not",
-            "learned even with the named word at the predicting position, and the miniatures keep the plain answers.",
-            "Nor with the table's own task and budget through `vocollama train` (16,000 colour questions with",
-            "restated answers, 2,000 steps of batch 8 at lr 1e-3): 66.2 %, the word always right, the colour not. So",
-            "what separates vocollama's run from the table above is its prompt (the Vicuna system prompt, the `<voco>`",
-            "token) or its training setup, not the question mix or the learning rate — the next thing to measure. A",
-            "language model pretrained on text first, as LLaVA's is, is the other way to 90 %.",
+            "Restated answers have not lifted the full miniature so far (tried with multi-turn and with one-question",
+            "training data, and through `vocollama train` on this table's own colour task), so its answers stay",
+            "plain. What separates vocollama's run from the table above — its prompt (the Vicuna system prompt, the",
+            "`<voco>` token) or its training setup — is the next thing to measure; a language model pretrained on",
+            "text first, as LLaVA's is, is the other way to 90 %.",
             "", f"Produced by `python3 tools/binding.py --model seed-1/tower --out binding.json` (seed {b['seed']}).", ""]
     return out
 

@@ -145,29 +145,42 @@ impl ClipVision {
             "pixels are {h}x{w}, the tower expects {0}x{0}",
             self.image_size
         );
+        let eps = self.layer_norm_eps;
+        let mut x = layer_norm(&self.pre_layrnorm, eps, self.embed(pixels));
+        let [_, l, d] = x.dims();
+        let head_dim = self.encoder.layers.first().map_or(d, |layer| d / layer.self_attn.num_heads);
+        // Every patch sees every patch; the rule is prepared once for all layers.
+        let rule = KeyRule::full().prepare(&x.device(), b, l, l, head_dim);
+        for layer in &self.encoder.layers {
+            x = layer.forward(x, eps, &rule);
+        }
+        match self.select_feature {
+            SelectFeature::Patch => x.slice([0..b, 1..l, 0..d]),
+            SelectFeature::ClsPatch => x,
+        }
+    }
+
+    /// HF's `embeddings`: the class embedding, then one embedding per patch,
+    /// plus the position embeddings: `[b, 1 + patches, hidden]`.
+    pub fn embed(&self, pixels: Tensor<4>) -> Tensor<3> {
+        let b = pixels.dims()[0];
         let e = &self.embeddings;
         let patches = e.patch_embedding.forward(pixels).flatten::<3>(2, 3).swap_dims(1, 2); // [b, P, d]
         let [_, p, d] = patches.dims();
         let cls = e.class_embedding.val().reshape([1, 1, d]).expand([b, 1, d]);
         let ids = Tensor::<1, Int>::arange(0..(p as i64 + 1), &patches.device()).unsqueeze::<2>();
-        let mut x = Tensor::cat(vec![cls, patches], 1) + e.position_embedding.forward(ids);
-        let eps = self.layer_norm_eps;
-        x = layer_norm(&self.pre_layrnorm, eps, x);
-        // Every patch sees every patch; the rule is prepared once for all layers.
-        let rule = KeyRule::full().prepare(&x.device(), b, p + 1, p + 1);
-        for layer in &self.encoder.layers {
-            x = layer.forward(x, eps, &rule);
-        }
-        match self.select_feature {
-            SelectFeature::Patch => x.slice([0..b, 1..p + 1, 0..d]),
-            SelectFeature::ClsPatch => x,
-        }
+        Tensor::cat(vec![cls, patches], 1) + e.position_embedding.forward(ids)
+    }
+
+    /// The epsilon of every layer norm of the tower.
+    pub fn layer_norm_eps(&self) -> f64 {
+        self.layer_norm_eps
     }
 }
 
 /// Layer normalisation computed in f32 whatever the model's float type (as
 /// PyTorch's kernels accumulate), the result back in that type.
-fn layer_norm(norm: &LayerNorm, eps: f64, x: Tensor<3>) -> Tensor<3> {
+pub fn layer_norm(norm: &LayerNorm, eps: f64, x: Tensor<3>) -> Tensor<3> {
     let dtype = x.dtype();
     let f32 = |t: Tensor<1>| t.cast(FloatDType::F32);
     let beta = norm.beta.as_ref().map(|b| f32(b.val()));
@@ -175,14 +188,18 @@ fn layer_norm(norm: &LayerNorm, eps: f64, x: Tensor<3>) -> Tensor<3> {
 }
 
 impl ClipEncoderLayer {
-    fn forward(&self, x: Tensor<3>, eps: f64, rule: &PreparedRule) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, eps: f64, rule: &PreparedRule) -> Tensor<3> {
         let x = x.clone() + self.self_attn.forward(layer_norm(&self.layer_norm1, eps, x), rule);
         x.clone() + self.mlp.forward(layer_norm(&self.layer_norm2, eps, x))
     }
 }
 
 impl ClipAttention {
-    fn forward(&self, x: Tensor<3>, rule: &PreparedRule) -> Tensor<3> {
+    pub fn num_heads(&self) -> usize {
+        self.num_heads
+    }
+
+    pub fn forward(&self, x: Tensor<3>, rule: &PreparedRule) -> Tensor<3> {
         let [b, l, d] = x.dims();
         let heads = |t: Tensor<3>| t.reshape([b, l, self.num_heads, d / self.num_heads]).swap_dims(1, 2);
         let q = heads(linear(&self.q_proj, x.clone()));
@@ -194,7 +211,7 @@ impl ClipAttention {
 }
 
 impl ClipMlp {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = linear(&self.fc1, x);
         let h = match self.act {
             // CLIP's quick_gelu: x * sigmoid(1.702 x); Burn has no built-in for it.

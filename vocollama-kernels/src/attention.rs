@@ -82,12 +82,12 @@ impl KeyRule {
     }
 
     /// The rule made ready for one forward on `device` — `batch` samples,
-    /// `lq` queries against `lk` keys — and shared by all its layers: the
-    /// integers the fused attention reads where it runs (see
+    /// `lq` queries against `lk` keys, heads of `head_dim` — and shared by all
+    /// its layers: the integers the fused attention reads where it runs (see
     /// [`crate::fused::runs`]), else (for rules beyond plain causal) the
     /// dense mask Burn's attention takes.
-    pub fn prepare(&self, device: &Device, batch: usize, lq: usize, lk: usize) -> PreparedRule {
-        if crate::fused::runs(device, lq) {
+    pub fn prepare(&self, device: &Device, batch: usize, lq: usize, lk: usize, head_dim: usize) -> PreparedRule {
+        if crate::fused::runs(device, lq, head_dim) {
             let rules = crate::fused::rule_tensor(self, batch, device);
             return PreparedRule { causal: self.causal, lq, lk, form: Form::Fused(rules) };
         }

@@ -25,3 +25,13 @@ pub fn is_cubecl(device: &Device) -> bool {
         _ => false,
     }
 }
+
+/// Whether `device` is a CUDA device.
+pub fn is_cuda(device: &Device) -> bool {
+    #[allow(unreachable_patterns)]
+    match device.as_dispatch() {
+        #[cfg(feature = "cuda")]
+        DispatchDevice::Cube(burn_cubecl::CubeDevice::Cuda(_)) => true,
+        _ => false,
+    }
+}

@@ -49,7 +49,7 @@ fn check(rule: KeyRule, b: usize, h: usize, kvh: usize, lq: usize, lk: usize, d:
         let v = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
         let vec = |t: &Tensor<4>| t.to_data().try_into_vec::<f32>().unwrap();
         let want = naive(&vec(&q), &vec(&k), &vec(&v), [b, h, kvh, lq, lk, d], &rule);
-        let prepared = rule.prepare(&device, b, lq, lk);
+        let prepared = rule.prepare(&device, b, lq, lk, d);
         let paths = [
             ("prepared", attention(q.clone(), k.clone(), v.clone(), &prepared)),
             ("reference", reference(q, k, v, &rule)),
@@ -57,7 +57,12 @@ fn check(rule: KeyRule, b: usize, h: usize, kvh: usize, lq: usize, lk: usize, d:
         for (path, out) in paths {
             let got = vec(&out);
             let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            let tol = if name == "flex" { 1e-5 } else { 1e-4 };
+            // CUDA's tensor-op path multiplies on TF32 tensor cores (~6e-4 relative on an H200).
+            let tol = match (name, path) {
+                ("flex", _) => 1e-5,
+                ("cuda", "reference") => 1e-3,
+                _ => 1e-4,
+            };
             assert!(diff < tol, "[{name}] {path} {rule:?} b{b} h{h}/{kvh} lq{lq} lk{lk}: max|Δ| {diff}");
         }
     }

@@ -9,6 +9,7 @@ mod common;
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use common::max_rel;
 use vocollama_kernels::attention::{attention, reference};
+use vocollama_kernels::device::is_cuda;
 use vocollama_kernels::fused::fused_attention;
 use vocollama_kernels::{KeyRule, SampleRule};
 
@@ -19,6 +20,13 @@ fn devices() -> Vec<(&'static str, Device)> {
     v
 }
 
+/// How far the kernel may be from the tensor-op reference on each backend. On CUDA the
+/// reference's matrix products run on TF32 tensor cores (measured on an H200: 3e-4 to 6e-4
+/// relative, where the kernel's f32 FMAs match the CPU to 2e-7), so the reference is the looser one.
+fn tolerance(backend: &str) -> f32 {
+    if backend == "cuda" { 1e-3 } else { 1e-4 }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check(label: &str, rule: &KeyRule, b: usize, h: usize, kvh: usize, lq: usize, lk: usize, d: usize) {
     for (name, device) in devices() {
@@ -26,8 +34,16 @@ fn check(label: &str, rule: &KeyRule, b: usize, h: usize, kvh: usize, lq: usize,
         let k = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
         let v = Tensor::<4>::random([b, kvh, lk, d], Distribution::Normal(0.0, 1.0), &device);
         let want = reference(q.clone(), k.clone(), v.clone(), rule);
-        let rel = max_rel(fused_attention(q, k, v, rule).unwrap(), want);
-        assert!(rel <= 1e-4, "{name} {label}: max|Δ|/max|ref| = {rel:e}");
+        let Some(got) = fused_attention(q, k, v, rule) else {
+            // The one exclusion `fused::supports` makes.
+            assert!(
+                is_cuda(&device) && !d.is_multiple_of(8),
+                "{name} {label}: the fused attention refused head dim {d}"
+            );
+            continue;
+        };
+        let rel = max_rel(got, want);
+        assert!(rel <= tolerance(name), "{name} {label}: max|Δ|/max|ref| = {rel:e}");
     }
 }
 
@@ -54,6 +70,9 @@ fn decode_against_a_long_cache_and_head_dims() {
     }
     check("causal decode", &KeyRule::causal(), 1, 32, 8, 1, 301, 64);
     check("full (CLIP)", &KeyRule::full(), 2, 4, 4, 65, 65, 80);
+    // The test towers' shapes: 16 patches and the class token, heads of 12 and of 8.
+    check("full (CLIP), head dim 12", &KeyRule::full(), 1, 4, 4, 17, 17, 12);
+    check("full (CLIP), head dim 8", &KeyRule::full(), 1, 5, 5, 17, 17, 8);
 }
 
 #[test]
@@ -110,10 +129,10 @@ fn cache_buffers_with_spare_rows_and_strided_keys() {
             let nan = Tensor::<4>::full([b, kvh, spare, d], f32::NAN, &device);
             let buffer = |t: Tensor<4>| Tensor::cat(vec![t, nan.clone()], 2);
             let want = reference(q.clone(), k.clone(), v.clone(), &rule);
-            let prepared = rule.prepare(&device, b, lq, lk);
+            let prepared = rule.prepare(&device, b, lq, lk, d);
             let got = attention(q, buffer(k), buffer(v), &prepared);
             let rel = max_rel(got, want);
-            assert!(rel <= 1e-4, "{name} lq={lq}: max|Δ|/max|ref| = {rel:e}");
+            assert!(rel <= tolerance(name), "{name} lq={lq}: max|Δ|/max|ref| = {rel:e}");
         }
     }
 }

@@ -112,15 +112,25 @@ pub fn available(device: &burn::tensor::Device) -> bool {
     }
 }
 
-/// Whether the fused attention is the one to run for `lq` query rows on `device`: always on
-/// a CubeCL device; on the CPU for short blocks, where it saves the copy of the cached keys
-/// and values that Burn's attention makes (a long block's matrix products outweigh that copy).
-pub fn runs(device: &burn::tensor::Device, lq: usize) -> bool {
+/// Whether the fused attention runs on `device` at head dim `d`: everywhere it is
+/// [`available`], except CUDA at head dims that are not a multiple of 8. There the kernel
+/// CubeCL's CUDA C++ path compiles was measured wrong (on an H200: head dim 12 off by more
+/// than its largest value, while 8, 16 and 64 match the tensor-op path and the CPU), so
+/// those heads take the tensor-op path, measured right at 12 (`tests/backends.rs` of the model).
+pub fn supports(device: &burn::tensor::Device, d: usize) -> bool {
+    available(device) && (d.is_multiple_of(8) || !crate::device::is_cuda(device))
+}
+
+/// Whether the fused attention is the one to run for `lq` query rows of head dim `d` on
+/// `device`: always where it is [`supports`]ed on a CubeCL device; on the CPU for short
+/// blocks, where it saves the copy of the cached keys and values that Burn's attention
+/// makes (a long block's matrix products outweigh that copy).
+pub fn runs(device: &burn::tensor::Device, lq: usize, d: usize) -> bool {
     #[allow(unreachable_patterns)]
     match device.as_dispatch() {
         #[cfg(feature = "flex")]
         DispatchDevice::Flex(_) => lq <= cpu::MAX_QUERY_ROWS,
-        _ => available(device),
+        _ => supports(device, d),
     }
 }
 
@@ -156,10 +166,10 @@ pub(crate) fn launch(
     ))
 }
 
-/// The fused kernel on a CubeCL device for one call; `None` elsewhere.
+/// The fused kernel for one call where it is [`supports`]ed; `None` elsewhere.
 pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Option<Tensor<4>> {
     let device = q.device();
-    if !available(&device) {
+    if !supports(&device, q.dims()[3]) {
         return None;
     }
     let rules = rule_tensor(rule, q.dims()[0], &device);

@@ -137,7 +137,7 @@ impl Llama {
         let (cos, sin) = self.rope(positions);
         let (cos, sin) = (cos.cast(dtype), sin.cast(dtype));
         // One rule for every layer: the fused kernel's integers, or the dense mask built once.
-        let rule = layout.key_rule().prepare(&x.device(), b, l, cache.len() + l);
+        let rule = layout.key_rule().prepare(&x.device(), b, l, cache.len() + l, self.shape.head_dim);
         let mut x = x;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&layer.input_layernorm, x.clone());

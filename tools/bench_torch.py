@@ -5,7 +5,8 @@ selected layer −2, then the mlp2x_gelu projector), stage 1 (compress into N
 VoCo tokens, keeping only their keys/values), and one question of T tokens
 answered as baseline (whole sequence), full caching (image KV cached) and
 VoCo (N-token cache), each followed by greedy decoding. PyTorch eager mode
-with transformers' default attention (SDPA); f32 on the CPU, f16 on CUDA.
+with transformers' default attention (SDPA), in --dtype (f32 unless told:
+the dtype `vocollama bench` runs its random-weight shapes in).
 
 Run by `vocollama bench --torch`, which passes the shapes; writes JSON (--out).
 """
@@ -40,10 +41,11 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--gemm", type=int, default=2048)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     dev = torch.device(a.device)
-    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
     torch.manual_seed(0)
 
     image, patch, vh, vffn, vlayers, vheads = ints(a.vision)

@@ -70,6 +70,8 @@ pub fn run(python: &str, script: &Path, shape: &Shape, w: &Workload, device: &st
         format!("--reps={}", w.reps),
         format!("--gemm={gemm}"),
         format!("--device={device}"),
+        // The same dtype as the random-weight model on our side.
+        "--dtype=f32".to_string(),
         format!("--out={}", out.path().display()),
     ];
     crate::script::run(

@@ -86,6 +86,10 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--prompt", choices=["short", "voco"], default="short",
+                    help="short: `<s>USER: <image>\\n{q} ASSISTANT:`; voco: the miniatures' own prompt, VoCo-LLaMA's "
+                         "template with its system prompt and one <voco> token between the image and the question")
+    ap.add_argument("--only", help="one row, e.g. tower/named")
     ap.add_argument("--out", help="write the results as JSON here")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
@@ -111,7 +115,7 @@ def main():
             layer = cfg.get("mm_vision_select_layer", -2)
             feats["tower"] = torch.cat([tower(px[k:k + 256], output_hidden_states=True).hidden_states[layer][:, 1:]
                                         for k in range(0, len(px), 256)])
-        questions = [ids(f"\n{q} ASSISTANT:") for _, _, q, _ in pics]
+        questions = [ids(f"{between}{q} ASSISTANT:") for _, _, q, _ in pics]
         # Colour questions name the object by its shape, the question's last word.
         named = [q.rstrip("?").split()[-1] for _, _, q, _ in pics]
         answers = {"named": [ids(f"{n} {ans}") for n, (_, _, _, ans) in zip(named, pics)],
@@ -119,12 +123,21 @@ def main():
         present = [[COLOURS[c] for c, _, _ in o.values()] for _, o, _, _ in pics]
         return feats, questions, answers, present, [len(o) for _, o, _, _ in pics]
 
+    if a.prompt == "voco":
+        # voco_vicuna_v1 as the miniatures train on it: `<s><image>\n<voco>\n{system} USER: {q} ASSISTANT: {a}</s>`.
+        system = ("A chat between a curious user and an artificial intelligence assistant of the image. "
+                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+        before, between = [], f"\n<voco>\n{system} USER: "
+    else:
+        before, between = ids("USER:"), "\n"
     train, test = load("train"), load("test")
-    prefix = [cfg.get("bos_token_id", 1)] + ids("USER:")
+    prefix = [cfg.get("bos_token_id", 1)] + before
     eos = cfg.get("eos_token_id", 2)
     results = []
     for features in ["tower", "onehot"]:
         for form in ["attribute", "named"]:
+            if a.only and a.only != f"{features}/{form}":
+                continue
             torch.manual_seed(a.seed)
             h = cfg["hidden_size"]
             llm = LlamaForCausalLM(LlamaConfig(
@@ -183,6 +196,7 @@ def main():
             total = len(test[1])
             row = {"features": features, "answer": form, "accuracy": right / total, "present": colour_present / total,
                    "by_objects": {n: c / t for n, (c, t) in sorted(by_count.items())}, "seconds": time.time() - start}
+            row["prompt"] = a.prompt
             results.append(row)
             print(json.dumps(row), flush=True)
     print("\n| patch features | answer | held-out accuracy | 1 / 2 / 3 objects | colour of some object present |")

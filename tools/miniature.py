@@ -46,7 +46,8 @@ def main():
     ap.add_argument("--seeds", default="1,2", help="whole runs (data, tower, models), one per seed")
     ap.add_argument("--sweep-seeds", help="the seeds table 2 runs for (default: every seed)")
     ap.add_argument("--note", help="a sentence about how this run was made, put before the timings")
-    ap.add_argument("--binding", help="the JSON `tools/binding.py --out` wrote: its table goes into the report")
+    ap.add_argument("--binding", action="append",
+                    help="a JSON `tools/binding.py --out` wrote (repeatable, rows in order): its table goes into the report")
     ap.add_argument("--report", default=os.path.join(ROOT, "docs", "results.md"))
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
@@ -350,10 +351,14 @@ def write_report(a, runs, commands):
     print("wrote", a.report)
 
 
-def binding_section(path):
-    """The report's account of the accuracy ceiling, from `tools/binding.py`'s JSON."""
-    with open(path) as f:
-        b = json.load(f)
+def binding_section(paths):
+    """The report's account of the accuracy ceiling, from `tools/binding.py`'s JSON files."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    b = runs[0]
+    rows = [r for run in runs for r in run["results"]]
     out = ["## The ceiling: finding the object a question names", "",
            "Every model above counts almost perfectly, but answers shape and colour questions near chance among the",
            "objects present, though the tower reads each quadrant's colour and shape (first table). A question names",
@@ -363,21 +368,23 @@ def binding_section(path):
            f"shape with an mlp2x_gelu projector on colour questions ({b['steps']} steps of batch {b['batch_size']} at lr {b['lr']}),",
            "from the pretrained tower's features or from exact one-hot codes per patch, with the colour alone as the",
            "answer (as here) or the named word first (`circle red`), which puts the colour's prediction at the token",
-           "that says `circle`:", "",
-           "| patch features | answer | held-out accuracy | 1 / 2 / 3 objects | answered a colour present |",
-           "| --- | --- | ---: | --- | ---: |"]
-    for r in b["results"]:
+           "that says `circle`; the prompt is `<s>USER: <image>\\n{q} ASSISTANT:` (`short`) or the miniatures' own",
+           "(`voco`: VoCo-LLaMA's template, its system prompt and a `<voco>` token between image and question):", "",
+           "| patch features | prompt | answer | held-out accuracy | 1 / 2 / 3 objects | answered a colour present |",
+           "| --- | --- | --- | ---: | --- | ---: |"]
+    for r in rows:
         counts = " / ".join(f"{100 * v:.0f}" for v in r["by_objects"].values())
-        out.append(f"| {r['features']} | `{'circle red' if r['answer'] == 'named' else 'red'}` | {100 * r['accuracy']:.1f} % "
-                   f"| {counts} % | {100 * r['present']:.1f} % |")
+        out.append(f"| {r['features']} | {r.get('prompt', 'short')} | `{'circle red' if r['answer'] == 'named' else 'red'}` "
+                   f"| {100 * r['accuracy']:.1f} % | {counts} % | {100 * r['present']:.1f} % |")
     out += ["", "With the colour alone, even exact features leave the model at chance among the colours present: the",
             "two-step lookup does not form in this budget. With the named word first, one attention step suffices.",
             "Restated answers have not lifted the full miniature so far (tried with multi-turn and with one-question",
             "training data, and through `vocollama train` on this table's own colour task), so its answers stay",
-            "plain. What separates vocollama's run from the table above — its prompt (the Vicuna system prompt, the",
-            "`<voco>` token) or its training setup — is the next thing to measure; a language model pretrained on",
-            "text first, as LLaVA's is, is the other way to 90 %.",
-            "", f"Produced by `python3 tools/binding.py --model seed-1/tower --out binding.json` (seed {b['seed']}).", ""]
+            "plain. The prompt is not what separates vocollama's run from this table (the `voco` row); its training",
+            "setup is the next thing to measure; a language model pretrained on text first, as LLaVA's is, is the",
+            "other way to 90 %.", "",
+            f"Produced by `python3 tools/binding.py --model seed-1/tower --out binding.json` (seed {b['seed']})"
+            + ("" if len(runs) == 1 else ", then with `--prompt voco --only tower/named`") + ".", ""]
     return out
 
 

@@ -36,6 +36,7 @@ import time
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from transformers import CLIPImageProcessor, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
@@ -90,6 +91,8 @@ def main():
                     help="short: `<s>USER: <image>\\n{q} ASSISTANT:`; voco: the miniatures' own prompt, VoCo-LLaMA's "
                          "template with its system prompt and one <voco> token between the image and the question")
     ap.add_argument("--only", help="one row, e.g. tower/named")
+    ap.add_argument("--init-from", help="start the language model and the projector from this vocollama model "
+                                        "directory's weights (e.g. a `vocollama init` model) instead of transformers' init")
     ap.add_argument("--out", help="write the results as JSON here")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
@@ -147,6 +150,13 @@ def main():
                 rope_theta=cfg.get("rope_theta", 10000.0), rms_norm_eps=cfg["rms_norm_eps"]))
             d = train[0][features].shape[-1]
             proj = torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.GELU(), torch.nn.Linear(h, h))
+            if a.init_from:
+                # The original LLaVA layout names the LLaMA's tensors as transformers does.
+                sd = load_file(os.path.join(a.init_from, "model.safetensors"))
+                llm.load_state_dict({k: v.float() for k, v in sd.items() if not k.startswith("model.mm_projector")})
+                for i in (0, 2):
+                    proj[i].weight.data = sd[f"model.mm_projector.{i}.weight"].float()
+                    proj[i].bias.data = sd[f"model.mm_projector.{i}.bias"].float()
             params = list(llm.parameters()) + list(proj.parameters())
             opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
             sched = torch.optim.lr_scheduler.LambdaLR(
@@ -197,6 +207,7 @@ def main():
             row = {"features": features, "answer": form, "accuracy": right / total, "present": colour_present / total,
                    "by_objects": {n: c / t for n, (c, t) in sorted(by_count.items())}, "seconds": time.time() - start}
             row["prompt"] = a.prompt
+            row["init_from"] = a.init_from
             results.append(row)
             print(json.dumps(row), flush=True)
     print("\n| patch features | answer | held-out accuracy | 1 / 2 / 3 objects | colour of some object present |")

@@ -10,6 +10,7 @@ repository root:
     python3 tools/make_fixtures.py prompts   # only the real-prompt references
     python3 tools/make_fixtures.py gif       # only images/clip64.gif
     python3 tools/make_fixtures.py flops     # only flop-counts.json
+    python3 tools/make_fixtures.py train     # only llava-gqa-bf16/train-reference.safetensors
 
 Fixtures (each LLaVA one has its own reference.safetensors):
   clip-full/           CLIPModel (text + vision), f32 safetensors, preprocessor_config.json
@@ -436,6 +437,48 @@ def make_prompt_references():
               os.path.join(FIX, "llava-gqa-bf16", "prompt-reference.safetensors"))
 
 
+def make_train_reference():
+    """One training batch through llava-gqa-bf16 as LLaVA trains: two examples of
+    different lengths (left-padded into one batch, as vocollama pads), each an image
+    between prompt tokens and a labelled answer; the mean cross-entropy over the
+    answer tokens, and the gradients of the language model's and the projector's
+    weights (the tower is frozen)."""
+    llm, proj, vision = load_llava_gqa()
+    llm.train()
+    pix = torch.stack([pixels(processor(56), os.path.join(IMAGES, n), pad=True)[0] for n in ("wide.png", "tall.png")])
+    with torch.no_grad():
+        feats = select_features(vision, pix, -2, "patch")
+    images = proj(feats)
+    p = images.shape[1]
+    emb = llm.model.embed_tokens
+    rows, labels, out = [], [], {"pixel_values": pix}
+    for i, (before, after, answer) in enumerate([(3, 9, 4), (5, 4, 6)]):
+        ids = llm_ids(40 + i, before + after + answer, 512)
+        ids = torch.cat([ids[:before], torch.tensor([IMAGE_TOKEN_INDEX]), ids[before:]])
+        # One label per position of the expanded sequence: the answer's own tokens, -100 elsewhere.
+        lab = torch.cat([torch.full((before + p + after,), -100), ids[before + 1 + after:]])
+        out[f"ids_{i}"], out[f"labels_{i}"] = ids, lab
+        rows.append(torch.cat([emb(ids[:before]), images[i], emb(ids[before + 1:])]))
+        labels.append(lab)
+    n = max(len(r) for r in rows)
+    x = torch.stack([torch.cat([torch.zeros(n - len(r), r.shape[1]), r]) for r in rows])
+    mask = torch.tensor([[0] * (n - len(r)) + [1] * len(r) for r in rows])
+    positions = torch.tensor([[0] * (n - len(r)) + list(range(len(r))) for r in rows])
+    lab = torch.stack([torch.cat([torch.full((n - len(l),), -100), l]) for l in labels])
+    loss = llm(inputs_embeds=x, attention_mask=mask, position_ids=positions, labels=lab).loss
+    loss.backward()
+    out["loss"] = loss.detach().reshape(1)
+    for name, w in [("lm_head.weight", llm.lm_head.weight), ("model.embed_tokens.weight", llm.model.embed_tokens.weight),
+                    ("model.layers.0.self_attn.q_proj.weight", llm.model.layers[0].self_attn.q_proj.weight),
+                    ("model.layers.0.self_attn.k_proj.weight", llm.model.layers[0].self_attn.k_proj.weight),
+                    ("model.layers.1.mlp.down_proj.weight", llm.model.layers[1].mlp.down_proj.weight),
+                    ("model.norm.weight", llm.model.norm.weight),
+                    ("model.mm_projector.0.weight", proj[0].weight), ("model.mm_projector.2.bias", proj[2].bias)]:
+        out[f"grad.{name}"] = w.grad
+    save_file({k: v.detach().contiguous() for k, v in out.items()},
+              os.path.join(FIX, "llava-gqa-bf16", "train-reference.safetensors"))
+
+
 # ---------------------------------------------------------------- llava-hf layout
 
 def make_llava_hf():
@@ -581,6 +624,8 @@ def main():
         make_preprocess_336()
         make_prompt_references()
         make_flop_counts()
+        with torch.enable_grad():
+            make_train_reference()
     print("fixtures written to", FIX)
 
 
@@ -591,6 +636,8 @@ if __name__ == "__main__":
             make_prompt_references()
     elif sys.argv[1:] == ["gif"]:
         make_clip_gif()
+    elif sys.argv[1:] == ["train"]:
+        make_train_reference()
     elif sys.argv[1:] == ["flops"]:
         with torch.no_grad():
             make_flop_counts()

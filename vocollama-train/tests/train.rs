@@ -44,6 +44,64 @@ fn gradients_reach_the_voco_embedding_on_every_backend() {
     }
 }
 
+/// One left-padded batch of two examples through the training loss, and the gradients of the
+/// language model's and the projector's weights, against transformers'
+/// (`tools/make_fixtures.py train`) on every backend.
+#[test]
+fn a_batch_loss_and_its_gradients_equal_transformers() {
+    use burn::store::{ModuleStore, SafetensorsStore, bridge};
+    use burn::tensor::{Tensor, TensorData};
+    use vocollama_model::Pixels;
+    use vocollama_train::batch::Example;
+
+    let mut store = SafetensorsStore::from_file(fixture("llava-gqa-bf16").join("train-reference.safetensors"));
+    let r = store.get_all_tensors().unwrap();
+    let data = |k: &str| bridge::to_data(&r[k]).unwrap_or_else(|e| panic!("{k}: {e:?}"));
+    let ints = |k: &str| data(k).convert::<i64>().try_into_vec::<i64>().unwrap();
+    let floats = |d: TensorData| d.convert::<f32>().try_into_vec::<f32>().unwrap();
+    let examples: Vec<Example> =
+        (0..2).map(|i| Example { ids: ints(&format!("ids_{i}")), labels: ints(&format!("labels_{i}")) }).collect();
+    let px = floats(data("pixel_values"));
+    let side = 56;
+    let pixels: Vec<Option<Pixels>> =
+        px.chunks(3 * side * side).map(|c| Some(Pixels { data: c.to_vec(), height: side, width: side })).collect();
+    for (name, inner) in devices() {
+        let tol = if name == "flex" { 1e-4 } else { 1e-3 };
+        let (model, _) = setup(&Device::autodiff(inner));
+        let batch = Batch::from_pixels(&model, examples.iter().collect(), &pixels).unwrap();
+        let (loss, count) = batch_loss(&model, &batch, TrainLayout::Causal, VOCO).unwrap();
+        assert_eq!(count, 10, "[{name}] the two answers' tokens");
+        let (got, want) = (loss.clone().into_scalar::<f32>(), floats(data("loss"))[0]);
+        eprintln!("[{name}] loss {got} (transformers {want})");
+        assert!((got - want).abs() <= tol * want.abs(), "[{name}] loss {got} against {want}");
+        let grads = loss.backward();
+        let check = |what: &str, g: Option<Vec<f32>>| {
+            let g = g.unwrap_or_else(|| panic!("[{name}] {what}: no gradient"));
+            let w = floats(data(&format!("grad.{what}")));
+            let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let diff = g.iter().zip(&w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert_eq!(g.len(), w.len(), "[{name}] {what}: size");
+            assert!(scale > 0.0, "[{name}] {what}: a zero reference could not fail");
+            eprintln!("[{name}] {what}: max|Δ|/max|ref| = {:.3e}", diff / scale);
+            assert!(diff <= tol * scale, "[{name}] {what}: max|Δ|/max|ref| = {:e}", diff / scale);
+        };
+        // Burn holds a Linear weight as `[in, out]`, PyTorch as `[out, in]`.
+        let linear = |t: Tensor<2>| t.grad(&grads).map(|g| floats(g.transpose().into_data()));
+        let plain2 = |t: Tensor<2>| t.grad(&grads).map(|g| floats(g.into_data()));
+        let plain1 = |t: Tensor<1>| t.grad(&grads).map(|g| floats(g.into_data()));
+        let l = &model.llm;
+        check("lm_head.weight", linear(l.lm_head.as_ref().unwrap().weight.val()));
+        check("model.embed_tokens.weight", plain2(l.embed_tokens.weight.val()));
+        check("model.layers.0.self_attn.q_proj.weight", linear(l.layers[0].self_attn.q_proj.weight.val()));
+        check("model.layers.0.self_attn.k_proj.weight", linear(l.layers[0].self_attn.k_proj.weight.val()));
+        check("model.layers.1.mlp.down_proj.weight", linear(l.layers[1].mlp.down_proj.weight.val()));
+        check("model.norm.weight", plain1(l.norm.gamma.val()));
+        let p = &model.vision.as_ref().unwrap().projector;
+        check("model.mm_projector.0.weight", linear(p.layers[0].weight.val()));
+        check("model.mm_projector.2.bias", plain1(p.layers[1].bias.as_ref().unwrap().val()));
+    }
+}
+
 /// The loss of one batch per layout, after checking its gradients.
 fn gradients_on(device: &Device, records: &[vocollama_train::data::Record], root: &std::path::Path) -> Vec<f32> {
     let (model, tok) = setup(device);

@@ -107,6 +107,13 @@ def main():
     vt = os.path.join(a.model, "vision_tower")
     tower, proc = CLIPVisionModel.from_pretrained(vt).eval(), CLIPImageProcessor.from_pretrained(vt)
     side = tower.config.image_size // tower.config.patch_size
+    if a.prompt == "voco":
+        # voco_vicuna_v1 as the miniatures train on it: `<s><image>\n<voco>\n{system} USER: {q} ASSISTANT: {a}</s>`.
+        system = ("A chat between a curious user and an artificial intelligence assistant of the image. "
+                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+        before, between = [], f"\n<voco>\n{system} USER: "
+    else:
+        before, between = ids("USER:"), "\n"
 
     def load(split):
         pics = pictures(os.path.join(data, f"{split}.json"))
@@ -126,16 +133,11 @@ def main():
         present = [[COLOURS[c] for c, _, _ in o.values()] for _, o, _, _ in pics]
         return feats, questions, answers, present, [len(o) for _, o, _, _ in pics]
 
-    if a.prompt == "voco":
-        # voco_vicuna_v1 as the miniatures train on it: `<s><image>\n<voco>\n{system} USER: {q} ASSISTANT: {a}</s>`.
-        system = ("A chat between a curious user and an artificial intelligence assistant of the image. "
-                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
-        before, between = [], f"\n<voco>\n{system} USER: "
-    else:
-        before, between = ids("USER:"), "\n"
     train, test = load("train"), load("test")
     prefix = [cfg.get("bos_token_id", 1)] + before
     eos = cfg.get("eos_token_id", 2)
+    # The original LLaVA layout names the LLaMA's tensors as transformers does.
+    start_from = load_file(os.path.join(a.init_from, "model.safetensors")) if a.init_from else None
     results = []
     for features in ["tower", "onehot"]:
         for form in ["attribute", "named"]:
@@ -150,13 +152,12 @@ def main():
                 rope_theta=cfg.get("rope_theta", 10000.0), rms_norm_eps=cfg["rms_norm_eps"]))
             d = train[0][features].shape[-1]
             proj = torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.GELU(), torch.nn.Linear(h, h))
-            if a.init_from:
-                # The original LLaVA layout names the LLaMA's tensors as transformers does.
-                sd = load_file(os.path.join(a.init_from, "model.safetensors"))
-                llm.load_state_dict({k: v.float() for k, v in sd.items() if not k.startswith("model.mm_projector")})
+            if start_from:
+                llm.load_state_dict({k: v.float() for k, v in start_from.items()
+                                     if not k.startswith("model.mm_projector")})
                 for i in (0, 2):
-                    proj[i].weight.data = sd[f"model.mm_projector.{i}.weight"].float()
-                    proj[i].bias.data = sd[f"model.mm_projector.{i}.bias"].float()
+                    proj[i].weight.data = start_from[f"model.mm_projector.{i}.weight"].float()
+                    proj[i].bias.data = start_from[f"model.mm_projector.{i}.bias"].float()
             params = list(llm.parameters()) + list(proj.parameters())
             opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
             sched = torch.optim.lr_scheduler.LambdaLR(
@@ -205,9 +206,8 @@ def main():
                         by_count[n][1] += 1
             total = len(test[1])
             row = {"features": features, "answer": form, "accuracy": right / total, "present": colour_present / total,
-                   "by_objects": {n: c / t for n, (c, t) in sorted(by_count.items())}, "seconds": time.time() - start}
-            row["prompt"] = a.prompt
-            row["init_from"] = a.init_from
+                   "by_objects": {n: c / t for n, (c, t) in sorted(by_count.items())}, "seconds": time.time() - start,
+                   "prompt": a.prompt, "init_from": a.init_from}
             results.append(row)
             print(json.dumps(row), flush=True)
     print("\n| patch features | answer | held-out accuracy | 1 / 2 / 3 objects | colour of some object present |")

@@ -11,12 +11,6 @@ use vocollama_kernels::attention::reference as attention_reference;
 use vocollama_kernels::{KeyRule, attention};
 use vocollama_model::model::clip::{ClipVision, layer_norm};
 use vocollama_model::model::linear::linear;
-use vocollama_model::{LlavaModel, LoadOptions};
-
-fn tower(name: &str, tower: Option<&str>, device: &Device) -> LlavaModel {
-    let options = LoadOptions { vision_tower: tower.map(fixture), ..LoadOptions::f32() };
-    LlavaModel::load(&fixture(name), &options, device).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 /// `x` (computed on the CPU) on `device`.
 fn to<const D: usize>(x: &Tensor<D>, device: &Device) -> Tensor<D> {
@@ -40,18 +34,18 @@ fn compare(cpu: &ClipVision, gpu: &ClipVision, pixels: Tensor<4>, device: &Devic
     let mut ops = Ops(Vec::new());
     let eps = cpu.layer_norm_eps();
     let (ce, ge) = (&cpu.embeddings, &gpu.embeddings);
-    let conv = ce.patch_embedding.forward(pixels.clone());
-    ops.check("patch_embedding (conv2d)".into(), ge.patch_embedding.forward(to(&pixels, device)), &conv);
     let gpu_pixels = to(&pixels, device);
+    let conv = ce.patch_embedding.forward(pixels.clone());
+    ops.check("patch_embedding (conv2d)".into(), ge.patch_embedding.forward(gpu_pixels.clone()), &conv);
     let weight = ge.patch_embedding.weight.val();
-    ops.check("patch_embedding as a matmul".into(), patches_by_matmul(gpu_pixels, weight), &conv);
+    ops.check("patch_embedding as a matmul".into(), patches_by_matmul(gpu_pixels.clone(), weight), &conv);
     let l = conv.dims()[2] * conv.dims()[3] + 1;
     let ids = Tensor::<1, Int>::arange(0..l as i64, &pixels.device()).unsqueeze::<2>();
     let gids = Tensor::<2, Int>::from_data(ids.to_data(), device);
     let pos = ce.position_embedding.forward(ids);
     ops.check("position_embedding".into(), ge.position_embedding.forward(gids), &pos);
     let emb = cpu.embed(pixels.clone());
-    ops.check("embeddings".into(), gpu.embed(to(&pixels, device)), &emb);
+    ops.check("embeddings".into(), gpu.embed(gpu_pixels.clone()), &emb);
     let mut x = layer_norm(&cpu.pre_layrnorm, eps, emb.clone());
     ops.check("pre_layrnorm".into(), layer_norm(&gpu.pre_layrnorm, eps, to(&emb, device)), &x);
 
@@ -70,22 +64,20 @@ fn compare(cpu: &ClipVision, gpu: &ClipVision, pixels: Tensor<4>, device: &Devic
         let heads = c.self_attn.num_heads();
         let split = |t: Tensor<3>| t.reshape([b, l, heads, d / heads]).swap_dims(1, 2);
         let (ca, ga) = (&c.self_attn, &g.self_attn);
-        let mut qkv = Vec::new();
+        let mut projected = Vec::new();
         for (name, cl, gl) in
             [("q_proj", &ca.q_proj, &ga.q_proj), ("k_proj", &ca.k_proj, &ga.k_proj), ("v_proj", &ca.v_proj, &ga.v_proj)]
         {
             let want = linear(cl, h.clone());
             ops.check(op(&format!("self_attn.{name}")), linear(gl, to(&h, device)), &want);
-            qkv.push(split(want));
+            projected.push(want);
         }
-        let (q, k, v) = (qkv[0].clone(), qkv[1].clone(), qkv[2].clone());
         // The weight as a contiguous `[in, out]` matrix rather than the view of PyTorch's `[out, in]`.
-        let w = ga.q_proj.weight.val();
-        let contiguous = Tensor::<2>::from_data(w.to_data(), device);
-        let [r, _] = [b * l, d];
-        let by_contiguous = to(&h, device).reshape([r, d]).matmul(contiguous).reshape([b, l, d])
+        let contiguous = Tensor::<2>::from_data(ga.q_proj.weight.val().to_data(), device);
+        let by_contiguous = to(&h, device).reshape([b * l, d]).matmul(contiguous).reshape([b, l, d])
             + ga.q_proj.bias.as_ref().unwrap().val().unsqueeze();
-        ops.check(op("self_attn.q_proj, contiguous weight"), by_contiguous, &linear(&ca.q_proj, h.clone()));
+        ops.check(op("self_attn.q_proj, contiguous weight"), by_contiguous, &projected[0]);
+        let (q, k, v) = (split(projected[0].clone()), split(projected[1].clone()), split(projected[2].clone()));
         ops.check(op("self_attn heads (reshape, swap_dims)"), split(linear(&ga.q_proj, to(&h, device))), &q);
         let want = attention(q.clone(), k.clone(), v.clone(), &cpu_rule);
         let (gq, gk, gv) = (to(&q, device), to(&k, device), to(&v, device));
@@ -103,7 +95,7 @@ fn compare(cpu: &ClipVision, gpu: &ClipVision, pixels: Tensor<4>, device: &Devic
         ops.check(op("layer"), g.forward(to(&x, device), eps, &gpu_rule), &next);
         x = next;
     }
-    ops.check("tower".into(), gpu.forward(to(&pixels, device)), &cpu.forward(pixels));
+    ops.check("tower".into(), gpu.forward(gpu_pixels), &cpu.forward(pixels));
     ops
 }
 
@@ -142,11 +134,11 @@ fn every_backend_runs_each_clip_op_as_the_cpu_does() {
         [("llava-gqa-bf16", None), ("llava-hf", None), ("llava-mha-f16-bin", Some("clip-vision-f16"))]
     {
         let pixels: TensorData = reference(name)["pixel_values"].clone();
-        let cpu = tower(name, fixture_tower, &cpu_device);
+        let cpu = load_f32(name, fixture_tower, &cpu_device);
         let cpu_tower = &cpu.vision.as_ref().unwrap().tower;
         for (backend, device, tol) in &others {
             eprintln!("{name} [{backend}]");
-            let gpu = tower(name, fixture_tower, device);
+            let gpu = load_f32(name, fixture_tower, device);
             let ops = compare(
                 cpu_tower,
                 &gpu.vision.as_ref().unwrap().tower,

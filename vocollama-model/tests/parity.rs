@@ -6,15 +6,10 @@
 mod common;
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use vocollama_model::checkpoint::info::{clip_params, llama_params, projector_params};
-use vocollama_model::{AttentionLayout, IMAGE_TOKEN_INDEX, LlavaModel, LoadOptions, Pixels};
-
-fn load(name: &str, tower: Option<&str>, device: &Device) -> LlavaModel {
-    let options = LoadOptions { vision_tower: tower.map(fixture), ..LoadOptions::f32() };
-    LlavaModel::load(&fixture(name), &options, device).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
+use vocollama_model::{AttentionLayout, IMAGE_TOKEN_INDEX, LlavaModel, Pixels};
 
 fn llm_logits(model: &LlavaModel, ids: &[i64]) -> TensorData {
     let d = &model.device;
@@ -32,7 +27,7 @@ fn check_llava(name: &str, tower: Option<&str>) {
     let image = assets().join(meta["image"].as_str().unwrap());
     for (backend, device, tol) in devices() {
         let label = |what: &str| format!("{name} [{backend}] {what}");
-        let model = load(name, tower, &device);
+        let model = load_f32(name, tower, &device);
 
         // The model's parameter count equals the analytic one `info` prints.
         let v = model.vision.as_ref().unwrap();
@@ -88,7 +83,7 @@ fn llava_hf_layout() {
 fn plain_llama_with_tied_embeddings() {
     let r = reference("llama-tied");
     for (backend, device, tol) in devices() {
-        let model = load("llama-tied", None, &device);
+        let model = load_f32("llama-tied", None, &device);
         assert!(model.vision.is_none() && model.llm.lm_head.is_none());
         assert_eq!(model.llm.num_params(), llama_params(&model.config.llm));
         let got = llm_logits(&model, &ids(&r["llm_input_ids"]));
@@ -102,7 +97,7 @@ fn kv_cache_decoding_equals_one_pass() {
     let r = reference("llama-tied");
     let ids = ids(&r["llm_input_ids"]);
     for (backend, device, tol) in devices() {
-        let model = load("llama-tied", None, &device);
+        let model = load_f32("llama-tied", None, &device);
         let mut cache = model.llm.new_cache();
         let mut rows = Vec::new();
         let split = 9;

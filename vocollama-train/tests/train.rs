@@ -61,8 +61,9 @@ fn a_batch_loss_and_its_gradients_equal_transformers() {
     let floats = |d: TensorData| d.convert::<f32>().try_into_vec::<f32>().unwrap();
     let examples: Vec<Example> =
         (0..2).map(|i| Example { ids: ints(&format!("ids_{i}")), labels: ints(&format!("labels_{i}")) }).collect();
-    let px = floats(data("pixel_values"));
-    let side = 56;
+    let pixel_values = data("pixel_values");
+    let side = pixel_values.shape()[3];
+    let px = floats(pixel_values);
     let pixels: Vec<Option<Pixels>> =
         px.chunks(3 * side * side).map(|c| Some(Pixels { data: c.to_vec(), height: side, width: side })).collect();
     for (name, inner) in devices() {

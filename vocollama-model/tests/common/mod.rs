@@ -11,7 +11,7 @@ use vocollama_kernels::rope::apply_rope;
 use vocollama_model::model::llama::Llama;
 use vocollama_model::model::llava::expand_ids;
 use vocollama_model::voco::compress;
-use vocollama_model::{AttentionLayout, LlavaModel, Pixels, Stage1Prompt, VocoCache, backend};
+use vocollama_model::{AttentionLayout, LlavaModel, LoadOptions, Pixels, Stage1Prompt, VocoCache, backend};
 
 pub fn assets() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets")
@@ -26,6 +26,12 @@ pub fn read_tensors(path: PathBuf) -> HashMap<String, TensorData> {
     let mut store = SafetensorsStore::from_file(&path);
     let all = store.get_all_tensors().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     all.iter().map(|(k, t)| (k.clone(), bridge::to_data(t).expect("readable tensor"))).collect()
+}
+
+/// A fixture model at f32 on `device`, with `tower` (a fixture directory) as its vision tower when given.
+pub fn load_f32(name: &str, tower: Option<&str>, device: &Device) -> LlavaModel {
+    let options = LoadOptions { vision_tower: tower.map(fixture), ..LoadOptions::f32() };
+    LlavaModel::load(&fixture(name), &options, device).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 pub fn reference(name: &str) -> HashMap<String, TensorData> {

@@ -16,8 +16,10 @@ and with two answer forms after "ASSISTANT:":
   attribute  "red"         the colour alone;
   named      "circle red"  the word that names the object, then the colour.
 
-Held-out accuracy is reported over all questions and by the number of objects
-in the picture; "present" is how often the answer is the colour of some object
+The colour task is also written as LLaVA records with named answers
+(`WORK/data/named-{train,test}.json`), for `vocollama train` and `vocollama
+eval` to learn the same task. Held-out accuracy is reported over all
+questions and by the number of objects in the picture; "present" is how often the answer is the colour of some object
 in the picture. Answering the right colour when there are several objects
 needs the lookup the question asks for.
 
@@ -134,6 +136,14 @@ def main():
         return feats, questions, answers, present, [len(o) for _, o, _, _ in pics]
 
     train, test = load("train"), load("test")
+    # The same colour task as LLaVA records with named answers, for `vocollama train` / `vocollama eval`.
+    for split in ["train", "test"]:
+        records = [{"id": f"{split}-{k:06}", "image": image, "type": "colour",
+                    "conversations": [{"from": "human", "value": f"<image>\n{q}"},
+                                      {"from": "gpt", "value": f"{q.rstrip('?').split()[-1]} {ans}"}]}
+                   for k, (image, _, q, ans) in enumerate(pictures(os.path.join(data, f"{split}.json")))]
+        with open(os.path.join(data, f"named-{split}.json"), "w") as f:
+            json.dump(records, f, indent=1)
     prefix = [cfg.get("bos_token_id", 1)] + before
     eos = cfg.get("eos_token_id", 2)
     # The original LLaVA layout names the LLaMA's tensors as transformers does.

@@ -35,12 +35,15 @@ def objects(caption):
     return out
 
 
-def questions(objs):
-    """Questions about a picture with their true answers."""
+def questions(objs, named=True):
+    """Questions about a picture with their true answers (`named`: restating the word
+    the question names its object by, as `data shapes --answers named` writes them)."""
     qs = [("How many shapes are there?", COUNTS[len(objs)]), ("Describe the picture.", caption(objs))]
+    say = (lambda word, a: f"{word} {a}") if named else (lambda word, a: a)
     for size, colour, shape, quadrant in objs:
-        qs += [(f"Where is the {shape}?", quadrant), (f"What colour is the {shape}?", colour),
-               (f"What shape is the {colour} object?", shape), (f"Is the {shape} big or small?", size)]
+        qs += [(f"Where is the {shape}?", say(shape, quadrant)), (f"What colour is the {shape}?", say(shape, colour)),
+               (f"What shape is the {colour} object?", say(colour, shape)),
+               (f"Is the {shape} big or small?", say(shape, size))]
     return qs
 
 
@@ -61,12 +64,14 @@ def main():
     ap.add_argument("--seed", default="77", help="seed of the held-out set (one the model never saw)")
     ap.add_argument("--test", default="1000")
     ap.add_argument("--pictures", type=int, default=10)
+    ap.add_argument("--answers", choices=["named", "plain"], default="named", help="the answer form the model learned")
     ap.add_argument("--demo", default=os.path.join(ROOT, "assets", "demo"))
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="vocollama-demo-")
     data = os.path.join(work, "data")
     v = lambda *args: subprocess.run([a.vocollama, *args], check=True, capture_output=True, text=True).stdout
-    v("data", "shapes", "--out", data, "--train", "0", "--test", a.test, "--per-image", "1", "--seed", a.seed)
+    v("data", "shapes", "--out", data, "--train", "0", "--test", a.test, "--per-image", "1", "--answers", a.answers,
+      "--seed", a.seed)
     report = os.path.join(work, "eval.json")
     v("eval", "--model", a.model, "--data", os.path.join(data, "test.json"), "--compression", "voco",
       "--max-new-tokens", "48", "--out", report)
@@ -85,7 +90,7 @@ def main():
     for i, r in enumerate(captions, 1):
         name = f"images/scene-{i:02}.png"
         shutil.copy(os.path.join(data, r["image"]), os.path.join(tmp, name))
-        qs = questions(objects(r["conversations"][1]["value"]))
+        qs = questions(objects(r["conversations"][1]["value"]), a.answers == "named")
         out = v("ask", "--model", os.path.join(tmp, "model"), "--image", os.path.join(tmp, name), "--json",
                 "--max-new-tokens", "48", *[q for q, _ in qs])
         answers = [json.loads(line)["answer"] for line in out.splitlines() if line.strip()]
@@ -98,7 +103,8 @@ def main():
     meta = {
         "model": os.path.basename(os.path.normpath(a.model)),
         "voco_tokens": cfg.get("voco_num"),
-        "held_out": {"command": f"vocollama data shapes --train 0 --test {a.test} --per-image 1 --seed {a.seed}",
+        "held_out": {"command": f"vocollama data shapes --train 0 --test {a.test} --per-image 1 --answers {a.answers} "
+                                f"--seed {a.seed}",
                      "questions": ev["total"], "accuracy": ev["accuracy"],
                      "by_type": {k: v["accuracy"] for k, v in ev["by_type"].items()}},
         "note": "every question below is asked through `vocollama ask`; `answer` is the model's greedy answer "

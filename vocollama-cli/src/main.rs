@@ -15,6 +15,7 @@ use vocollama_model::checkpoint::config::ImagePooling;
 use vocollama_model::checkpoint::info;
 use vocollama_model::model::precision::{Quantize, WeightDType};
 use vocollama_model::{CacheDType, Compression, FramePositions, LlavaModel, LoadOptions, SamplingConfig, backend};
+use vocollama_train::synthetic::Answers;
 
 #[derive(Parser)]
 #[command(name = "vocollama", version, about = "VoCo-LLaMA: vision compression with LLaVA-1.5 models, on Burn")]
@@ -302,6 +303,10 @@ enum DataKind {
         /// Questions about each picture (each its own record; --train and --test count questions).
         #[arg(long, default_value_t = 1)]
         per_image: usize,
+        /// Answers about one object: `named` restates the word the question names it by
+        /// ("What colour is the circle?" → "circle red"), `plain` gives the attribute alone ("red").
+        #[arg(long, value_enum, default_value_t = Answers::Named)]
+        answers: Answers,
     },
 }
 
@@ -360,8 +365,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(train::TrainCommand { args: Some(args), .. }) => train::train(&args)?,
         Command::Train(_) => unreachable!("clap asks for the training options or a stage"),
         Command::Eval(args) => train::eval(&args)?,
-        Command::Data { kind: DataKind::Shapes { out, train, test, size, seed, kinds, per_image } } => {
-            train::data_shapes(&out, train, test, size, seed, &kinds, per_image)?
+        Command::Data { kind: DataKind::Shapes { out, train, test, size, seed, kinds, per_image, answers } } => {
+            train::data_shapes(&out, train, test, size, seed, &kinds, per_image, answers)?
         }
         Command::Init { preset, tokenizer, voco_tokens, image_pooling, vision_tower, seed, out } => {
             train::init(&out, &preset, &tokenizer, voco_tokens, image_pooling, vision_tower.as_deref(), seed)?

@@ -13,7 +13,7 @@ use vocollama_train::data::load_records;
 use vocollama_train::eval::{EvalMode, EvalReport, evaluate};
 use vocollama_train::init::init_model;
 use vocollama_train::model_dir::check_out;
-use vocollama_train::synthetic::write_dataset;
+use vocollama_train::synthetic::{Answers, write_dataset};
 use vocollama_train::tower::{TowerConfig, pretrain_tower, save_with_tower};
 use vocollama_train::trainer::{Checkpoints, TrainConfig, Trainer};
 
@@ -148,6 +148,9 @@ pub struct TrainArgs {
     pub warmup: f64,
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
+    /// AdamW's ε (transformers' Trainer default).
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_epsilon: f32,
     /// Clip the global gradient norm (0 = off).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f32,
@@ -183,6 +186,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
         grad_accum: a.grad_accum,
         warmup: a.warmup,
         weight_decay: a.weight_decay,
+        adam_epsilon: a.adam_epsilon,
         max_grad_norm: a.max_grad_norm,
         seed: a.seed,
         feature_cache_bytes: vocollama_train::trainer::FEATURE_CACHE_BYTES,
@@ -309,6 +313,7 @@ pub fn accuracy_table(report: &EvalReport, mode: EvalMode, n: usize) -> String {
 }
 
 /// `vocollama data shapes`: the synthetic shapes dataset.
+#[allow(clippy::too_many_arguments)]
 pub fn data_shapes(
     out: &Path,
     train: usize,
@@ -317,11 +322,16 @@ pub fn data_shapes(
     seed: u64,
     kinds: &[String],
     per_image: usize,
+    answers: Answers,
 ) -> anyhow::Result<()> {
     let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
-    write_dataset(out, train, test, size, seed, &kinds, per_image)?;
+    write_dataset(out, train, test, size, seed, &kinds, per_image, answers)?;
+    let form = match answers {
+        Answers::Plain => "plain",
+        Answers::Named => "named",
+    };
     eprintln!(
-        "wrote {} ({train} train, {test} test questions, {per_image} per picture, {size} px images)",
+        "wrote {} ({train} train, {test} test questions, {per_image} per picture, {form} answers, {size} px images)",
         out.display()
     );
     Ok(())

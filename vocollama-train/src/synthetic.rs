@@ -18,6 +18,20 @@ pub const SHAPES: [&str; 3] = ["circle", "square", "triangle"];
 /// The question types, in the order reports list them: the five of the
 /// scenes' attributes, then a short caption of the whole picture.
 pub const KINDS: [&str; 6] = ["colour", "shape", "count", "position", "size", "caption"];
+/// How answers about one object are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Answers {
+    /// The attribute alone: "red".
+    Plain,
+    /// The word the question names the object by, then the attribute: "circle red".
+    // The colour is then predicted at the token that says `circle`, so one
+    // attention step finds the object; with plain answers the small models
+    // here must find it and read it in one position, and mostly do not
+    // (`docs/results.md`).
+    Named,
+}
+
 const COUNTS: [&str; 4] = ["zero", "one", "two", "three"];
 const QUADRANTS: [&str; 4] = ["top left", "top right", "bottom left", "bottom right"];
 
@@ -94,18 +108,22 @@ impl Scene {
     /// A question of `kind` with its answer about one of the objects, in one
     /// of several phrasings (shapes and colours are unique in a scene, so
     /// either names an object). Answers are one word, a quadrant ("top left")
-    /// or, for `caption`, every object by quadrant.
-    pub fn question(&self, kind: &str, rng: &mut SplitMix64) -> Option<(String, String)> {
+    /// or, for `caption`, every object by quadrant; with [`Answers::Named`] an
+    /// answer about one object starts with the word the question names it by.
+    pub fn question(&self, kind: &str, rng: &mut SplitMix64, answers: Answers) -> Option<(String, String)> {
         let o = *rng.pick(&self.objects);
         let shape = SHAPES[o.shape];
         let colour = COLOURS[o.colour].0;
         // The object named by its shape or by its colour.
-        let thing = if rng.below(2) == 0 { format!("the {shape}") } else { format!("the {colour} shape") };
+        let by_shape = rng.below(2) == 0;
+        let thing = if by_shape { format!("the {shape}") } else { format!("the {colour} shape") };
+        let thing_word = if by_shape { shape } else { colour };
         let size = if o.big { "big" } else { "small" };
         let phrase = |options: &[String], rng: &mut SplitMix64| rng.pick(options).clone();
-        Some(match kind {
-            "colour" => (
-                phrase(
+        // The question, its answer, and the word it names its object by (if it asks about one).
+        let (q, a, named) = match kind {
+            "colour" => {
+                let q = phrase(
                     &[
                         format!("What colour is the {shape}?"),
                         format!("What color is the {shape}?"),
@@ -113,11 +131,11 @@ impl Scene {
                         format!("Which colour is the {shape}?"),
                     ],
                     rng,
-                ),
-                colour.to_string(),
-            ),
-            "shape" => (
-                phrase(
+                );
+                (q, colour.to_string(), Some(shape))
+            }
+            "shape" => {
+                let q = phrase(
                     &[
                         format!("What shape is the {colour} object?"),
                         format!("What is the {colour} shape?"),
@@ -125,11 +143,11 @@ impl Scene {
                         format!("What is the {colour} thing?"),
                     ],
                     rng,
-                ),
-                shape.to_string(),
-            ),
-            "count" => (
-                phrase(
+                );
+                (q, shape.to_string(), Some(colour))
+            }
+            "count" => {
+                let q = phrase(
                     &[
                         "How many shapes are there?".to_string(),
                         "How many objects are there?".to_string(),
@@ -137,33 +155,36 @@ impl Scene {
                         "Count the shapes.".to_string(),
                     ],
                     rng,
-                ),
-                COUNTS[self.objects.len()].to_string(),
-            ),
-            "position" => match rng.below(3) {
-                0 => (
-                    format!("Is {thing} on the left or the right?"),
-                    (if o.quadrant.is_multiple_of(2) { "left" } else { "right" }).to_string(),
-                ),
-                1 => (
-                    format!("Is {thing} at the top or the bottom?"),
-                    (if o.quadrant < 2 { "top" } else { "bottom" }).to_string(),
-                ),
-                _ => (format!("Where is {thing}?"), QUADRANTS[o.quadrant].to_string()),
-            },
-            "size" => (
-                phrase(
+                );
+                (q, COUNTS[self.objects.len()].to_string(), None)
+            }
+            "position" => {
+                let (q, a) = match rng.below(3) {
+                    0 => (
+                        format!("Is {thing} on the left or the right?"),
+                        (if o.quadrant.is_multiple_of(2) { "left" } else { "right" }).to_string(),
+                    ),
+                    1 => (
+                        format!("Is {thing} at the top or the bottom?"),
+                        (if o.quadrant < 2 { "top" } else { "bottom" }).to_string(),
+                    ),
+                    _ => (format!("Where is {thing}?"), QUADRANTS[o.quadrant].to_string()),
+                };
+                (q, a, Some(thing_word))
+            }
+            "size" => {
+                let q = phrase(
                     &[
                         format!("Is {thing} big or small?"),
                         format!("Is {thing} large or small?"),
                         format!("How big is {thing}?"),
                     ],
                     rng,
-                ),
-                size.to_string(),
-            ),
-            "caption" => (
-                phrase(
+                );
+                (q, size.to_string(), Some(thing_word))
+            }
+            "caption" => {
+                let q = phrase(
                     &[
                         "Describe the picture.".to_string(),
                         "Describe the image.".to_string(),
@@ -171,10 +192,14 @@ impl Scene {
                         "What do you see?".to_string(),
                     ],
                     rng,
-                ),
-                self.caption(),
-            ),
+                );
+                (q, self.caption(), None)
+            }
             _ => return None,
+        };
+        Some(match (answers, named) {
+            (Answers::Named, Some(word)) => (q, format!("{word} {a}")),
+            _ => (q, a),
         })
     }
 
@@ -217,6 +242,7 @@ pub const TARGET_CLASSES: [usize; 3] = [1 + COLOURS.len(), 1 + SHAPES.len(), 3];
 /// training split as the turns of one conversation in a random order, as
 /// LLaVA's own data asks several questions per picture; in the test split as
 /// one-question records, since evaluation answers a record's first question.
+#[allow(clippy::too_many_arguments)]
 pub fn write_dataset(
     dir: &Path,
     train: usize,
@@ -225,6 +251,7 @@ pub fn write_dataset(
     seed: u64,
     kinds: &[&str],
     per_image: usize,
+    answers: Answers,
 ) -> Result<()> {
     let kinds: Vec<&str> = if kinds.is_empty() { KINDS.to_vec() } else { kinds.to_vec() };
     if let Some(k) = kinds.iter().find(|k| !KINDS.contains(k)) {
@@ -248,7 +275,7 @@ pub fn write_dataset(
             let mut asked: Vec<(&str, String, String)> = (first..count.min(first + per_image))
                 .map(|i| {
                     let kind = kinds[i % kinds.len()];
-                    let (q, a) = scene.question(kind, &mut rng).expect("every kind has a question");
+                    let (q, a) = scene.question(kind, &mut rng, answers).expect("every kind has a question");
                     (kind, q, a)
                 })
                 .collect();
@@ -305,7 +332,7 @@ mod tests {
                 assert!(here >= area, "{:?}: {here} pixels", o);
             }
             for kind in KINDS {
-                let (q, a) = scene.question(kind, &mut rng).unwrap();
+                let (q, a) = scene.question(kind, &mut rng.clone(), Answers::Plain).unwrap();
                 let words = a.split(' ').count();
                 let long = match kind {
                     "caption" => 6 * scene.objects.len() + 1,
@@ -313,6 +340,20 @@ mod tests {
                     _ => 1,
                 };
                 assert!((q.ends_with('?') || q.ends_with('.')) && words <= long, "{q} -> {a}");
+                // Named answers: the same question, the word it names its object by, then the plain answer.
+                let (nq, na) = scene.question(kind, &mut rng, Answers::Named).unwrap();
+                assert_eq!(nq, q);
+                if ["colour", "shape", "position", "size"].contains(&kind) {
+                    let (word, rest) = na.split_once(' ').unwrap();
+                    assert_eq!(rest, a);
+                    let named = |w: &str| q.trim_end_matches('?').split(' ').any(|x| x == w);
+                    assert!(
+                        named(word) && (SHAPES.contains(&word) || COLOURS.iter().any(|c| c.0 == word)),
+                        "{q} -> {na}"
+                    );
+                } else {
+                    assert_eq!(na, a);
+                }
             }
             // The caption names each object once, with its quadrant.
             let caption = scene.caption();
@@ -328,26 +369,31 @@ mod tests {
     #[test]
     fn a_dataset_is_the_same_for_a_seed() {
         let d = tempfile::tempdir().unwrap();
-        write_dataset(d.path(), 6, 4, 48, 11, &[], 1).unwrap();
+        write_dataset(d.path(), 6, 4, 48, 11, &[], 1, Answers::Plain).unwrap();
         let a = std::fs::read(d.path().join("train.json")).unwrap();
         let first_test = std::fs::read(d.path().join("images/test-000000.png")).unwrap();
         let e = tempfile::tempdir().unwrap();
-        write_dataset(e.path(), 9, 4, 48, 11, &[], 1).unwrap();
+        write_dataset(e.path(), 9, 4, 48, 11, &[], 1, Answers::Plain).unwrap();
         assert_eq!(std::fs::read(e.path().join("images/test-000000.png")).unwrap(), first_test);
         let f = tempfile::tempdir().unwrap();
-        write_dataset(f.path(), 6, 4, 48, 11, &[], 1).unwrap();
+        write_dataset(f.path(), 6, 4, 48, 11, &[], 1, Answers::Plain).unwrap();
         assert_eq!(std::fs::read(f.path().join("train.json")).unwrap(), a);
         let records = super::super::data::load_records(&d.path().join("test.json")).unwrap();
         assert_eq!(records.len(), 4);
         assert_eq!(records[2].kind.as_deref(), Some("count"));
         let g = tempfile::tempdir().unwrap();
-        write_dataset(g.path(), 3, 0, 48, 11, &["size"], 1).unwrap();
+        write_dataset(g.path(), 3, 0, 48, 11, &["size"], 1, Answers::Plain).unwrap();
         let records = super::super::data::load_records(&g.path().join("train.json")).unwrap();
         assert!(records.iter().all(|r| r.kind.as_deref() == Some("size")));
-        assert!(write_dataset(g.path(), 3, 0, 48, 11, &["weight"], 1).unwrap_err().to_string().contains("weight"));
+        assert!(
+            write_dataset(g.path(), 3, 0, 48, 11, &["weight"], 1, Answers::Plain)
+                .unwrap_err()
+                .to_string()
+                .contains("weight")
+        );
         // Several questions per picture: turns of one conversation to train on, one record each to test.
         let h = tempfile::tempdir().unwrap();
-        write_dataset(h.path(), 7, 8, 48, 11, &[], 3).unwrap();
+        write_dataset(h.path(), 7, 8, 48, 11, &[], 3, Answers::Plain).unwrap();
         let train = super::super::data::load_records(&h.path().join("train.json")).unwrap();
         assert_eq!(train.iter().map(|r| r.turns.len()).collect::<Vec<_>>(), vec![3, 3, 1]);
         assert!(train[0].turns[0].0.starts_with("<image>\n") && !train[0].turns[1].0.contains("<image>"));
@@ -361,6 +407,6 @@ mod tests {
         assert_eq!(images[0], images[2]);
         assert_ne!(images[2], images[3]);
         assert_eq!(std::fs::read_dir(h.path().join("images")).unwrap().count(), 3 + 3);
-        assert!(write_dataset(h.path(), 3, 0, 48, 11, &[], 0).is_err());
+        assert!(write_dataset(h.path(), 3, 0, 48, 11, &[], 0, Answers::Plain).is_err());
     }
 }

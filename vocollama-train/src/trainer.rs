@@ -36,6 +36,11 @@ pub struct TrainConfig {
     /// Fraction of the steps spent warming up linearly (the paper: 3 %).
     pub warmup: f64,
     pub weight_decay: f32,
+    /// AdamW's ε, as transformers' Trainer (and so LLaVA and VoCo-LLaMA) sets it: 1e-8.
+    /// Burn's default, 1e-5, damps the updates of weights whose gradients are
+    /// small, and the small models trained here then often failed to learn to
+    /// find the object a question names (`docs/results.md`).
+    pub adam_epsilon: f32,
     /// Clip the global gradient norm to this (0 = off).
     pub max_grad_norm: f32,
     pub seed: u64,
@@ -55,6 +60,7 @@ impl Default for TrainConfig {
             grad_accum: 1,
             warmup: 0.03,
             weight_decay: 0.0,
+            adam_epsilon: 1e-8,
             max_grad_norm: 1.0,
             seed: 0,
             feature_cache_bytes: FEATURE_CACHE_BYTES,
@@ -266,6 +272,10 @@ impl TowerFeatures {
     }
 }
 
+fn adamw(c: &TrainConfig) -> ModuleOptimizer {
+    AdamWConfig::new().with_epsilon(c.adam_epsilon).with_weight_decay(c.weight_decay).init()
+}
+
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
 
@@ -299,7 +309,7 @@ impl Trainer {
             ));
         }
         let voco_id = voco_id(tokenizer)?;
-        let optimizer = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
+        let optimizer = adamw(&config);
         let template = Template::VocoVicunaV1 { voco_tokens: config.voco_tokens };
         Ok(Self {
             config,
@@ -374,7 +384,7 @@ impl Trainer {
             v.projector = with_param_ids(v.projector.clone(), &pick("projector."));
         }
         let path = dir.join(OPTIMIZER_FILE);
-        let fresh = AdamWConfig::new().with_weight_decay(self.config.weight_decay).init();
+        let fresh = adamw(&self.config);
         let optimizer = std::mem::replace(&mut self.optimizer, fresh);
         self.optimizer = optimizer.load(&path).map_err(|e| Error::Invalid(format!("{}: {e:?}", path.display())))?;
         self.step = step as usize;
@@ -520,5 +530,25 @@ mod tests {
         assert!((lr(10) - 1.0).abs() < 1e-12);
         assert!((lr(55) - 0.5).abs() < 1e-9);
         assert!(lr(99) < 0.01 && lr(99) > 0.0);
+    }
+
+    /// The first AdamW step moves a weight by lr · g / (|g| + ε): with gradients
+    /// of 1e-7, ε = 1e-8 (transformers') moves it by 0.91 · lr, Burn's 1e-5 by 0.01 · lr.
+    #[test]
+    fn adamw_uses_transformers_epsilon() {
+        use burn::nn::LinearConfig;
+        use burn::tensor::Device;
+        let device = Device::autodiff(Device::flex());
+        let linear = LinearConfig::new(4, 1).with_bias(false).init(&device);
+        let before = linear.weight.val().into_data().try_into_vec::<f32>().unwrap();
+        let loss = linear.forward(Tensor::<2>::ones([1, 4], &device)).sum() * 1e-7;
+        let grads = GradientsParams::from_grads(loss.backward(), &linear);
+        let lr = 1e-3;
+        let after = adamw(&TrainConfig::default()).step(lr, linear, grads);
+        let after = after.weight.val().into_data().try_into_vec::<f32>().unwrap();
+        let want = lr as f32 * 1e-7 / (1e-7 + 1e-8);
+        for (b, a) in before.iter().zip(&after) {
+            assert!(((b - a) - want).abs() < 1e-3 * want, "moved {} instead of {want}", b - a);
+        }
     }
 }

@@ -11,7 +11,7 @@ use vocollama_model::{AttentionLayout, LlavaModel, LoadOptions, Tokenizer};
 use vocollama_train::batch::{Batch, TrainLayout, batch_loss, encode_example, record_pixels};
 use vocollama_train::data::load_records;
 use vocollama_train::init::init_model;
-use vocollama_train::synthetic::write_dataset;
+use vocollama_train::synthetic::{Answers, write_dataset};
 use vocollama_train::tower::{TowerConfig, pretrain_tower, save_with_tower};
 use vocollama_train::trainer::{TrainConfig, Trainer};
 
@@ -27,7 +27,7 @@ fn setup(device: &Device) -> (LlavaModel, Tokenizer) {
 #[test]
 fn gradients_reach_the_voco_embedding_on_every_backend() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 4, 0, 48, 1, &[], 1).unwrap();
+    write_dataset(data.path(), 4, 0, 48, 1, &[], 1, Answers::Plain).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let mut losses = vec![];
     for (name, inner) in devices() {
@@ -136,7 +136,7 @@ fn gradients_on(device: &Device, records: &[vocollama_train::data::Record], root
 #[test]
 fn the_loss_falls() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 32, 0, 48, 2, &[], 1).unwrap();
+    write_dataset(data.path(), 32, 0, 48, 2, &[], 1, Answers::Plain).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let device = Device::autodiff(Device::flex());
     let (mut model, tok) = setup(&device);
@@ -211,6 +211,18 @@ fn a_new_model_loads_and_its_weights_are_random() {
     let mean = w.iter().sum::<f32>() / w.len() as f32;
     let std = (w.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / w.len() as f32).sqrt();
     assert!(mean.abs() < 2e-3 && (std - 0.02).abs() < 2e-3, "mean {mean}, std {std}");
+    // The projector as `nn.Linear` initialises it: U(−1/√fan_in, 1/√fan_in), biases too.
+    let proj = &m.vision.as_ref().unwrap().projector.layers;
+    for (layer, fan_in) in proj.iter().zip([64usize, 128]) {
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        for t in [layer.weight.val().flatten::<1>(0, 1), layer.bias.as_ref().unwrap().val()] {
+            let v = t.into_data().try_into_vec::<f32>().unwrap();
+            let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let std = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+            assert!(max <= bound && max > 0.9 * bound, "max |w| {max}, bound {bound}");
+            assert!((std - bound / 3f32.sqrt()).abs() < 0.1 * bound, "std {std}, bound {bound}");
+        }
+    }
     // The same seed gives the same model; another seed another.
     let again = out.path().join("again");
     init_model(&again, &preset("tiny").unwrap(), &fixture("tokenizer"), 1, Patches, None, 5).unwrap();
@@ -235,7 +247,7 @@ fn a_new_model_loads_and_its_weights_are_random() {
 #[test]
 fn a_resumed_run_continues_exactly() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 24, 0, 48, 4, &[], 1).unwrap();
+    write_dataset(data.path(), 24, 0, 48, 4, &[], 1, Answers::Plain).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let device = Device::autodiff(Device::flex());
     let config = TrainConfig { lr: 2e-3, epochs: 2, batch_size: 6, voco_tokens: 2, seed: 9, ..Default::default() };
@@ -285,7 +297,7 @@ fn voco_beats_the_lower_bound_on_held_out_data() {
     use vocollama_train::eval::{EvalMode, evaluate};
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    write_dataset(&data, 800, 100, 64, 2, &["colour"], 1).unwrap();
+    write_dataset(&data, 800, 100, 64, 2, &["colour"], 1, Answers::Plain).unwrap();
     let train = load_records(&data.join("train.json")).unwrap();
     let test = load_records(&data.join("test.json")).unwrap();
     let random = work.path().join("init");

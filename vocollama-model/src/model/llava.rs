@@ -219,7 +219,7 @@ impl LlavaModel {
         Ok(Self { config, checkpoint, llm, vision, device: device.clone(), fingerprint, precision, precision_why })
     }
 
-    /// A LLaVA-1.5 of the given shapes with random N(0, 0.02) weights, built in
+    /// A LLaVA-1.5 of the given shapes with random weights ([`random::modules`]), built in
     /// memory on `device` (benchmarks: no files): CLIP features from layer −2,
     /// patches only, an `mlp2x_gelu` projector, CLIP's default preprocessing.
     pub fn random(

@@ -1,6 +1,8 @@
-//! Models with fresh random weights (HF's initialisation: N(0, 0.02)
-//! weights, zero biases, unit norm scales), from named shapes: what training
-//! from scratch starts from, and what the benchmarks measure without files.
+//! Models with fresh random weights, from named shapes: what training from
+//! scratch starts from, and what the benchmarks measure without files. The
+//! tower and LLaMA get HF's initialisation (N(0, 0.02) weights, zero biases,
+//! unit norm scales); the projector gets `nn.Linear`'s own, as in LLaVA, which
+//! builds `mm_projector` after the language model's weights are initialised.
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -142,8 +144,33 @@ pub fn randomize<M: Module>(module: M, seed: u64, std: f64) -> M {
     module.map(&mut Randomize { rng: SplitMix64::new(seed), std, name: String::new() })
 }
 
-/// The tower, projector and language model of a shape with N(0, 0.02)
-/// weights drawn from `seed` (one stream per module).
+/// `nn.Linear`'s initialisation (`kaiming_uniform_(a=√5)` and its bias rule):
+/// weights and biases U(−1/√fan_in, 1/√fan_in).
+struct LinearDefault {
+    rng: SplitMix64,
+    /// The last weight's fan-in: a Linear's bias follows its weight.
+    fan_in: usize,
+}
+
+impl ModuleMapper for LinearDefault {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, value, mapper) = param.consume();
+        let shape = value.shape();
+        if D == 2 {
+            // Burn stores a Linear's weight as [d_in, d_out].
+            self.fan_in = shape[0];
+        }
+        let bound = 1.0 / (self.fan_in.max(1) as f64).sqrt();
+        let data: Vec<f32> =
+            (0..shape.num_elements()).map(|_| ((2.0 * self.rng.next_f64() - 1.0) * bound) as f32).collect();
+        let t = Tensor::<D>::from_data(TensorData::new(data, shape), &value.device());
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+/// The tower, projector and language model of a shape, drawn from `seed`
+/// (one stream per module): N(0, 0.02) weights for the tower and LLaMA,
+/// `nn.Linear`'s default for the projector.
 pub fn modules(
     vision: &ClipVisionConfig,
     mm: &MultimodalConfig,
@@ -152,10 +179,7 @@ pub fn modules(
     device: &Device,
 ) -> Result<(ClipVision, Projector, Llama)> {
     let tower = randomize(ClipVision::init(vision, mm.select_layer, mm.select_feature, device)?, seed ^ 1, 0.02);
-    let projector = randomize(
-        Projector::init(mm.projector_type, mm.mm_hidden_size, llm.hidden_size, mm.projector_bias, device),
-        seed ^ 3,
-        0.02,
-    );
+    let projector = Projector::init(mm.projector_type, mm.mm_hidden_size, llm.hidden_size, mm.projector_bias, device)
+        .map(&mut LinearDefault { rng: SplitMix64::new(seed ^ 3), fan_in: 1 });
     Ok((tower, projector, randomize(Llama::init(llm, device), seed ^ 2, 0.02)))
 }

@@ -791,6 +791,11 @@ fn training_commands_end_to_end() {
     ]);
     // Bad input: one clear line each.
     assert_fails(&vocollama(&["eval", "--model", &p("trained"), "--data", &p("nope.json")]), "nope.json");
+    let mut zero_eps = args(&p("zero-eps"));
+    zero_eps.extend(["--model", &p("new"), "--adam-epsilon", "0"].map(String::from));
+    let r = vocollama(&zero_eps.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_fails(&r, "--adam-epsilon must be a positive number");
+    assert!(!dir.path().join("zero-eps").exists(), "nothing written");
     assert_fails(
         &vocollama(&["data", "shapes", "--out", &p("bad"), "--kinds", "weight"]),
         "unknown question type `weight`",

@@ -308,6 +308,12 @@ impl Trainer {
                 "--voco-tokens, --batch-size, --grad-accum and --epochs must be at least 1".into(),
             ));
         }
+        if !(config.adam_epsilon.is_finite() && config.adam_epsilon > 0.0) {
+            return Err(Error::Invalid(format!(
+                "--adam-epsilon must be a positive number, not {}",
+                config.adam_epsilon
+            )));
+        }
         let voco_id = voco_id(tokenizer)?;
         let optimizer = adamw(&config);
         let template = Template::VocoVicunaV1 { voco_tokens: config.voco_tokens };

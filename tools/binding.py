@@ -132,18 +132,17 @@ def main():
         named = [q.rstrip("?").split()[-1] for _, _, q, _ in pics]
         answers = {"named": [ids(f"{n} {ans}") for n, (_, _, _, ans) in zip(named, pics)],
                    "attribute": [ids(ans) for _, _, _, ans in pics]}
+        # The same task as LLaVA records with named answers, for `vocollama train` / `vocollama eval`.
+        records = [{"id": f"{split}-{k:06}", "image": image, "type": "colour",
+                    "conversations": [{"from": "human", "value": f"<image>\n{q}"},
+                                      {"from": "gpt", "value": f"{n} {ans}"}]}
+                   for k, (n, (image, _, q, ans)) in enumerate(zip(named, pics))]
+        with open(os.path.join(data, f"named-{split}.json"), "w") as f:
+            json.dump(records, f, indent=1)
         present = [[COLOURS[c] for c, _, _ in o.values()] for _, o, _, _ in pics]
         return feats, questions, answers, present, [len(o) for _, o, _, _ in pics]
 
     train, test = load("train"), load("test")
-    # The same colour task as LLaVA records with named answers, for `vocollama train` / `vocollama eval`.
-    for split in ["train", "test"]:
-        records = [{"id": f"{split}-{k:06}", "image": image, "type": "colour",
-                    "conversations": [{"from": "human", "value": f"<image>\n{q}"},
-                                      {"from": "gpt", "value": f"{q.rstrip('?').split()[-1]} {ans}"}]}
-                   for k, (image, _, q, ans) in enumerate(pictures(os.path.join(data, f"{split}.json")))]
-        with open(os.path.join(data, f"named-{split}.json"), "w") as f:
-            json.dump(records, f, indent=1)
     prefix = [cfg.get("bos_token_id", 1)] + before
     eos = cfg.get("eos_token_id", 2)
     # The original LLaVA layout names the LLaMA's tensors as transformers does.

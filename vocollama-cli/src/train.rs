@@ -326,13 +326,10 @@ pub fn data_shapes(
 ) -> anyhow::Result<()> {
     let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
     write_dataset(out, train, test, size, seed, &kinds, per_image, answers)?;
-    let form = match answers {
-        Answers::Plain => "plain",
-        Answers::Named => "named",
-    };
     eprintln!(
-        "wrote {} ({train} train, {test} test questions, {per_image} per picture, {form} answers, {size} px images)",
-        out.display()
+        "wrote {} ({train} train, {test} test questions, {per_image} per picture, {} answers, {size} px images)",
+        out.display(),
+        answers.name()
     );
     Ok(())
 }

@@ -32,6 +32,15 @@ pub enum Answers {
     Named,
 }
 
+impl Answers {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Named => "named",
+        }
+    }
+}
+
 const COUNTS: [&str; 4] = ["zero", "one", "two", "three"];
 const QUADRANTS: [&str; 4] = ["top left", "top right", "bottom left", "bottom right"];
 

@@ -21,6 +21,8 @@ pub const BLOCK: usize = 32;
 /// row's bytes padded with zeros to whole pairs of blocks (64 bytes, one vector).
 pub struct Rows8 {
     q: Vec<i8>,
+    /// `q + 128` as unsigned bytes, the operand form `vpdpbusd` multiplies (see `vnni`).
+    u: Vec<u8>,
     d: Vec<f32>,
     rows: usize,
     nb: usize,
@@ -46,7 +48,8 @@ impl Rows8 {
                 }
             }
         }
-        Rows8 { q, d, rows, nb, stride }
+        let u = q.iter().map(|&v| (v as u8) ^ 0x80).collect();
+        Rows8 { q, u, d, rows, nb, stride }
     }
 
     /// The value row `r`'s 8-bit block stands for at `k`.
@@ -116,9 +119,11 @@ mod vnni {
 
     /// Columns `[o0, o0 + n)`, four at a time (four weight streams in flight, each row's
     /// bytes loaded once for the four), two blocks (64 bytes) a step: their products
-    /// summed by `vpdpbusd` (unsigned × signed, so the weight's sign moves onto the row's
-    /// byte), each block's eight partial sums scaled by its two scales into 16 f32 lanes.
-    /// Up to four rows share each loaded weight vector.
+    /// summed by `vpdpbusd` (unsigned × signed: the row's bytes offset by 128, the
+    /// offset's share, 128 · Σ w, taken off once per weight vector for every row), each
+    /// block's eight partial sums scaled by its two scales into 16 f32 lanes. Up to four
+    /// rows share each loaded weight vector. The sums are the exact integer products, as
+    /// in [`portable`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub unsafe fn columns(w: &Weight, x: &Rows8, o0: usize, y: &mut [f32]) {
         let (nb, rows) = (x.nb, x.rows);
@@ -196,20 +201,21 @@ mod vnni {
             let pairs = nb.div_ceil(2);
             assert!(C <= 4 && R <= 4 && nb > 0 && (nb - 1) * self.row + self.o + C <= self.scales.len());
             assert!(self.data.len() >= (C - 1) * self.stride + nb * BLOCK);
-            assert!((r0 + R) * pairs * 16 <= dx.len() && (r0 + R) * x.stride <= x.q.len() && x.stride >= pairs * 64);
+            assert!((r0 + R) * pairs * 16 <= dx.len() && (r0 + R) * x.stride <= x.u.len() && x.stride >= pairs * 64);
             let zero = _mm512_setzero_si512();
+            let ones = _mm512_set1_epi8(1);
             let mut acc = [[_mm512_setzero_ps(); R]; C];
             for p in 0..pairs {
                 let b = 2 * p;
                 // The second block of an odd count's last pair is masked off (its lanes scale by 0).
                 let whole = b + 1 < nb;
                 let mask: u64 = if whole { u64::MAX } else { u32::MAX as u64 };
-                let mut qx = [zero; R];
+                let mut ux = [zero; R];
                 let mut d = [_mm512_setzero_ps(); R];
                 for i in 0..R {
                     // SAFETY: rows are padded to whole pairs and `dx` holds them (asserted above).
                     unsafe {
-                        qx[i] = _mm512_loadu_si512(x.q.as_ptr().add((r0 + i) * x.stride + p * 64).cast());
+                        ux[i] = _mm512_loadu_si512(x.u.as_ptr().add((r0 + i) * x.stride + p * 64).cast());
                         d[i] = _mm512_loadu_ps(dx.as_ptr().add(((r0 + i) * pairs + p) * 16));
                     }
                 }
@@ -225,15 +231,13 @@ mod vnni {
                             _mm512_maskz_loadu_epi8(mask, self.data.as_ptr().add(at))
                         }
                     };
-                    let magnitude = _mm512_abs_epi8(qw);
-                    let negative = _mm512_movepi8_mask(qw);
+                    // −128 · Σ w over each lane's four bytes: (x + 128) · w summed, less this, is x · w.
+                    let offset = _mm512_sub_epi32(zero, _mm512_slli_epi32(_mm512_dpbusd_epi32(zero, ones, qw), 7));
                     let s0 = _mm512_set1_ps(self.scales[b * self.row + self.o + k]);
                     let s1 = if whole { _mm512_set1_ps(self.scales[(b + 1) * self.row + self.o + k]) } else { s0 };
                     let sw = _mm512_mask_mov_ps(s0, 0xFF00, s1);
                     for i in 0..R {
-                        // x · w = |w| · (x with w's sign): the unsigned × signed form vpdpbusd takes.
-                        let signed = _mm512_mask_sub_epi8(qx[i], negative, zero, qx[i]);
-                        let sums = _mm512_dpbusd_epi32(zero, magnitude, signed);
+                        let sums = _mm512_dpbusd_epi32(offset, ux[i], qw);
                         acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(sw, d[i]), acc[i]);
                     }
                 }

@@ -1,11 +1,12 @@
 //! Linear layers against the tensor-op reference on every device. Block-quantized
 //! weights (q8, q4) against `x · dequantize(w)`: on flex the quantized matmul of
-//! `vocollama_kernels::linear` (the fused loops up to 16 rows, the
-//! dequantize-then-matmul path above), on CubeCL devices Burn's own quantized
-//! matmul, which is what the model runs there. Float weights (f32, f16, bf16) in short
-//! and long blocks of rows against Burn's matmul. Weights as the loader makes
-//! them (`[out, in]` quantized along `in`, then transposed) and quantized
-//! directly as `[in, out]` with blocks along `in`; f32, f16 and bf16 activations.
+//! `vocollama_kernels::linear` (the fused loops up to 128 rows with half-precision
+//! rows and 16 with f32 ones, the dequantize-then-matmul path above), on CubeCL
+//! devices Burn's own quantized matmul, which is what the model runs there. Float
+//! weights (f32, f16, bf16) in short and long blocks of rows (up to 64 and beyond)
+//! against Burn's matmul. Weights as the loader makes them (`[out, in]` quantized
+//! along `in`, then transposed) and quantized directly as `[in, out]` with blocks
+//! along `in`; f32, f16 and bf16 activations.
 
 mod common;
 
@@ -54,7 +55,7 @@ fn quantized_linear_matches_the_dequantized_reference() {
             for (label, w) in weights(value, 96, 200, &device) {
                 assert!(matches!(w.dtype(), DType::QFloat(_)), "{label}: not quantized");
                 let reference = w.clone().dequantize().cast(FloatDType::F32);
-                for rows in [1, 3, 16, 17, 40, 129] {
+                for rows in [1, 3, 16, 17, 40, 128, 129] {
                     let x = Tensor::<2>::random([rows, 96], Distribution::Normal(0.0, 1.0), &device);
                     let want = x.clone().matmul(reference.clone());
                     for (dtype, tol) in [(FloatDType::F32, 1e-4), (FloatDType::F16, 1e-2), (FloatDType::BF16, 3e-2)] {
@@ -98,7 +99,7 @@ fn float_rows_match_burns_matmul() {
             // 203 outputs: whole groups of four columns and a lone one.
             let w = Tensor::<2>::random([203, 96], Distribution::Normal(0.0, 0.05), &device).cast(dtype).transpose();
             // 9 and 11 rows: whole groups of four rows and what is left after them.
-            for rows in [1, 5, 9, 11, 16, 17, 70] {
+            for rows in [1, 5, 9, 11, 16, 17, 64, 65] {
                 let x = Tensor::<2>::random([rows, 96], Distribution::Normal(0.0, 1.0), &device).cast(dtype);
                 let want = x.clone().cast(FloatDType::F32).matmul(w.clone().cast(FloatDType::F32));
                 let got = match matmul(x.clone(), w.clone()) {

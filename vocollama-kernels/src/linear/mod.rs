@@ -4,21 +4,23 @@
 //! - **Quantized weights** (`--quantize q8|q4`, [`quantized`]): Burn's flex
 //!   dequantizes the whole weight, one element at a time on one core, before a
 //!   float matmul, at every call — seconds per decoded token for a 7B model.
-//!   Here a short block of rows (decoding, a few streamed tokens) is multiplied
-//!   with the 8-bit values where they lie, so a token reads each weight byte
-//!   once: with half-precision activations (a quantized model's default) the
-//!   rows are quantized to 8 bits too, at every row count, and decoding rows'
-//!   products summed in integers ([`int8`], GGML's Q8_0 · Q8_0); with f32
-//!   activations each block's products are summed in f32 and scaled. A longer
-//!   block (a prompt) dequantizes the weight on every core into a contiguous f32
-//!   buffer kept between calls and runs the float matmul ([`prefill`]).
+//!   Here a short block of rows (decoding, streamed tokens, a question) is
+//!   multiplied with the 8-bit values where they lie, so a token reads each
+//!   weight byte once: with half-precision activations (a quantized model's
+//!   default) the rows are quantized to 8 bits too, at every row count, and up
+//!   to 128 rows' products summed in integers ([`int8`], GGML's Q8_0 · Q8_0);
+//!   with f32 activations, up to 16 rows, each block's products are summed in f32
+//!   and scaled. A longer block (an image's prompt) dequantizes the weight on
+//!   every core into a contiguous f32 buffer kept between calls and runs the
+//!   float matmul ([`prefill`]).
 //!   [`transpose`] gives the loader's `[in, out]` view of PyTorch's `[out, in]`
 //!   bytes without moving them.
-//! - **Float weights, short blocks** ([`float`]): the matmul library treats a
-//!   decoded row like a large product (an f32 or f16 weight read at half the
-//!   memory bandwidth or less, two to sixteen rows ~20x slower, bf16 operands
-//!   converted to f32 first); here four columns are read at a time, converted in
-//!   registers and multiplied in f32, the next columns asked for ahead.
+//! - **Float weights, short blocks** (up to 64 rows, [`float`]): the matmul
+//!   library treats a decoded row like a large product (an f32 or f16 weight
+//!   read at half the memory bandwidth or less, two to sixteen rows ~20x slower,
+//!   bf16 operands converted to f32 first); here four columns are read at a
+//!   time, converted in registers and multiplied in f32, the next columns asked
+//!   for ahead.
 //! - **Float weights, long blocks** ([`prefill`]): the matmul library multiplies
 //!   by the transposed view 1.2–4x slower than by a contiguous weight; the
 //!   weight is copied into a contiguous buffer kept between calls, then multiplied.
@@ -67,7 +69,7 @@ mod extension {
         fn float_matmul(x: burn_flex::FlexTensor, w: burn_flex::FlexTensor) -> burn_flex::FlexTensor {
             let rows = x.layout().shape()[0];
             if super::float::reads(&w) {
-                if rows <= super::MAX_FUSED_ROWS {
+                if rows <= super::float::MAX_ROWS {
                     return super::float::matmul_rows(x, w);
                 }
                 if let Some(y) = super::prefill::matmul(x.clone(), &w) {
@@ -83,13 +85,6 @@ mod extension {
         }
     }
 }
-
-/// The most rows multiplied without the matmul library (float weights) or with the
-/// quantized bytes directly (quantized weights).
-#[cfg(feature = "flex")]
-pub use quantized::MAX_FUSED_ROWS;
-#[cfg(not(feature = "flex"))]
-pub const MAX_FUSED_ROWS: usize = 16;
 
 /// Whether [`matmul`] takes `x · w` on this device: on the CPU backend, every quantized
 /// and float weight (a float weight held as the transposed view is

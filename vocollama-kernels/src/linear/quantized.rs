@@ -11,8 +11,9 @@ use rayon::prelude::*;
 use super::int8;
 use crate::cpu::{Elem, dot, madd, prefetch};
 
-/// The most rows multiplied with the quantized bytes directly; a longer block
-/// dequantizes the weight once and runs the float matmul, whose blocking wins there.
+/// The most f32 rows multiplied with the quantized bytes directly (half-precision rows
+/// take [`int8::MAX_ROWS`]); a longer block dequantizes the weight once and runs the float
+/// matmul, whose blocking wins there.
 pub const MAX_FUSED_ROWS: usize = 16;
 
 /// Output columns per strip (a multiple of 16, for whole vectors); tasks are multiples of it.
@@ -103,14 +104,15 @@ pub fn quantized_matmul(x: FlexTensor, w: FlexQTensor) -> FlexTensor {
         nbo,
     };
     // Half-precision activations meet the weight as 8-bit blocks at every row count (GGML's
-    // Q8_0 · Q8_0): decoding rows in integer products (`int8`), longer blocks as the values
-    // those blocks stand for, so a prompt and its decoded tokens see the same layer.
+    // Q8_0 · Q8_0): up to `int8::MAX_ROWS` rows (decoding, a question) in integer products
+    // (`int8`), longer blocks as the values those blocks stand for, so a prompt and its
+    // decoded tokens see the same layer.
     let rows8 = (dtype != DType::F32 && d_in.is_multiple_of(int8::BLOCK)).then(|| {
         let xf = rows_f32(x.clone());
         int8::Rows8::quantize(&xf, rows, d_in)
     });
     let y = match rows8 {
-        Some(q) if rows <= MAX_FUSED_ROWS && int8::takes(&weight) => int8::matmul(&weight, &q),
+        Some(q) if rows <= int8::MAX_ROWS && int8::takes(&weight) => int8::matmul(&weight, &q),
         rows8 => {
             let xf = match rows8 {
                 Some(q) => q.values(),

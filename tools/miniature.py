@@ -38,7 +38,7 @@ def main():
     ap.add_argument("--tower-epochs", type=int, default=6)
     ap.add_argument("--pretrain-epochs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--lr", default="3e-3")
+    ap.add_argument("--lr", default="1e-3", help="learning rate of the LLaVA stages (3e-3 learned less on the full mix)")
     ap.add_argument("--batch-size", default="8")
     ap.add_argument("--train", default="20000")
     ap.add_argument("--test", default="1000")

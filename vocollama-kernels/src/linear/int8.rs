@@ -17,6 +17,9 @@ use crate::cpu::prefetch;
 /// The block size of the rows (and of the weights this path reads).
 pub const BLOCK: usize = 32;
 
+/// A row's 8-bit value q is held as the unsigned byte q + 128 (q's bits with the top one flipped).
+const OFFSET: u8 = 0x80;
+
 /// The most rows this path multiplies. A block of rows reads each weight vector once
 /// for up to four rows and again for the next four, from cache; the alternative
 /// dequantizes the whole weight into f32 and runs the matmul library. One 4096 → 11008
@@ -24,11 +27,10 @@ pub const BLOCK: usize = 32;
 /// at 17 rows, 22.8 against 44.5 at 64, 53.5 against 62.2 at 128, 104 against 92 at 256.
 pub const MAX_ROWS: usize = 128;
 
-/// Rows quantized in blocks of [`BLOCK`]: `q[r · stride + k]`, `d[r · nb + b]`, each
-/// row's bytes padded with zeros to whole pairs of blocks (64 bytes, one vector).
+/// Rows quantized in blocks of [`BLOCK`]: value `q` at `u[r · stride + k] = q + 128`
+/// (unsigned, the operand form `vpdpbusd` multiplies; see `vnni`), scale `d[r · nb + b]`,
+/// each row's bytes padded with zero values to whole pairs of blocks (64 bytes, one vector).
 pub struct Rows8 {
-    q: Vec<i8>,
-    /// `q + 128` as unsigned bytes, the operand form `vpdpbusd` multiplies (see `vnni`).
     u: Vec<u8>,
     d: Vec<f32>,
     rows: usize,
@@ -41,7 +43,7 @@ impl Rows8 {
     pub fn quantize(x: &[f32], rows: usize, d_in: usize) -> Self {
         let nb = d_in / BLOCK;
         let stride = nb.div_ceil(2) * 2 * BLOCK;
-        let mut q = vec![0i8; rows * stride];
+        let mut u = vec![OFFSET; rows * stride];
         let mut d = vec![0f32; rows * nb];
         for r in 0..rows {
             for b in 0..nb {
@@ -50,18 +52,22 @@ impl Rows8 {
                 let scale = amax / 127.0;
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
                 d[r * nb + b] = scale;
-                for (o, v) in q[r * stride + b * BLOCK..].iter_mut().zip(block) {
-                    *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                for (o, v) in u[r * stride + b * BLOCK..].iter_mut().zip(block) {
+                    *o = ((v * inv).round().clamp(-127.0, 127.0) as i8 as u8) ^ OFFSET;
                 }
             }
         }
-        let u = q.iter().map(|&v| (v as u8) ^ 0x80).collect();
-        Rows8 { q, u, d, rows, nb, stride }
+        Rows8 { u, d, rows, nb, stride }
+    }
+
+    /// The 8-bit value at `u[at]`.
+    fn q(&self, at: usize) -> i8 {
+        (self.u[at] ^ OFFSET) as i8
     }
 
     /// The value row `r`'s 8-bit block stands for at `k`.
     pub fn value(&self, r: usize, k: usize) -> f32 {
-        self.q[r * self.stride + k] as f32 * self.d[r * self.nb + k / BLOCK]
+        self.q(r * self.stride + k) as f32 * self.d[r * self.nb + k / BLOCK]
     }
 
     /// Every value the blocks stand for, `[rows, d_in]` row-major (for the float loops).
@@ -110,8 +116,8 @@ fn portable(w: &Weight, x: &Rows8, o0: usize, y: &mut [f32]) {
             let mut sum = 0f32;
             for b in 0..nb {
                 let qw = &col[b * BLOCK..(b + 1) * BLOCK];
-                let qx = &x.q[r * x.stride + b * BLOCK..r * x.stride + (b + 1) * BLOCK];
-                let dot: i32 = qw.iter().zip(qx).map(|(a, b)| i32::from(*a) * i32::from(*b)).sum();
+                let at = r * x.stride + b * BLOCK;
+                let dot: i32 = qw.iter().enumerate().map(|(k, a)| i32::from(*a) * i32::from(x.q(at + k))).sum();
                 sum += dot as f32 * (w.scales[b * w.nbo + o] * x.d[r * nb + b]);
             }
             y[r * n + c] = sum;

@@ -42,9 +42,7 @@ fn the_chat_page_streams_answers_in_a_real_browser() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let page: Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(page["model"], "model", "{page}");
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("assets/demo/model/config.json")).unwrap()).unwrap();
-    let n = config["voco_num"].as_u64().unwrap();
+    let n = common::demo_voco_tokens();
     let compressed = format!("compressed into {n} VoCo token{}", if n == 1 { "" } else { "s" });
     assert!(page["status"].as_str().unwrap().contains(&compressed), "{page}");
     for (i, a) in page["answers"].as_array().unwrap().iter().enumerate() {

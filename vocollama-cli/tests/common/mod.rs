@@ -21,6 +21,13 @@ pub fn model() -> String {
     fixture("llava-gqa-bf16").to_str().unwrap().into()
 }
 
+/// The embedded demo model's N (`voco_num` in its config).
+pub fn demo_voco_tokens() -> u64 {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/demo/model/config.json");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    config["voco_num"].as_u64().expect("voco_num in the demo's config")
+}
+
 /// What one run of the binary did.
 pub struct Out {
     pub ok: bool,

@@ -4,7 +4,8 @@
 //! Reported: median times, their ratio, the share of key tiles the fused
 //! kernel never loads for the text rows (the layout hides them), and the same
 //! at a 4× smaller and a 4× larger image, so one sees which path's text-row
-//! work grows with it.
+//! work grows with it. Then decoding: one query row against caches of 100 to
+//! 8,000 positions, the split-K path against the row kernel (one unit per row).
 //!
 //!     cargo bench -p vocollama-benches --bench attention
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
-use vocollama_kernels::fused::{available, fused_attention, key_tile_rows};
+use vocollama_kernels::fused::{available, fused_attention, fused_attention_with, key_tile_rows, split_keys};
 use vocollama_kernels::{KeyRule, SampleRule};
 use vocollama_model::backend;
 
@@ -67,6 +68,18 @@ fn measure(device: &Device, image: usize, reps: usize) -> (Duration, Duration, f
     (fused, dense, skipped)
 }
 
+/// (split-K, row kernel) medians for one decoded row of every head against `lk` cached positions.
+fn measure_decode(device: &Device, lk: usize, reps: usize) -> (Duration, Duration) {
+    let rule = KeyRule::causal();
+    let q = Tensor::<4>::random([1, HEADS, 1, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);
+    let k = Tensor::<4>::random([1, HEADS, lk, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);
+    let v = Tensor::<4>::random([1, HEADS, lk, HEAD_DIM], Distribution::Normal(0.0, 1.0), device);
+    let run = |split: usize| {
+        time(reps, device, || fused_attention_with(q.clone(), k.clone(), v.clone(), &rule, split).expect("fused"))
+    };
+    (run(split_keys(1, HEADS, lk)), run(0))
+}
+
 fn main() {
     let reps = 10;
     println!("text rows: {TEXT} queries, {HEADS} heads x {HEAD_DIM}, N = {VOCO} VoCo; median of {reps}");
@@ -88,6 +101,31 @@ fn main() {
                 ms(fused),
                 ms(dense),
                 ms(dense) / ms(fused)
+            );
+        }
+    }
+    decode_table(reps);
+}
+
+/// Decoding: one query row per head, the split-K path against the row kernel.
+fn decode_table(reps: usize) {
+    println!("\ndecoding: 1 query row, {HEADS} heads x {HEAD_DIM}; median of {reps}");
+    println!("| backend | cached positions | keys per chunk | split-K ms | row kernel ms | row / split-K |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for name in backend::compiled_backends() {
+        let device = backend::device(name).expect("compiled-in backend");
+        if !vocollama_kernels::device::is_cubecl(&device) {
+            continue;
+        }
+        for lk in [100, 579, 2000, 8000] {
+            let (split, rows) = measure_decode(&device, lk, reps);
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            println!(
+                "| {name} | {lk} | {} | {:.3} | {:.3} | {:.2}x |",
+                split_keys(1, HEADS, lk),
+                ms(split),
+                ms(rows),
+                ms(rows) / ms(split)
             );
         }
     }

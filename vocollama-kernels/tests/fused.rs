@@ -2,7 +2,8 @@
 //! runs it — the CubeCL kernel (wgpu; in CI the software Vulkan driver; CUDA)
 //! and its CPU counterpart on flex: random inputs, sizes off the tile, GQA,
 //! VoCo spans of 1..16, decode against a long cache, padding, batches, a
-//! cache buffer with spare rows and strided keys.
+//! cache buffer with spare rows and strided keys; the split-K decode path at
+//! chunk sizes on and off its tile, beside the row kernel on the same inputs.
 
 mod common;
 
@@ -10,7 +11,7 @@ use burn::tensor::{DType, Device, Distribution, Tensor};
 use common::max_rel;
 use vocollama_kernels::attention::{attention, reference};
 use vocollama_kernels::device::is_cuda;
-use vocollama_kernels::fused::fused_attention;
+use vocollama_kernels::fused::{SPLIT_MAX_ROWS, fused_attention, fused_attention_with, split_keys};
 use vocollama_kernels::{KeyRule, SampleRule};
 
 /// The devices of this build that run the fused attention (never empty).
@@ -69,6 +70,11 @@ fn decode_against_a_long_cache_and_head_dims() {
         check(&format!("decode d={d}"), &voco(579, 2), 1, 4, 4, 1, 600, d);
     }
     check("causal decode", &KeyRule::causal(), 1, 32, 8, 1, 301, 64);
+    // Long key spans at the real models' widths: CLIP-L's 577 keys at head dim 64, a LLaVA
+    // prompt's 643 at 128. A row here walks every key: on lavapipe, whose shaders stop any
+    // invocation after 65,535 loop iterations in all, the head-dim loops must be unrolled.
+    check("CLIP-L's 577 keys at head dim 64", &KeyRule::full(), 1, 2, 2, 40, 577, 64);
+    check("the end of a 643-token prompt at head dim 128", &KeyRule::causal(), 1, 2, 1, 40, 643, 128);
     check("full (CLIP)", &KeyRule::full(), 2, 4, 4, 65, 65, 80);
     // The test towers' shapes: 16 patches and the class token, heads of 12 and of 8.
     check("full (CLIP), head dim 12", &KeyRule::full(), 1, 4, 4, 17, 17, 12);
@@ -135,4 +141,41 @@ fn cache_buffers_with_spare_rows_and_strided_keys() {
             assert!(rel <= tolerance(name), "{name} lq={lq}: max|Δ|/max|ref| = {rel:e}");
         }
     }
+}
+
+/// Decoding's split-K path (a few query rows, keys in chunks merged afterwards) and the row
+/// kernel on the same inputs, both against the reference: chunk sizes on and off the cube's
+/// 32-key tile, chunks the VoCo rule or the padding hides entirely, GQA, a batch, and the
+/// chunk the automatic choice makes.
+#[test]
+fn split_k_decode_matches_the_row_kernel() {
+    let rule = KeyRule {
+        causal: true,
+        samples: vec![
+            // Rows after the VoCo span see keys 300.. only: the first chunks are all hidden.
+            SampleRule { left_padding: 0, voco: Some((300, 303)) },
+            SampleRule { left_padding: 130, voco: None },
+            // Only the last few keys visible: one chunk holds them all.
+            SampleRule { left_padding: 590, voco: None },
+        ],
+    };
+    let (b, h, kvh, lk) = (3, 8, 2, 600);
+    for (name, device) in devices() {
+        for (lq, d) in [(1, 64), (3, 128), (SPLIT_MAX_ROWS, 16), (2, 80)] {
+            let rand = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let (q, k, v) = (rand([b, h, lq, d]), rand([b, kvh, lk, d]), rand([b, kvh, lk, d]));
+            let want = reference(q.clone(), k.clone(), v.clone(), &rule);
+            let auto = split_keys(lq, b * h * lq, lk);
+            assert!(auto > 0, "{lq} query rows take the split-K path");
+            for chunk in [0, 32, 50, 64, 257, auto, lk] {
+                let Some(got) = fused_attention_with(q.clone(), k.clone(), v.clone(), &rule, chunk) else {
+                    assert!(is_cuda(&device) && !d.is_multiple_of(8), "{name}: the fused attention refused d={d}");
+                    continue;
+                };
+                let rel = max_rel(got, want.clone());
+                assert!(rel <= tolerance(name), "{name} lq={lq} d={d} chunk={chunk}: max|Δ|/max|ref| = {rel:e}");
+            }
+        }
+    }
+    assert_eq!(split_keys(SPLIT_MAX_ROWS + 1, 32, 600), 0, "longer blocks take the row kernel");
 }

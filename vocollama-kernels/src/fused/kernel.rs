@@ -10,7 +10,14 @@ use cubecl::prelude::*;
 
 /// The keys `[lo, hi)` query row `i` (key index `lk - lq + i`) may see.
 #[cube]
-fn visible<I: Int>(rules: &Tensor<I>, b: usize, i: usize, lq: usize, lk: usize, causal: u32) -> (usize, usize) {
+pub(super) fn visible<I: Int>(
+    rules: &Tensor<I>,
+    b: usize,
+    i: usize,
+    lq: usize,
+    lk: usize,
+    causal: u32,
+) -> (usize, usize) {
     let q_abs = lk - lq + i;
     // After the padding; after the first VoCo token for rows past the last one.
     let mut lo = u32::cast_from(rules[b * 4]) as usize;
@@ -73,8 +80,13 @@ pub fn fused_attention_kernel<F: Float, I: Int>(
     let q_base = (bh * lq + i) * head_dim;
     // Keys and values may be a cache buffer with rows to spare: `k_rows` apart per head.
     let kv_base = (b * kv_heads + kvh) * (k_rows as usize) * head_dim;
+    // The head-dimension loops are unrolled (the dim is a compile-time constant): the row's
+    // query and sums can then live in registers, and a row that walks hundreds of keys stays
+    // under lavapipe's limit of 65,535 loop iterations per invocation, past which its
+    // shaders stop looping (measured: head dim 64 wrong from 500 keys before unrolling).
     let mut qv = Array::<f32>::new(head_dim);
     let mut acc = Array::<f32>::new(head_dim);
+    #[unroll]
     for x in 0..head_dim {
         acc[x] = f32::new(0.0);
         qv[x] = f32::new(0.0);
@@ -107,6 +119,7 @@ pub fn fused_attention_kernel<F: Float, I: Int>(
                 let j = t + r;
                 if j >= lo && j < hi {
                     let mut s = f32::new(0.0);
+                    #[unroll]
                     for x in 0..head_dim {
                         s += qv[x] * ks[r * head_dim + x];
                     }
@@ -114,6 +127,7 @@ pub fn fused_attention_kernel<F: Float, I: Int>(
                     let correction = f32::exp(m - m_new);
                     let p = f32::exp(s - m_new);
                     l = l * correction + p;
+                    #[unroll]
                     for x in 0..head_dim {
                         acc[x] = acc[x] * correction + p * vs[r * head_dim + x];
                     }
@@ -130,6 +144,7 @@ pub fn fused_attention_kernel<F: Float, I: Int>(
         if l > f32::new(0.0) {
             inv = f32::new(1.0) / l;
         }
+        #[unroll]
         for x in 0..head_dim {
             out[q_base + x] = F::cast_from(acc[x] * inv);
         }

@@ -242,9 +242,14 @@ pub(crate) fn launch(
     lk: usize,
     causal: bool,
 ) -> Tensor<4> {
-    let [b, heads, lq, _] = q.dims();
-    let split = split_keys(lq, b * heads * lq, lk);
+    let split = auto_split_keys(&q, lk);
     launch_with(q, k, v, rules, lk, causal, split)
+}
+
+/// [`split_keys`] for the query block `q` over `lk` keys.
+fn auto_split_keys(q: &Tensor<4>, lk: usize) -> usize {
+    let [b, heads, lq, _] = q.dims();
+    split_keys(lq, b * heads * lq, lk)
 }
 
 fn launch_with(
@@ -269,8 +274,7 @@ fn launch_with(
 
 /// The fused kernel for one call where it is [`supports`]ed; `None` elsewhere.
 pub fn fused_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, rule: &KeyRule) -> Option<Tensor<4>> {
-    let [b, heads, lq, _] = q.dims();
-    let split = split_keys(lq, b * heads * lq, k.dims()[2]);
+    let split = auto_split_keys(&q, k.dims()[2]);
     fused_attention_with(q, k, v, rule, split)
 }
 

@@ -139,7 +139,8 @@ pub fn fused_attention_kernel<F: Float, I: Int>(
         t += tile_k;
     }
     if active {
-        // A row that sees no key at all outputs zeros, as Burn's attention does.
+        // A row that sees no key at all (a padding row, never read) outputs zeros; Burn's
+        // masked attention on wgpu weighs every key equally there instead.
         let mut inv = f32::new(0.0);
         if l > f32::new(0.0) {
             inv = f32::new(1.0) / l;

@@ -140,7 +140,7 @@ pub fn split_partials_kernel<F: Float, I: Int>(
 }
 
 /// `out[row] = Σ_s e^(m_s − M) acc_s / Σ_s e^(m_s − M) l_s` over a row's chunks that saw a key
-/// (`l_s > 0`); a row that saw none outputs zeros, as Burn's attention does. Cubes: one per row.
+/// (`l_s > 0`); a row that saw none (a padding row, never read) outputs zeros. Cubes: one per row.
 #[cube(launch)]
 pub fn split_combine_kernel<F: Float>(
     partials: &Tensor<f32>,

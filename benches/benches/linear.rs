@@ -1,8 +1,8 @@
 //! One decoded row through a Vicuna-7B MLP projection (`up_proj`: 4096 → 11008) on
 //! the CPU backend: `vocollama_kernels::linear` against flex's own matmul, for f32,
 //! f16 and bf16 weights (one row, four and eight: the server's batched decoding) and
-//! for q8 and q4 blocks with f16 activations (one row and eight; flex's path there
-//! dequantizes the whole weight). Reported:
+//! for q8 and q4 blocks with f16 activations, packed as the model holds them after
+//! loading (one row and eight; flex's path there dequantizes the whole weight). Reported:
 //! median ms over 30 runs (or two seconds' worth) and the weight bytes read per ms
 //! (GB/s), which one decoded token is bound by. `-- --layouts` times flex's matmul
 //! with the weight behind a transposed view and contiguous, and vocollama's, at 1 to
@@ -85,15 +85,15 @@ fn main() {
             .per_block([32u8], ScaleDtype::F16);
         let q = oi.clone().quantize_dynamic(&scheme);
         let w = vocollama_kernels::linear::transpose(q);
+        let packed = vocollama_kernels::linear::pack(&w).expect("packed on flex");
         for rows in [1, 8] {
             let x = Tensor::<2>::random([rows, D_IN], Distribution::Normal(0.0, 1.0), &device);
             let xd = x.cast(FloatDType::F16);
-            let ours =
-                median_ms(|| vocollama_kernels::linear::matmul(xd.clone(), w.clone()).expect("quantized on flex"));
+            let ours = median_ms(|| vocollama_kernels::linear::packed_matmul(xd.clone(), &packed));
             let theirs = median_ms(|| xd.clone().matmul(w.clone()));
-            // Flex holds a byte a value and an f32 scale per block of 32.
+            // The bytes the packed weight holds: values, and an f32 scale per block of 32.
             let name = format!("{label} ({rows} row{})", if rows > 1 { "s" } else { "" });
-            row(&name, (D_IN * D_OUT) as f64 * (1.0 + 4.0 / 32.0), ours, theirs);
+            row(&name, packed.bytes() as f64, ours, theirs);
         }
     }
 }

@@ -157,9 +157,8 @@ fn decode_weight_bytes(model: &LlavaModel, device: &Device) -> u64 {
     let float = model.precision.float_bytes() as f64;
     let per_weight = match model.precision.quantize {
         Quantize::None => float,
-        // CubeCL packs values with f16 block scales; flex keeps a byte a value and f32 scales.
-        q if vocollama_kernels::device::is_cubecl(device) => q.bytes_per_weight(true),
-        _ => 1.0 + 4.0 / 32.0,
+        // Values packed everywhere; CubeCL's block scales in f16, flex's in f32.
+        q => q.bytes_per_weight(!vocollama_kernels::device::is_cubecl(device)),
     };
     (linear as f64 * per_weight + (c.vocab_size * d) as f64 * float) as u64
 }

@@ -121,3 +121,51 @@ fn float_rows_match_burns_matmul() {
     assert!(taken > 0, "the CPU's float rows were never run");
     let _ = taken;
 }
+
+/// Packed weights (the model's form of a quantized weight on the CPU after loading): the
+/// same products as the weight they were packed from, bit for bit, on every row count and
+/// activation type, within the dequantized reference's tolerances, and the same tensor
+/// back. Three and four blocks along the input (the 4-bit form pads an odd count).
+#[test]
+fn packed_weights_multiply_as_the_weights_they_hold() {
+    use vocollama_kernels::linear::{pack, packed_matmul};
+    let mut packed = 0;
+    for (name, device) in common::devices() {
+        for value in [QuantValue::Q8S, QuantValue::Q4S] {
+            for d_in in [96, 128] {
+                let (label, w) = weights(value, d_in, 200, &device).remove(0);
+                assert_eq!(label, "as loaded");
+                let Some(p) = pack(&w) else {
+                    assert_ne!(name, "flex", "{value:?}: the loader's weight was not packed");
+                    continue;
+                };
+                packed += 1;
+                assert_eq!(p.dims(), [d_in, 200]);
+                let reference = w.clone().dequantize().cast(FloatDType::F32);
+                let back = p.tensor().dequantize().cast(FloatDType::F32).into_data();
+                assert_eq!(
+                    back,
+                    reference.clone().into_data(),
+                    "{value:?} {d_in}: the tensor rebuilt from the packed bytes"
+                );
+                for rows in [1, 3, 16, 17, 128, 129] {
+                    let x = Tensor::<2>::random([rows, d_in], Distribution::Normal(0.0, 1.0), &device);
+                    let want = x.clone().matmul(reference.clone());
+                    for (dtype, tol) in [(FloatDType::F32, 1e-4), (FloatDType::F16, 1e-2), (FloatDType::BF16, 3e-2)] {
+                        let xd = x.clone().cast(dtype);
+                        let got = packed_matmul(xd.clone(), &p);
+                        let unpacked = matmul(xd, w.clone()).expect("taken on flex");
+                        let at = format!("{value:?} d_in {d_in} rows {rows} {dtype:?}");
+                        assert_eq!(got.dtype(), DType::from(dtype), "{at}: output float type");
+                        assert_eq!(got.to_data(), unpacked.to_data(), "{at}: packed and unpacked differ");
+                        let rel = max_rel(got, want.clone());
+                        assert!(rel <= tol, "{at}: {rel:e} > {tol:e}");
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(feature = "flex")]
+    assert_eq!(packed, 4, "flex packs q8 and q4 weights of both shapes");
+    let _ = packed;
+}

@@ -90,6 +90,7 @@ fn check_llava(name: &str, tower: Option<&str>) {
             let label = format!("{name} [{backend}]");
             let got = llava_logits(&model, &image, &ids);
             judge(&label, case, &got, &want, model.config.llm.vocab_size);
+            check_packed(&label, case, &model);
             // CLIP's selected features too (the tower is never quantized).
             let v = model.vision.as_ref().unwrap();
             let px = Tensor::<4>::from_data(r["pixel_values"].clone(), (&device, DType::from(model.precision.dtype)));
@@ -100,6 +101,18 @@ fn check_llava(name: &str, tower: Option<&str>) {
             assert!(rel <= tol, "{label} {}: clip features {rel:e}", case.label);
         }
     }
+}
+
+/// On the CPU a quantized model holds its quantized weights once, packed for the kernels,
+/// and running it never rebuilds Burn's tensors from them; elsewhere nothing is packed.
+fn check_packed(label: &str, case: &Case, model: &LlavaModel) {
+    let mut linears = model.llm.linears();
+    linears.extend(model.vision.iter().flat_map(|v| v.projector.linears()));
+    let packed = linears.iter().filter(|(_, l)| l.is_packed()).count();
+    let quantized = linears.iter().filter(|(_, l)| l.is_quantized()).count();
+    let expect = if label.contains("[flex]") && case.quantize != Quantize::None { quantized } else { 0 };
+    assert_eq!(packed, expect, "{label} {}: {packed} of {} linear layers packed", case.label, linears.len());
+    assert_eq!(quantized > 0, case.quantize != Quantize::None, "{label} {}: quantized layers", case.label);
 }
 
 #[test]

@@ -13,13 +13,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde_json::json;
 use vocollama_model::io::json::read_json;
-use vocollama_model::model::linear::{linear, zeros};
+use vocollama_model::model::linear::{Linear, linear, zeros};
 use vocollama_model::model::random::randomize;
 use vocollama_model::rng::SplitMix64;
 use vocollama_model::{Error, LlavaModel, Result};

@@ -85,6 +85,24 @@ pub fn matmul(w: &Weight, x: &Rows8) -> Vec<f32> {
     by_columns(w.d_out, x.rows, |o0, y| task(w, x, o0, y))
 }
 
+/// `x · w` for 4-bit values packed as [`super::packed`] holds them (each column's bytes
+/// contiguous, `stride` bytes apart: per pair of blocks 32 bytes, value `j` of the pair
+/// in byte `j % 32`'s low nibble for `j < 32` and high nibble above, each as `q + 8`),
+/// block scales in Burn's grid (`scales[b · d_out + o]`); `None` without AVX-512 VNNI
+/// (the caller unpacks the bytes and takes [`matmul`]).
+pub fn matmul_q4(nibbles: &[u8], stride: usize, scales: &[f32], d_out: usize, x: &Rows8) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if vnni::available() {
+        let nb = x.nb;
+        assert!(stride >= nb.div_ceil(2) * 32 && nibbles.len() >= d_out * stride && scales.len() >= nb * d_out);
+        let src = vnni::Source { data: nibbles, start: 0, stride, scales, row: d_out, nb, q4: true };
+        // SAFETY: the CPU has AVX-512 F, BW and VNNI (`available`).
+        return Some(by_columns(d_out, x.rows, |o0, y| unsafe { vnni::columns(&src, x, o0, y) }));
+    }
+    let _ = (nibbles, stride, scales, d_out, x);
+    None
+}
+
 /// Whether this path reads `w`: each output's bytes contiguous, blocks of [`BLOCK`] along k.
 pub fn takes(w: &Weight) -> bool {
     w.sk == 1 && w.bo == 1 && w.bk == BLOCK && w.d_in.is_multiple_of(BLOCK)
@@ -94,12 +112,9 @@ type Task = fn(&Weight, &Rows8, usize, &mut [f32]);
 
 fn pick() -> Task {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vnni")
-    {
-        // SAFETY: the CPU has AVX-512 F, BW and VNNI, checked just above.
-        return |w, x, o0, y| unsafe { vnni::columns(w, x, o0, y) };
+    if vnni::available() {
+        // SAFETY: the CPU has AVX-512 F, BW and VNNI (`available`).
+        return |w, x, o0, y| unsafe { vnni::columns(&vnni::Source::bytes(w), x, o0, y) };
     }
     portable
 }
@@ -130,6 +145,37 @@ mod vnni {
     use super::*;
     use std::arch::x86_64::*;
 
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// A weight's columns as the loop streams them: column `o`'s bytes from
+    /// `start + o · stride`, 8-bit values (64 bytes a pair of blocks) or 4-bit ones
+    /// (32 bytes a pair, see [`matmul_q4`]); block `b`'s scale at `scales[b · row + o]`.
+    pub struct Source<'a> {
+        pub data: &'a [u8],
+        pub start: usize,
+        pub stride: usize,
+        pub scales: &'a [f32],
+        pub row: usize,
+        pub nb: usize,
+        pub q4: bool,
+    }
+
+    impl<'a> Source<'a> {
+        pub fn bytes(w: &Weight<'a>) -> Self {
+            let data: &[u8] = bytemuck::cast_slice(w.data);
+            Source { data, start: w.start, stride: w.so, scales: w.scales, row: w.nbo, nb: w.d_in / BLOCK, q4: false }
+        }
+
+        /// Bytes of one column the loop reads.
+        fn span(&self) -> usize {
+            if self.q4 { self.nb.div_ceil(2) * 32 } else { self.nb * BLOCK }
+        }
+    }
+
     /// Columns `[o0, o0 + n)`, four at a time (four weight streams in flight, each row's
     /// bytes loaded once for the four), two blocks (64 bytes) a step: their products
     /// summed by `vpdpbusd` (unsigned × signed: the row's bytes offset by 128, the
@@ -138,7 +184,8 @@ mod vnni {
     /// rows share each loaded weight vector. The sums are the exact integer products, as
     /// in [`portable`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn columns(w: &Weight, x: &Rows8, o0: usize, y: &mut [f32]) {
+    pub unsafe fn columns(w: &Source, x: &Rows8, o0: usize, y: &mut [f32]) {
+        assert_eq!(w.nb, x.nb, "int8 matmul: rows of {} blocks against {}", x.nb, w.nb);
         let (nb, rows) = (x.nb, x.rows);
         let n = y.len() / rows.max(1);
         let mut scratch = Scratch::take();
@@ -156,25 +203,33 @@ mod vnni {
         let mut c = 0;
         while c < n {
             let cols = if c + 4 <= n { 4 } else { 1 };
-            let at = w.start + (o0 + c) * w.so;
-            let span = (cols - 1) * w.so + w.d_in;
+            let at = w.start + (o0 + c) * w.stride;
+            let span = (cols - 1) * w.stride + w.span();
             let block =
-                Columns { data: &w.data[at..at + span], stride: w.so, scales: w.scales, row: w.nbo, o: o0 + c, nb };
+                Columns { data: &w.data[at..at + span], stride: w.stride, scales: w.scales, row: w.row, o: o0 + c, nb };
             let mut r = 0;
             while r < rows {
                 let take = (rows - r).min(4);
                 let mut out = [[0f32; 4]; 4];
                 // SAFETY: the features are this function's; bounds are checked inside.
                 unsafe {
-                    match (cols, take) {
-                        (4, 4) => block.dots::<4, 4>(x, dx, r, &mut out),
-                        (4, 3) => block.dots::<4, 3>(x, dx, r, &mut out),
-                        (4, 2) => block.dots::<4, 2>(x, dx, r, &mut out),
-                        (4, _) => block.dots::<4, 1>(x, dx, r, &mut out),
-                        (_, 4) => block.dots::<1, 4>(x, dx, r, &mut out),
-                        (_, 3) => block.dots::<1, 3>(x, dx, r, &mut out),
-                        (_, 2) => block.dots::<1, 2>(x, dx, r, &mut out),
-                        _ => block.dots::<1, 1>(x, dx, r, &mut out),
+                    match (w.q4, cols, take) {
+                        (false, 4, 4) => block.dots::<4, 4, false>(x, dx, r, &mut out),
+                        (false, 4, 3) => block.dots::<4, 3, false>(x, dx, r, &mut out),
+                        (false, 4, 2) => block.dots::<4, 2, false>(x, dx, r, &mut out),
+                        (false, 4, _) => block.dots::<4, 1, false>(x, dx, r, &mut out),
+                        (false, _, 4) => block.dots::<1, 4, false>(x, dx, r, &mut out),
+                        (false, _, 3) => block.dots::<1, 3, false>(x, dx, r, &mut out),
+                        (false, _, 2) => block.dots::<1, 2, false>(x, dx, r, &mut out),
+                        (false, _, _) => block.dots::<1, 1, false>(x, dx, r, &mut out),
+                        (true, 4, 4) => block.dots::<4, 4, true>(x, dx, r, &mut out),
+                        (true, 4, 3) => block.dots::<4, 3, true>(x, dx, r, &mut out),
+                        (true, 4, 2) => block.dots::<4, 2, true>(x, dx, r, &mut out),
+                        (true, 4, _) => block.dots::<4, 1, true>(x, dx, r, &mut out),
+                        (true, _, 4) => block.dots::<1, 4, true>(x, dx, r, &mut out),
+                        (true, _, 3) => block.dots::<1, 3, true>(x, dx, r, &mut out),
+                        (true, _, 2) => block.dots::<1, 2, true>(x, dx, r, &mut out),
+                        (true, _, _) => block.dots::<1, 1, true>(x, dx, r, &mut out),
                     }
                 }
                 for (k, col) in out[..cols].iter().enumerate() {
@@ -188,11 +243,11 @@ mod vnni {
         }
     }
 
-    /// Adjacent columns: column `k`'s bytes at `data[k · stride..][..nb · 32]`, its block
+    /// Adjacent columns: column `k`'s bytes at `data[k · stride..]`, its block
     /// `b`'s scale at `scales[b · row + o + k]` (the scale grid as Burn lays it out: read
     /// where it lies, four columns' scales side by side, each line shared by 16 columns).
     struct Columns<'a> {
-        data: &'a [i8],
+        data: &'a [u8],
         stride: usize,
         scales: &'a [f32],
         row: usize,
@@ -201,9 +256,10 @@ mod vnni {
     }
 
     impl Columns<'_> {
-        /// `C` columns against rows `[r0, r0 + R)`: `out[k][i]` for column k, row r0 + i.
+        /// `C` columns against rows `[r0, r0 + R)`: `out[k][i]` for column k, row r0 + i;
+        /// the columns' values 8-bit, or 4-bit (`Q4`).
         #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-        unsafe fn dots<const C: usize, const R: usize>(
+        unsafe fn dots<const C: usize, const R: usize, const Q4: bool>(
             &self,
             x: &Rows8,
             dx: &[f32],
@@ -213,7 +269,8 @@ mod vnni {
             let nb = self.nb;
             let pairs = nb.div_ceil(2);
             assert!(C <= 4 && R <= 4 && nb > 0 && (nb - 1) * self.row + self.o + C <= self.scales.len());
-            assert!(self.data.len() >= (C - 1) * self.stride + nb * BLOCK);
+            let span = if Q4 { pairs * 32 } else { nb * BLOCK };
+            assert!(self.data.len() >= (C - 1) * self.stride + span);
             assert!((r0 + R) * pairs * 16 <= dx.len() && (r0 + R) * x.stride <= x.u.len() && x.stride >= pairs * 64);
             let zero = _mm512_setzero_si512();
             let ones = _mm512_set1_epi8(1);
@@ -225,6 +282,7 @@ mod vnni {
                 let mask: u64 = if whole { u64::MAX } else { u32::MAX as u64 };
                 let mut ux = [zero; R];
                 let mut d = [_mm512_setzero_ps(); R];
+                let (low, eight) = (_mm256_set1_epi8(0x0F), _mm512_set1_epi8(8));
                 for i in 0..R {
                     // SAFETY: rows are padded to whole pairs and `dx` holds them (asserted above).
                     unsafe {
@@ -233,15 +291,22 @@ mod vnni {
                     }
                 }
                 for (k, acc) in acc.iter_mut().enumerate() {
-                    let at = k * self.stride + p * 64;
+                    let at = k * self.stride + p * if Q4 { 32 } else { 64 };
                     // The next columns' line at this offset (see `prefetch`).
                     prefetch(self.data.as_ptr().wrapping_add(at + C * self.stride));
-                    // SAFETY: the masked load reads only bytes inside the column (asserted above).
+                    // SAFETY: the loads read only bytes inside the column (asserted above).
                     let qw = unsafe {
-                        if whole {
+                        if Q4 {
+                            // 32 bytes: the low nibbles are the pair's first 32 values, the
+                            // high nibbles the next 32, each q + 8 (a missing block's are 8).
+                            let b = _mm256_loadu_si256(self.data.as_ptr().add(at).cast());
+                            let lo = _mm256_and_si256(b, low);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low);
+                            _mm512_sub_epi8(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), eight)
+                        } else if whole {
                             _mm512_loadu_si512(self.data.as_ptr().add(at).cast())
                         } else {
-                            _mm512_maskz_loadu_epi8(mask, self.data.as_ptr().add(at))
+                            _mm512_maskz_loadu_epi8(mask, self.data.as_ptr().add(at).cast())
                         }
                     };
                     // −128 · Σ w over each lane's four bytes: (x + 128) · w summed, less this, is x · w.

@@ -14,7 +14,9 @@
 //!   every core into a contiguous f32 buffer kept between calls and runs the
 //!   float matmul ([`prefill`]).
 //!   [`transpose`] gives the loader's `[in, out]` view of PyTorch's `[out, in]`
-//!   bytes without moving them.
+//!   bytes without moving them. After loading, [`pack`] holds each such weight
+//!   once for these loops ([`Packed`]): a call then copies nothing, and 4-bit
+//!   values take half a byte each (flex holds one a byte).
 //! - **Float weights, short blocks** (up to 64 rows, [`float`]): the matmul
 //!   library treats a decoded row like a large product (an f32 or f16 weight
 //!   read at half the memory bandwidth or less, two to sixteen rows ~20x slower,
@@ -32,6 +34,8 @@
 mod float;
 #[cfg(feature = "flex")]
 mod int8;
+#[cfg(feature = "flex")]
+mod packed;
 #[cfg(feature = "flex")]
 mod prefill;
 #[cfg(feature = "flex")]
@@ -59,7 +63,7 @@ mod extension {
 
     impl CpuLinear for burn_flex::Flex {
         fn quantized_matmul(x: burn_flex::FlexTensor, w: burn_flex::FlexQTensor) -> burn_flex::FlexTensor {
-            super::quantized::quantized_matmul(x, w)
+            super::quantized::quantized_matmul(x, &w)
         }
 
         fn quantized_transpose(w: burn_flex::FlexQTensor) -> burn_flex::FlexQTensor {
@@ -146,5 +150,103 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Option<Tensor<2>> {
     {
         let _ = (x, w);
         None
+    }
+}
+
+/// A quantized linear weight `[d_in, d_out]` held for the CPU's loops (see [`pack`]);
+/// cloning it shares the bytes.
+#[derive(Clone, Debug)]
+pub struct Packed {
+    dims: [usize; 2],
+    #[cfg(feature = "flex")]
+    weight: std::sync::Arc<packed::PackedWeight>,
+}
+
+impl Packed {
+    /// `[d_in, d_out]`.
+    pub fn dims(&self) -> [usize; 2] {
+        self.dims
+    }
+
+    /// Bytes of values and scales held.
+    pub fn bytes(&self) -> usize {
+        #[cfg(feature = "flex")]
+        return self.weight.bytes();
+        #[cfg(not(feature = "flex"))]
+        0
+    }
+
+    /// The weight as the Burn tensor it was packed from (same values, scales and layout).
+    pub fn tensor(&self) -> Tensor<2> {
+        #[cfg(feature = "flex")]
+        return flex::quantized(self.weight.tensor());
+        #[cfg(not(feature = "flex"))]
+        unreachable!("packed weights exist only on the CPU backend")
+    }
+}
+
+/// A quantized weight `w: [d_in, d_out]` as the loader holds it on the CPU backend, packed
+/// for [`packed_matmul`] (8-bit values kept where they are, 4-bit ones two a byte); `None`
+/// on other devices, for float weights, and for layouts the loops do not read.
+pub fn pack(w: &Tensor<2>) -> Option<Packed> {
+    if !matches!(w.dtype(), DType::QFloat(_)) || !takes(&w.device(), w.dtype()) {
+        return None;
+    }
+    #[cfg(feature = "flex")]
+    {
+        let weight = packed::PackedWeight::pack(flex::quantized_of(w.clone())?)?;
+        Some(Packed { dims: weight.dims(), weight: std::sync::Arc::new(weight) })
+    }
+    #[cfg(not(feature = "flex"))]
+    None
+}
+
+/// `x · w` for `x: [rows, d_in]` on the device `w` was packed on, in `x`'s float type.
+pub fn packed_matmul(x: Tensor<2>, w: &Packed) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    {
+        let x = flex::float_of(x).expect("rows on the CPU backend, where the weight was packed");
+        flex::float(w.weight.matmul(x))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, w);
+        unreachable!("packed weights exist only on the CPU backend")
+    }
+}
+
+/// Flex's primitives in and out of Burn's tensors.
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::backend::{BackendTensor, DispatchTensorKind};
+    use burn::tensor::Tensor;
+    use burn_flex::{FlexQTensor, FlexTensor};
+
+    pub fn quantized_of(w: Tensor<2>) -> Option<FlexQTensor> {
+        match w.into_dispatch().kind {
+            DispatchTensorKind::Flex(BackendTensor::Quantized(q)) => Some(q),
+            _ => None,
+        }
+    }
+
+    pub fn float_of(x: Tensor<2>) -> Option<FlexTensor> {
+        match x.into_dispatch().kind {
+            DispatchTensorKind::Flex(BackendTensor::Float(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn quantized(q: FlexQTensor) -> Tensor<2> {
+        Tensor::from_dispatch(burn::backend::DispatchTensor {
+            kind: DispatchTensorKind::Flex(BackendTensor::Quantized(q)),
+            autodiff: Default::default(),
+        })
+    }
+
+    pub fn float(t: FlexTensor) -> Tensor<2> {
+        Tensor::from_dispatch(burn::backend::DispatchTensor {
+            kind: DispatchTensorKind::Flex(BackendTensor::Float(t)),
+            autodiff: Default::default(),
+        })
     }
 }

@@ -76,22 +76,46 @@ pub fn transpose(w: FlexQTensor) -> FlexQTensor {
     FlexQTensor::new(w.tensor().transpose(0, 1), swapped, scales, None)
 }
 
-pub fn quantized_matmul(x: FlexTensor, w: FlexQTensor) -> FlexTensor {
+pub fn quantized_matmul(x: FlexTensor, w: &FlexQTensor) -> FlexTensor {
     let dtype = x.dtype();
     let xs = x.layout().shape().to_vec();
     let ws = w.tensor().layout().shape().to_vec();
     assert!(xs.len() == 2 && ws.len() == 2 && xs[1] == ws[0], "quantized matmul: [r, k] · [k, n], got {xs:?} · {ws:?}");
-    let (rows, d_in, d_out) = (xs[0], ws[0], ws[1]);
-    let DType::QFloat(scheme) = w.dtype() else { unreachable!("a quantized tensor") };
-    let layout = w.tensor().layout();
-    let strides = layout.strides();
-    let grid = blocks(&scheme, d_in, d_out);
-    let (Some((bk, bo, nbo)), true) = (grid, strides.iter().all(|&s| s >= 0)) else {
+    let Some(weight) = view(w) else {
         // Not a layout these loops read: Burn's own dequantization, then the float matmul.
-        let w = <burn_flex::Flex as burn::backend::ops::QTensorOps<burn_flex::Flex>>::dequantize(w, float_of(dtype));
+        let w = <burn_flex::Flex as burn::backend::ops::QTensorOps<burn_flex::Flex>>::dequantize(
+            w.clone(),
+            float_of(dtype),
+        );
         return burn_flex::ops::matmul::matmul(x, w);
     };
-    let weight = Weight {
+    let rows = xs[0];
+    let rows8 = rows8(&x, weight.d_in);
+    // Half-precision activations meet the weight as 8-bit blocks at every row count (GGML's
+    // Q8_0 · Q8_0): up to `int8::MAX_ROWS` rows (decoding, a question) in integer products
+    // (`int8`), longer blocks as the values those blocks stand for, so a prompt and its
+    // decoded tokens see the same layer.
+    if let Some(q) = &rows8
+        && rows <= int8::MAX_ROWS
+        && int8::takes(&weight)
+    {
+        return float_tensor(TensorData::new(int8::matmul(&weight, q), [rows, weight.d_out]), dtype);
+    }
+    float_rows(x, rows8, &weight)
+}
+
+/// The loops' view of a quantized `[d_in, d_out]` tensor; `None` for a layout or block
+/// scheme they do not read.
+pub(super) fn view(w: &FlexQTensor) -> Option<Weight<'_>> {
+    let DType::QFloat(scheme) = w.dtype() else { unreachable!("a quantized tensor") };
+    let layout = w.tensor().layout();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    if shape.len() != 2 || strides.iter().any(|&s| s < 0) {
+        return None;
+    }
+    let (d_in, d_out) = (shape[0], shape[1]);
+    let (bk, bo, nbo) = blocks(&scheme, d_in, d_out)?;
+    Some(Weight {
         data: w.tensor().storage::<i8>(),
         start: layout.start_offset(),
         sk: strides[0] as usize,
@@ -102,34 +126,38 @@ pub fn quantized_matmul(x: FlexTensor, w: FlexQTensor) -> FlexTensor {
         bk,
         bo,
         nbo,
+    })
+}
+
+/// Half-precision rows `x: [rows, d_in]` quantized to 8 bits in blocks (see `int8`); `None`
+/// for f32 rows (the exact loops) or an input not a whole number of blocks.
+pub(super) fn rows8(x: &FlexTensor, d_in: usize) -> Option<int8::Rows8> {
+    (x.dtype() != DType::F32 && d_in.is_multiple_of(int8::BLOCK)).then(|| {
+        let rows = x.layout().shape()[0];
+        int8::Rows8::quantize(&rows_f32(x.clone()), rows, d_in)
+    })
+}
+
+/// `x · w` by the float loops: f32 rows (or the values 8-bit rows stand for) against the
+/// weight's bytes, up to [`MAX_FUSED_ROWS`] rows; a longer block through the dequantized
+/// weight and the matmul library.
+pub(super) fn float_rows(x: FlexTensor, rows8: Option<int8::Rows8>, weight: &Weight) -> FlexTensor {
+    let dtype = x.dtype();
+    let rows = x.layout().shape()[0];
+    let xf = match rows8 {
+        Some(q) => q.values(),
+        None => rows_f32(x),
     };
-    // Half-precision activations meet the weight as 8-bit blocks at every row count (GGML's
-    // Q8_0 · Q8_0): up to `int8::MAX_ROWS` rows (decoding, a question) in integer products
-    // (`int8`), longer blocks as the values those blocks stand for, so a prompt and its
-    // decoded tokens see the same layer.
-    let rows8 = (dtype != DType::F32 && d_in.is_multiple_of(int8::BLOCK)).then(|| {
-        let xf = rows_f32(x.clone());
-        int8::Rows8::quantize(&xf, rows, d_in)
-    });
-    let y = match rows8 {
-        Some(q) if rows <= int8::MAX_ROWS && int8::takes(&weight) => int8::matmul(&weight, &q),
-        rows8 => {
-            let xf = match rows8 {
-                Some(q) => q.values(),
-                None => rows_f32(x),
-            };
-            if rows > MAX_FUSED_ROWS {
-                // A prompt: the weight dequantized into a contiguous buffer, then the matmul library.
-                return super::prefill::quantized(&xf, &weight, dtype);
-            }
-            if weight.so == 1 || d_out == 1 {
-                Kernel::pick().columns(&weight, &xf, rows)
-            } else {
-                Kernel::pick().dots(&weight, &xf, rows)
-            }
-        }
+    if rows > MAX_FUSED_ROWS {
+        // A prompt: the weight dequantized into a contiguous buffer, then the matmul library.
+        return super::prefill::quantized(&xf, weight, dtype);
+    }
+    let y = if weight.so == 1 || weight.d_out == 1 {
+        Kernel::pick().columns(weight, &xf, rows)
+    } else {
+        Kernel::pick().dots(weight, &xf, rows)
     };
-    float_tensor(TensorData::new(y, [rows, d_out]), dtype)
+    float_tensor(TensorData::new(y, [rows, weight.d_out]), dtype)
 }
 
 /// f32 results as a tensor of the activations' float type.

@@ -15,13 +15,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::tensor::quantization::{QuantizedBytes, scale_to_dtype};
 use burn::tensor::{DType, FloatDType, TensorData};
 use half::f16;
 
-use super::weights::{KeyMap, pytorch_params};
+use super::weights::KeyMap;
 use crate::error::{Error, Result};
+use crate::model::linear::Linear;
 use crate::model::llava::LlavaModel;
 use crate::model::precision::{BLOCK, Quantize, float_dtype_of};
 
@@ -159,9 +159,14 @@ pub fn joined_shape(
     Ok([out, inp])
 }
 
-/// The checkpoint names (through `map`) of `module`'s quantized Linear weights.
-pub fn quantized_names<M: Module>(module: &M, map: &KeyMap) -> BTreeSet<String> {
-    pytorch_params(module, false).into_iter().filter(|p| p.quantized).map(|p| map.to_checkpoint(&p.name)).collect()
+/// The checkpoint names (through `map`) of the quantized weights among `linears`
+/// (module paths and layers).
+pub fn quantized_names(linears: &[(String, &Linear)], map: &KeyMap) -> BTreeSet<String> {
+    linears
+        .iter()
+        .filter(|(_, l)| l.is_quantized())
+        .map(|(path, _)| map.to_checkpoint(&format!("{path}.weight")))
+        .collect()
 }
 
 /// What `save` wrote.
@@ -242,9 +247,9 @@ fn write_dir(model: &LlavaModel, quantize: Quantize, dir: &Path) -> Result<Saved
     let (llm_map, proj_map) = crate::model::llava::key_maps(&model.config, &tensors);
     // Which weights the model holds quantized; their bytes are made again from
     // the checkpoint, on the host, exactly as the load made them (`quantize_host`).
-    let mut quantized = quantized_names(&model.llm, &llm_map);
+    let mut quantized = quantized_names(&model.llm.linears(), &llm_map);
     if let (Some(v), Some(map)) = (&model.vision, &proj_map) {
-        quantized.extend(quantized_names(&v.projector, map));
+        quantized.extend(quantized_names(&v.projector.linears(), map));
     }
     let float = model.precision.dtype;
     let path = dir.join("model.safetensors");

@@ -393,8 +393,6 @@ pub struct PytorchParam {
     pub shape: Vec<usize>,
     /// The values in that layout, in f32, when asked for.
     pub data: Option<TensorData>,
-    /// Held quantized (a Linear weight loaded with `--quantize`).
-    pub quantized: bool,
 }
 
 /// Where a module walk (a visitor or a mapper) stands: the names and
@@ -467,9 +465,7 @@ pub fn pytorch_params<M: Module>(module: &M, read: bool) -> Vec<PytorchParam> {
                 let t = if linear { t.swap_dims(0, 1) } else { t };
                 t.cast(FloatDType::F32).into_data()
             });
-            // An uninitialised parameter is not read (nor allocated) to learn its type.
-            let quantized = param.is_initialized() && matches!(param.val().dtype(), DType::QFloat(_));
-            self.out.push(PytorchParam { name, shape, data, quantized });
+            self.out.push(PytorchParam { name, shape, data });
         }
     }
     let mut v = Visit { read, at: ModulePath::default(), out: vec![] };

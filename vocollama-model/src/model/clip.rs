@@ -4,13 +4,13 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::module::layer_norm as burn_layer_norm;
 use burn::tensor::{Device, FloatDType, Int, Tensor};
 use vocollama_kernels::{KeyRule, PreparedRule, attention};
 
-use super::linear::{linear, zeros};
+use super::linear::{Linear, linear, zeros};
 use super::precision::in_f32;
 use crate::checkpoint::config::{ClipVisionConfig, SelectFeature, VisionActivation};
 use crate::error::{Error, Result};

@@ -6,13 +6,13 @@
 //! which keys text may see.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, RmsNorm, RmsNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use vocollama_kernels::rope::apply_rope;
 use vocollama_kernels::{PreparedRule, attention};
 
-use super::linear::{linear, zeros};
+use super::linear::{Linear, linear, zeros};
 use super::precision::in_f32;
 use crate::checkpoint::config::LlamaConfig;
 use crate::checkpoint::weights::KeyMap;
@@ -102,6 +102,41 @@ impl Llama {
             (format!("{lm_head_prefix}lm_head."), "lm_head.".to_string()),
             (model_prefix.to_string(), String::new()),
         ])
+    }
+
+    /// Module paths of the linear layers (`layers.{i}.self_attn.q_proj`, …, `lm_head`),
+    /// with the layers.
+    pub fn linears(&self) -> Vec<(String, &Linear)> {
+        let mut out = vec![];
+        for (i, l) in self.layers.iter().enumerate() {
+            let (a, m) = (&l.self_attn, &l.mlp);
+            for (name, layer) in
+                [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)]
+            {
+                out.push((format!("layers.{i}.self_attn.{name}"), layer));
+            }
+            for (name, layer) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)] {
+                out.push((format!("layers.{i}.mlp.{name}"), layer));
+            }
+        }
+        out.extend(self.lm_head.iter().map(|h| ("lm_head".to_string(), h)));
+        out
+    }
+
+    /// Quantized weights packed for the CPU's loops ([`Linear::pack`]).
+    pub fn pack(&mut self) {
+        for l in &mut self.layers {
+            let (a, m) = (&mut l.self_attn, &mut l.mlp);
+            for layer in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj] {
+                layer.pack();
+            }
+            for layer in [&mut m.gate_proj, &mut m.up_proj, &mut m.down_proj] {
+                layer.pack();
+            }
+        }
+        if let Some(h) = &mut self.lm_head {
+            h.pack();
+        }
     }
 
     pub fn num_layers(&self) -> usize {

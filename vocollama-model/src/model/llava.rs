@@ -158,7 +158,7 @@ impl LlavaModel {
             precision_why.push_str(&format!("; linear weights saved as {}", saved.name()));
         }
         let vision_configs = tower.as_ref().zip(config.mm.as_ref()).map(|(t, mm)| (&t.config, mm));
-        let footprint = footprint::estimate(&config.llm, vision_configs, precision, !cpu)?;
+        let footprint = footprint::estimate(&config.llm, vision_configs, precision, cpu)?;
         let device_memory = if cpu { None } else { footprint::device_capacity(device) };
         let preprocessor = match &tower {
             Some(t) => Some(preprocessor_for(dir, &config, &t.dir, &t.config)?),
@@ -197,7 +197,8 @@ impl LlavaModel {
         let (llm_map, proj_map) = key_maps(&config, &tensors);
         // Linear weights quantized where asked; the embeddings, norms and lm_head stay in the float type.
         let quantized = Target { dtype: precision.dtype, quantize: precision.quantize, keep_float: &["lm_head"] };
-        let llm = load_module(Llama::init(&config.llm, device), &tensors, &llm_map, "language model", &quantized)?;
+        let mut llm = load_module(Llama::init(&config.llm, device), &tensors, &llm_map, "language model", &quantized)?;
+        llm.pack();
         let vision = match (&config.mm, tower) {
             (Some(mm), Some(tower)) => {
                 let projector = Projector::init(
@@ -208,7 +209,8 @@ impl LlavaModel {
                     device,
                 );
                 let map = proj_map.as_ref().expect("multimodal layouts map the projector");
-                let projector = load_module(projector, &tensors, map, "projector", &quantized)?;
+                let mut projector = load_module(projector, &tensors, map, "projector", &quantized)?;
+                projector.pack();
                 // The tower stays in the float type (CLIP's share of the weights is small).
                 let target = Target::float(precision.dtype);
                 let preprocessor = preprocessor.expect("a tower comes with its preprocessing");

@@ -40,7 +40,8 @@ pub enum Quantize {
 impl Quantize {
     /// Burn's block quantization scheme: symmetric values, blocks of 32 along
     /// the input dimension (as GGML's Q8_0 / Q4_0 block them), f16 scales,
-    /// packed into u32 where the backend packs (CubeCL; flex keeps one byte a value).
+    /// packed into u32 where the backend packs (CubeCL; flex keeps one byte a value,
+    /// and `vocollama_kernels::linear::pack` two 4-bit values a byte after loading).
     pub fn scheme(self) -> Option<QuantScheme> {
         let value = match self {
             Quantize::None => return None,
@@ -55,14 +56,15 @@ impl Quantize {
         )
     }
 
-    /// Bytes per quantized weight on `device`, scales included: packed on
-    /// CubeCL devices, one byte a value on the CPU backend (Burn's flex unpacks).
-    pub fn bytes_per_weight(self, packed: bool) -> f64 {
-        let scale = 2.0 / 32.0;
-        match (self, packed) {
-            (Quantize::None, _) => 0.0,
-            (Quantize::Q8, _) | (Quantize::Q4, false) => 1.0 + scale,
-            (Quantize::Q4, true) => 0.5 + scale,
+    /// Bytes per quantized weight, scales included: values packed (two 4-bit values a
+    /// byte) on every backend, block scales in f16 on CubeCL devices and in f32 on the
+    /// CPU backend (`cpu`, Burn's flex holds them so).
+    pub fn bytes_per_weight(self, cpu: bool) -> f64 {
+        let scale = if cpu { 4.0 / 32.0 } else { 2.0 / 32.0 };
+        match self {
+            Quantize::None => 0.0,
+            Quantize::Q8 => 1.0 + scale,
+            Quantize::Q4 => 0.5 + scale,
         }
     }
 

@@ -1,11 +1,10 @@
 //! The multimodal projector: `linear` or `mlpNx_gelu` (Linear, GELU, Linear, ...).
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
-use super::linear::{linear, zeros};
+use super::linear::{Linear, linear, zeros};
 use super::precision::in_f32;
 use crate::checkpoint::config::ProjectorType;
 use crate::checkpoint::weights::KeyMap;
@@ -32,6 +31,16 @@ impl Projector {
             })
             .collect();
         Self { layers }
+    }
+
+    /// Module paths of the linear layers (`layers.{i}`), with the layers.
+    pub fn linears(&self) -> Vec<(String, &Linear)> {
+        self.layers.iter().enumerate().map(|(i, l)| (format!("layers.{i}"), l)).collect()
+    }
+
+    /// Quantized weights packed for the CPU's loops ([`Linear::pack`]).
+    pub fn pack(&mut self) {
+        self.layers.iter_mut().for_each(Linear::pack);
     }
 
     /// `[.., vision_hidden]` → `[.., text_hidden]`; GELU is the exact (erf) form, as `nn.GELU()`.

@@ -135,6 +135,10 @@ pub fn forward_with_mask(llm: &Llama, x: Tensor<3>, positions: Vec<i64>, mask: V
     let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
     let (cos, sin) = (emb.clone().cos(), emb.sin());
     let mask = Tensor::<4, Bool>::from_data(TensorData::new(mask, [1, 1, l, l]), &device);
+    // Burn's functional linear layer (the batched product), not the model's.
+    let fwd = |l: &vocollama_model::model::linear::Linear, x: Tensor<3>| {
+        burn::tensor::module::linear(x, l.weight.val(), l.bias.as_ref().map(|b| b.val()))
+    };
     let mut x = x;
     for layer in &llm.layers {
         let a = &layer.self_attn;
@@ -145,15 +149,15 @@ pub fn forward_with_mask(llm: &Llama, x: Tensor<3>, positions: Vec<i64>, mask: V
         let repeat = |t: Tensor<4>| {
             t.unsqueeze_dim::<5>(2).expand([b, kv_heads, heads / kv_heads, l, d]).reshape([b, heads, l, d])
         };
-        let q = apply_rope(split(a.q_proj.forward(h.clone()), heads), cos.clone(), sin.clone());
-        let k = repeat(apply_rope(split(a.k_proj.forward(h.clone()), kv_heads), cos.clone(), sin.clone()));
-        let v = repeat(split(a.v_proj.forward(h), kv_heads));
+        let q = apply_rope(split(fwd(&a.q_proj, h.clone()), heads), cos.clone(), sin.clone());
+        let k = repeat(apply_rope(split(fwd(&a.k_proj, h.clone()), kv_heads), cos.clone(), sin.clone()));
+        let v = repeat(split(fwd(&a.v_proj, h), kv_heads));
         let o =
             attention(q, k, v, Some(mask.clone().expand([b, heads, l, l])), None, AttentionModuleOptions::default());
-        x = x + a.o_proj.forward(o.swap_dims(1, 2).reshape([b, l, heads * d]));
+        x = x + fwd(&a.o_proj, o.swap_dims(1, 2).reshape([b, l, heads * d]));
         let h = layer.post_attention_layernorm.forward(x.clone());
         let m = &layer.mlp;
-        x = x + m.down_proj.forward(silu(m.gate_proj.forward(h.clone())) * m.up_proj.forward(h));
+        x = x + fwd(&m.down_proj, silu(fwd(&m.gate_proj, h.clone())) * fwd(&m.up_proj, h));
     }
     llm.norm.forward(x)
 }

@@ -6,12 +6,12 @@
 //! a byte; here two share one, as GGML's Q4_0 holds them, so decoding reads
 //! half the bytes.
 //!
-//! - **q8**: flex's own tensor, kept (the values stay where the loader put them).
-//! - **q4**: each output's values (the loader's k-contiguous columns) in
-//!   nibbles, per pair of blocks of 32 inputs 32 bytes: input `j` of the pair
-//!   in byte `j % 32`, the low nibble for `j < 32`, the high one above, each
-//!   held as `q + 8` (a missing block of an odd count as 8: a zero). The block
-//!   scales stay in Burn's grid, `[d_in / 32, d_out]`.
+//! Each output's values (the loader's k-contiguous columns) are one run, as
+//! unsigned bytes `q + 128` (q8), or nibbles `q + 8` (q4: per pair of blocks of
+//! 32 inputs 32 bytes, input `j` of the pair in byte `j % 32`, the low nibble
+//! for `j < 32`), padded to whole pairs of blocks; its block scales are one run
+//! beside them (`[d_out, d_in / 32]`). Unsigned weights meet the rows' signed
+//! bytes in `vpdpbusd` directly (see `int8`).
 
 use burn::backend::TensorMetadata;
 use burn::backend::quantization::{QuantScheme, QuantValue};
@@ -20,17 +20,16 @@ use burn_flex::{FlexQTensor, FlexTensor};
 use rayon::prelude::*;
 
 use super::int8;
-use super::quantized::{Weight, float_rows, float_tensor, quantized_matmul, rows8, view};
-
-/// Bytes a column of `nb` blocks takes in nibbles.
-fn q4_stride(nb: usize) -> usize {
-    nb.div_ceil(2) * 32
-}
+use super::quantized::{Weight, float_rows, float_tensor, rows8, view};
 
 #[derive(Debug)]
-pub enum PackedWeight {
-    Q8(FlexQTensor),
-    Q4 { nibbles: Vec<u8>, scales: Vec<f32>, scheme: QuantScheme, d_in: usize, d_out: usize },
+pub struct PackedWeight {
+    values: Vec<u8>,
+    scales: Vec<f32>,
+    q4: bool,
+    scheme: QuantScheme,
+    d_in: usize,
+    d_out: usize,
 }
 
 impl PackedWeight {
@@ -42,111 +41,140 @@ impl PackedWeight {
         if !int8::takes(&weight) || weight.start != 0 || weight.so != weight.d_in {
             return None;
         }
-        match scheme.value {
-            QuantValue::Q8S | QuantValue::Q8F => Some(Self::Q8(w)),
-            QuantValue::Q4S | QuantValue::Q4F => {
-                let (d_in, d_out) = (weight.d_in, weight.d_out);
-                let stride = q4_stride(d_in / int8::BLOCK);
-                let mut nibbles = vec![0x88u8; d_out * stride];
-                nibbles.par_chunks_mut(stride).enumerate().for_each(|(o, column)| {
-                    let values = &weight.data[o * d_in..(o + 1) * d_in];
-                    let nibble = |k: usize| values.get(k).map_or(8, |v| (*v as i16 + 8) as u8 & 0x0F);
-                    for (p, pair) in column.chunks_exact_mut(32).enumerate() {
-                        for (j, byte) in pair.iter_mut().enumerate() {
-                            *byte = nibble(p * 64 + j) | nibble(p * 64 + j + 32) << 4;
-                        }
+        let q4 = match scheme.value {
+            QuantValue::Q8S | QuantValue::Q8F => false,
+            QuantValue::Q4S | QuantValue::Q4F => true,
+            _ => return None,
+        };
+        Some(Self::from_view(&weight, q4, scheme))
+    }
+
+    /// The values and scales of a weight the `int8` loops read ([`int8::takes`]); `q4`
+    /// only for values in `[-8, 7]`.
+    pub(super) fn from_view(weight: &Weight, q4: bool, scheme: QuantScheme) -> Self {
+        let (d_in, d_out) = (weight.d_in, weight.d_out);
+        let nb = d_in / int8::BLOCK;
+        let stride = stride(nb, q4);
+        let mut values = vec![0u8; d_out * stride];
+        values.par_chunks_mut(stride).enumerate().for_each(|(o, column)| {
+            let at = weight.start + o * weight.so;
+            let q = &weight.data[at..at + d_in];
+            if q4 {
+                let nibble = |k: usize| q.get(k).map_or(8, |v| (*v as i16 + 8) as u8 & 0x0F);
+                for (p, pair) in column.chunks_exact_mut(32).enumerate() {
+                    for (j, byte) in pair.iter_mut().enumerate() {
+                        *byte = nibble(p * 64 + j) | nibble(p * 64 + j + 32) << 4;
                     }
-                });
-                let scales = weight.scales.to_vec();
-                Some(Self::Q4 { nibbles, scales, scheme, d_in, d_out })
+                }
+            } else {
+                for (v, q) in column.iter_mut().zip(q) {
+                    *v = (*q as u8) ^ 0x80;
+                }
             }
-            _ => None,
+        });
+        let mut scales = vec![0f32; d_out * nb];
+        for (o, run) in scales.chunks_exact_mut(nb.max(1)).enumerate().take(d_out) {
+            for (b, s) in run.iter_mut().enumerate() {
+                *s = weight.scale(b * int8::BLOCK, o);
+            }
+        }
+        PackedWeight { values, scales, q4, scheme, d_in, d_out }
+    }
+
+    pub(super) fn stream(&self) -> int8::Packed<'_> {
+        let nb = self.d_in / int8::BLOCK;
+        int8::Packed {
+            data: &self.values,
+            stride: stride(nb, self.q4),
+            scales: &self.scales,
+            nb,
+            d_out: self.d_out,
+            q4: self.q4,
         }
     }
 
     pub fn dims(&self) -> [usize; 2] {
-        match self {
-            Self::Q8(w) => {
-                let s = w.tensor().layout().shape();
-                [s[0], s[1]]
-            }
-            Self::Q4 { d_in, d_out, .. } => [*d_in, *d_out],
-        }
+        [self.d_in, self.d_out]
     }
 
     /// Bytes held: values and scales.
     pub fn bytes(&self) -> usize {
-        match self {
-            Self::Q8(w) => w.tensor().bytes().len() + 4 * w.scales().len(),
-            Self::Q4 { nibbles, scales, .. } => nibbles.len() + 4 * scales.len(),
-        }
+        self.values.len() + 4 * self.scales.len()
     }
 
-    /// Burn's quantized tensor of these values, as the loader made it.
+    /// Burn's quantized tensor of these values, as the loader made it: `[out, in]` values
+    /// behind the transposed view, block scales in Burn's grid.
     pub fn tensor(&self) -> FlexQTensor {
-        match self {
-            Self::Q8(w) => w.clone(),
-            Self::Q4 { scales, scheme, d_in, d_out, .. } => {
-                let values = self.unpacked();
-                let t = FlexTensor::from_data(TensorData::new(values, [*d_out, *d_in])).transpose(0, 1);
-                FlexQTensor::new(t, *scheme, scales.clone(), None)
-            }
-        }
+        let (values, scales) = self.unpacked();
+        let t = FlexTensor::from_data(TensorData::new(values, [self.d_out, self.d_in])).transpose(0, 1);
+        FlexQTensor::new(t, self.scheme, scales, None)
     }
 
-    /// The 4-bit values one byte each, `[d_out, d_in]` (each output's inputs contiguous).
-    fn unpacked(&self) -> Vec<i8> {
-        let Self::Q4 { nibbles, d_in, d_out, .. } = self else { unreachable!("4-bit values") };
-        let (d_in, stride) = (*d_in, q4_stride(d_in / int8::BLOCK));
+    /// The values a byte each, `[d_out, d_in]`, and the scales in Burn's grid `[nb, d_out]`.
+    fn unpacked(&self) -> (Vec<i8>, Vec<f32>) {
+        let (d_in, d_out) = (self.d_in, self.d_out);
+        let nb = d_in / int8::BLOCK;
+        let stride = stride(nb, self.q4);
         let mut values = vec![0i8; d_out * d_in];
         values.par_chunks_mut(d_in.max(1)).enumerate().for_each(|(o, column)| {
-            let bytes = &nibbles[o * stride..(o + 1) * stride];
+            let bytes = &self.values[o * stride..(o + 1) * stride];
             for (k, v) in column.iter_mut().enumerate() {
-                let (p, j) = (k / 64, k % 64);
-                let byte = bytes[p * 32 + j % 32];
-                let nibble = if j < 32 { byte & 0x0F } else { byte >> 4 };
-                *v = nibble as i8 - 8;
+                *v = if self.q4 {
+                    let (p, j) = (k / 64, k % 64);
+                    let byte = bytes[p * 32 + j % 32];
+                    (if j < 32 { byte & 0x0F } else { byte >> 4 }) as i8 - 8
+                } else {
+                    (bytes[k] ^ 0x80) as i8
+                };
             }
         });
-        values
+        let mut grid = vec![0f32; nb * d_out];
+        for o in 0..d_out {
+            for b in 0..nb {
+                grid[b * d_out + o] = self.scales[o * nb + b];
+            }
+        }
+        (values, grid)
     }
 
     /// `x: [rows, d_in]` · this weight, in `x`'s float type.
     pub fn matmul(&self, x: FlexTensor) -> FlexTensor {
-        let Self::Q4 { nibbles, scales, d_in, d_out, .. } = self else {
-            let Self::Q8(w) = self else { unreachable!() };
-            return quantized_matmul(x, w);
-        };
+        let (d_in, d_out) = (self.d_in, self.d_out);
         let xs = x.layout().shape().to_vec();
-        assert!(xs.len() == 2 && xs[1] == *d_in, "quantized matmul: [r, {d_in}] rows, got {xs:?}");
+        assert!(xs.len() == 2 && xs[1] == d_in, "quantized matmul: [r, {d_in}] rows, got {xs:?}");
         let (rows, dtype) = (xs[0], x.dtype());
-        let rows8 = rows8(&x, *d_in);
+        let rows8 = rows8(&x, d_in);
         if let Some(q) = &rows8
             && rows <= int8::MAX_ROWS
-            && let Some(y) = int8::matmul_q4(nibbles, q4_stride(d_in / int8::BLOCK), scales, *d_out, q)
+            && let Some(y) = int8::matmul_packed(&self.stream(), q)
         {
-            return float_tensor(TensorData::new(y, [rows, *d_out]), dtype);
+            return float_tensor(TensorData::new(y, [rows, d_out]), dtype);
         }
-        // Without the integer loop (f32 rows, a prompt, a CPU without VNNI): one byte a value
-        // for this call, then the loops that read flex's bytes.
-        let values = self.unpacked();
+        // Without the integer loop (f32 rows, a prompt, a CPU without VNNI): the values a
+        // byte each for this call, then the loops that read flex's bytes.
+        let (values, scales) = self.unpacked();
         let weight = Weight {
             data: &values,
             start: 0,
             sk: 1,
-            so: *d_in,
-            d_in: *d_in,
-            d_out: *d_out,
-            scales,
+            so: d_in,
+            d_in,
+            d_out,
+            scales: &scales,
             bk: int8::BLOCK,
             bo: 1,
-            nbo: *d_out,
+            nbo: d_out,
         };
         match rows8 {
             Some(q) if rows <= int8::MAX_ROWS => {
-                float_tensor(TensorData::new(int8::matmul(&weight, &q), [rows, *d_out]), dtype)
+                float_tensor(TensorData::new(int8::matmul(&weight, &q), [rows, d_out]), dtype)
             }
             rows8 => float_rows(x, rows8, &weight),
         }
     }
+}
+
+/// Bytes of a column of `nb` blocks: whole pairs of blocks.
+fn stride(nb: usize, q4: bool) -> usize {
+    nb.div_ceil(2) * if q4 { 32 } else { 64 }
 }

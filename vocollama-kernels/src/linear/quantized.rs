@@ -99,7 +99,15 @@ pub fn quantized_matmul(x: FlexTensor, w: &FlexQTensor) -> FlexTensor {
         && rows <= int8::MAX_ROWS
         && int8::takes(&weight)
     {
-        return float_tensor(TensorData::new(int8::matmul(&weight, q), [rows, weight.d_out]), dtype);
+        // The packed loop where the CPU has it (this weight packed for the call: the model's
+        // weights are packed once, after loading), else the portable one.
+        let DType::QFloat(scheme) = w.dtype() else { unreachable!("a quantized tensor") };
+        let y = match int8::packed_loop() {
+            true => int8::matmul_packed(&super::packed::PackedWeight::from_view(&weight, false, scheme).stream(), q),
+            false => None,
+        };
+        let y = y.unwrap_or_else(|| int8::matmul(&weight, q));
+        return float_tensor(TensorData::new(y, [rows, weight.d_out]), dtype);
     }
     float_rows(x, rows8, &weight)
 }

@@ -19,6 +19,9 @@ command -v g++ >/dev/null || {
 }
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
-CMAKE_ARGS="-DGGML_NATIVE=ON" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+# This CPU's instructions, but not AMX: llama-cpp-python 0.3.36's AMX matmul (Q8_0, Q4_0)
+# dies of SIGILL at its first tile load on a worker thread where the CPU has AMX.
+no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+CMAKE_ARGS="-DGGML_NATIVE=ON -DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     "$venv/bin/pip" install -q --no-cache-dir llama-cpp-python==0.3.36 gguf==0.19.0 numpy
 "$venv/bin/python" -c "import llama_cpp, gguf; print('llama.cpp: llama-cpp-python', llama_cpp.__version__, 'in $venv')"

@@ -124,8 +124,13 @@ impl Packed<'_> {
 
     /// Bytes of a column.
     pub fn span(&self) -> usize {
-        self.nb.div_ceil(2) * if self.q4 { 32 } else { 64 }
+        column_bytes(self.nb, self.q4)
     }
+}
+
+/// Bytes of a packed column of `nb` blocks (whole pairs of blocks, see [`Packed`]).
+pub fn column_bytes(nb: usize, q4: bool) -> usize {
+    nb.div_ceil(2) * if q4 { 32 } else { 64 }
 }
 
 /// `x · w` for the quantized rows `x` and a packed weight, `[rows, d_out]` in f32; `None`
@@ -202,23 +207,11 @@ mod vnni {
                 let mut out = [[0f32; 4]; 4];
                 // SAFETY: the features are this function's; bounds are checked inside.
                 unsafe {
-                    match (w.q4, cols, take) {
-                        (false, 4, 4) => block.dots::<4, 4, false>(x, dx, start, r, &mut out),
-                        (false, 4, 3) => block.dots::<4, 3, false>(x, dx, start, r, &mut out),
-                        (false, 4, 2) => block.dots::<4, 2, false>(x, dx, start, r, &mut out),
-                        (false, 4, _) => block.dots::<4, 1, false>(x, dx, start, r, &mut out),
-                        (false, _, 4) => block.dots::<1, 4, false>(x, dx, start, r, &mut out),
-                        (false, _, 3) => block.dots::<1, 3, false>(x, dx, start, r, &mut out),
-                        (false, _, 2) => block.dots::<1, 2, false>(x, dx, start, r, &mut out),
-                        (false, _, _) => block.dots::<1, 1, false>(x, dx, start, r, &mut out),
-                        (true, 4, 4) => block.dots::<4, 4, true>(x, dx, start, r, &mut out),
-                        (true, 4, 3) => block.dots::<4, 3, true>(x, dx, start, r, &mut out),
-                        (true, 4, 2) => block.dots::<4, 2, true>(x, dx, start, r, &mut out),
-                        (true, 4, _) => block.dots::<4, 1, true>(x, dx, start, r, &mut out),
-                        (true, _, 4) => block.dots::<1, 4, true>(x, dx, start, r, &mut out),
-                        (true, _, 3) => block.dots::<1, 3, true>(x, dx, start, r, &mut out),
-                        (true, _, 2) => block.dots::<1, 2, true>(x, dx, start, r, &mut out),
-                        (true, _, _) => block.dots::<1, 1, true>(x, dx, start, r, &mut out),
+                    match (w.q4, cols) {
+                        (false, 4) => block.rows::<4, false>(x, dx, start, r, take, &mut out),
+                        (false, _) => block.rows::<1, false>(x, dx, start, r, take, &mut out),
+                        (true, 4) => block.rows::<4, true>(x, dx, start, r, take, &mut out),
+                        (true, _) => block.rows::<1, true>(x, dx, start, r, take, &mut out),
                     }
                 }
                 for (k, col) in out[..cols].iter().enumerate() {
@@ -242,6 +235,28 @@ mod vnni {
     }
 
     impl Columns<'_> {
+        /// [`Self::dots`] for `take` (1 to 4) rows from `r0`.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        unsafe fn rows<const C: usize, const Q4: bool>(
+            &self,
+            x: &Rows8,
+            dx: &[f32],
+            start: &[f32],
+            r0: usize,
+            take: usize,
+            out: &mut [[f32; 4]; 4],
+        ) {
+            // SAFETY: the same features; `dots` checks its bounds.
+            unsafe {
+                match take {
+                    4 => self.dots::<C, 4, Q4>(x, dx, start, r0, out),
+                    3 => self.dots::<C, 3, Q4>(x, dx, start, r0, out),
+                    2 => self.dots::<C, 2, Q4>(x, dx, start, r0, out),
+                    _ => self.dots::<C, 1, Q4>(x, dx, start, r0, out),
+                }
+            }
+        }
+
         /// `C` columns against rows `[r0, r0 + R)`: `out[k][i]` for column k, row r0 + i;
         /// the columns' values a byte each, or a nibble each (`Q4`).
         #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]

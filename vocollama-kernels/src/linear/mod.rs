@@ -157,7 +157,6 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Option<Tensor<2>> {
 /// cloning it shares the bytes.
 #[derive(Clone, Debug)]
 pub struct Packed {
-    dims: [usize; 2],
     #[cfg(feature = "flex")]
     weight: std::sync::Arc<packed::PackedWeight>,
 }
@@ -165,7 +164,10 @@ pub struct Packed {
 impl Packed {
     /// `[d_in, d_out]`.
     pub fn dims(&self) -> [usize; 2] {
-        self.dims
+        #[cfg(feature = "flex")]
+        return self.weight.dims();
+        #[cfg(not(feature = "flex"))]
+        unreachable!("packed weights exist only on the CPU backend")
     }
 
     /// Bytes of values and scales held.
@@ -195,7 +197,7 @@ pub fn pack(w: &Tensor<2>) -> Option<Packed> {
     #[cfg(feature = "flex")]
     {
         let weight = packed::PackedWeight::pack(flex::quantized_of(w.clone())?)?;
-        Some(Packed { dims: weight.dims(), weight: std::sync::Arc::new(weight) })
+        Some(Packed { weight: std::sync::Arc::new(weight) })
     }
     #[cfg(not(feature = "flex"))]
     None

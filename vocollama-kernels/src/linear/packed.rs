@@ -20,7 +20,7 @@ use burn_flex::{FlexQTensor, FlexTensor};
 use rayon::prelude::*;
 
 use super::int8;
-use super::quantized::{Weight, float_rows, float_tensor, rows8, view};
+use super::quantized::{Weight, float_tensor, rows8, unpacked_rows, view};
 
 #[derive(Debug)]
 pub struct PackedWeight {
@@ -54,7 +54,7 @@ impl PackedWeight {
     pub(super) fn from_view(weight: &Weight, q4: bool, scheme: QuantScheme) -> Self {
         let (d_in, d_out) = (weight.d_in, weight.d_out);
         let nb = d_in / int8::BLOCK;
-        let stride = stride(nb, q4);
+        let stride = int8::column_bytes(nb, q4);
         let mut values = vec![0u8; d_out * stride];
         values.par_chunks_mut(stride).enumerate().for_each(|(o, column)| {
             let at = weight.start + o * weight.so;
@@ -85,7 +85,7 @@ impl PackedWeight {
         let nb = self.d_in / int8::BLOCK;
         int8::Packed {
             data: &self.values,
-            stride: stride(nb, self.q4),
+            stride: int8::column_bytes(nb, self.q4),
             scales: &self.scales,
             nb,
             d_out: self.d_out,
@@ -114,7 +114,7 @@ impl PackedWeight {
     fn unpacked(&self) -> (Vec<i8>, Vec<f32>) {
         let (d_in, d_out) = (self.d_in, self.d_out);
         let nb = d_in / int8::BLOCK;
-        let stride = stride(nb, self.q4);
+        let stride = int8::column_bytes(nb, self.q4);
         let mut values = vec![0i8; d_out * d_in];
         values.par_chunks_mut(d_in.max(1)).enumerate().for_each(|(o, column)| {
             let bytes = &self.values[o * stride..(o + 1) * stride];
@@ -165,16 +165,6 @@ impl PackedWeight {
             bo: 1,
             nbo: d_out,
         };
-        match rows8 {
-            Some(q) if rows <= int8::MAX_ROWS => {
-                float_tensor(TensorData::new(int8::matmul(&weight, &q), [rows, d_out]), dtype)
-            }
-            rows8 => float_rows(x, rows8, &weight),
-        }
+        unpacked_rows(x, rows8, &weight)
     }
-}
-
-/// Bytes of a column of `nb` blocks: whole pairs of blocks.
-fn stride(nb: usize, q4: bool) -> usize {
-    nb.div_ceil(2) * if q4 { 32 } else { 64 }
 }

@@ -102,14 +102,26 @@ pub fn quantized_matmul(x: FlexTensor, w: &FlexQTensor) -> FlexTensor {
         // The packed loop where the CPU has it (this weight packed for the call: the model's
         // weights are packed once, after loading), else the portable one.
         let DType::QFloat(scheme) = w.dtype() else { unreachable!("a quantized tensor") };
-        let y = match int8::packed_loop() {
-            true => int8::matmul_packed(&super::packed::PackedWeight::from_view(&weight, false, scheme).stream(), q),
-            false => None,
-        };
-        let y = y.unwrap_or_else(|| int8::matmul(&weight, q));
-        return float_tensor(TensorData::new(y, [rows, weight.d_out]), dtype);
+        if int8::packed_loop() {
+            let packed = super::packed::PackedWeight::from_view(&weight, false, scheme);
+            let y = int8::matmul_packed(&packed.stream(), q).expect("the packed loop runs on this CPU");
+            return float_tensor(TensorData::new(y, [rows, weight.d_out]), dtype);
+        }
     }
-    float_rows(x, rows8, &weight)
+    unpacked_rows(x, rows8, &weight)
+}
+
+/// `x · w` against flex's signed bytes by the loops every CPU has: half-precision rows as
+/// 8-bit blocks in integer products up to `int8::MAX_ROWS` rows (where [`int8::takes`]
+/// `w`), else [`float_rows`].
+pub(super) fn unpacked_rows(x: FlexTensor, rows8: Option<int8::Rows8>, weight: &Weight) -> FlexTensor {
+    let (dtype, rows) = (x.dtype(), x.layout().shape()[0]);
+    match rows8 {
+        Some(q) if rows <= int8::MAX_ROWS && int8::takes(weight) => {
+            float_tensor(TensorData::new(int8::matmul(weight, &q), [rows, weight.d_out]), dtype)
+        }
+        rows8 => float_rows(x, rows8, weight),
+    }
 }
 
 /// The loops' view of a quantized `[d_in, d_out]` tensor; `None` for a layout or block
@@ -149,7 +161,7 @@ pub(super) fn rows8(x: &FlexTensor, d_in: usize) -> Option<int8::Rows8> {
 /// `x · w` by the float loops: f32 rows (or the values 8-bit rows stand for) against the
 /// weight's bytes, up to [`MAX_FUSED_ROWS`] rows; a longer block through the dequantized
 /// weight and the matmul library.
-pub(super) fn float_rows(x: FlexTensor, rows8: Option<int8::Rows8>, weight: &Weight) -> FlexTensor {
+fn float_rows(x: FlexTensor, rows8: Option<int8::Rows8>, weight: &Weight) -> FlexTensor {
     let dtype = x.dtype();
     let rows = x.layout().shape()[0];
     let xf = match rows8 {

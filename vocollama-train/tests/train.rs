@@ -306,7 +306,7 @@ fn voco_beats_the_lower_bound_on_held_out_data() {
     // The tower first learns to see the scenes (as LLaVA starts from a pretrained CLIP), then stays frozen.
     let start = work.path().join("tower");
     let mut model = LlavaModel::load(&random, &LoadOptions::f32(), &device).unwrap();
-    let config = TowerConfig { scenes: 4000, test_scenes: 200, epochs: 3, batch_size: 32, lr: 5e-3, seed: 1 };
+    let config = TowerConfig { scenes: 4000, test_scenes: 200, epochs: 6, batch_size: 32, lr: 5e-3, seed: 1 };
     let seen = pretrain_tower(&mut model, &config, &mut |_| {}).unwrap();
     save_with_tower(&model, &start, &config, &seen).unwrap();
     assert!(seen.colour > 0.9, "{seen:?}");
@@ -345,13 +345,15 @@ fn the_tower_learns_to_see_the_scenes() {
     let device = Device::autodiff(Device::flex());
     let mut model = LlavaModel::load(&random, &LoadOptions::f32(), &device).unwrap();
     let mut losses = vec![];
-    let config = TowerConfig { scenes: 4000, test_scenes: 200, epochs: 3, batch_size: 32, lr: 5e-3, seed: 4 };
+    let config = TowerConfig { scenes: 4000, test_scenes: 200, epochs: 6, batch_size: 32, lr: 5e-3, seed: 4 };
     let acc = pretrain_tower(&mut model, &config, &mut |r| losses.push(r.loss)).unwrap();
     eprintln!("held out: {acc:?}; loss {:.3} -> {:.3}", losses[0], losses[losses.len() - 1]);
-    assert_eq!(losses.len(), 3 * 4000 / 32);
+    assert_eq!(losses.len(), 6 * 4000 / 32);
     assert!(losses[losses.len() - 1] < 0.6 * losses[0], "{losses:?}");
     // Half the quadrants are empty: saying "nothing" everywhere scores about 50 %.
     assert!(acc.colour > 0.9 && acc.size > 0.85 && acc.shape > 0.6, "{acc:?}");
+    // Every patch also says where it is (a quarter of them by chance).
+    assert!(acc.position > 0.7, "{acc:?}");
     let out = work.path().join("seen");
     save_with_tower(&model, &out, &config, &acc).unwrap();
     let before = LlavaModel::load(&random, &LoadOptions::f32(), &Device::flex()).unwrap();
@@ -359,6 +361,7 @@ fn the_tower_learns_to_see_the_scenes() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("vision_tower/pretraining.json")).unwrap()).unwrap();
     assert_eq!(report["held_out"]["colour"].as_f64().unwrap(), acc.colour);
+    assert_eq!(report["held_out"]["position"].as_f64().unwrap(), acc.position);
     let pixels = before.load_image(&assets().join("images/wide.png")).unwrap();
     let features = |m: &LlavaModel| m.tower_features(std::slice::from_ref(&pixels)).unwrap().into_data();
     assert_ne!(features(&before), features(&after), "the tower changed");

@@ -48,6 +48,8 @@ def main():
                     help="answers about one object: `circle red` (named) or `red` (plain); see `vocollama data shapes --help`")
     ap.add_argument("--seeds", default="1,2", help="whole runs (data, tower, models), one per seed")
     ap.add_argument("--sweep-seeds", help="the seeds table 2 runs for (default: every seed)")
+    ap.add_argument("--sweep", default="1,2,4,8,16",
+                    help="table 2's VoCo token counts (runs of the script with parts of it can share the two cores)")
     ap.add_argument("--note", help="a sentence about how this run was made, put before the timings")
     ap.add_argument("--binding", action="append",
                     help="a JSON `tools/binding.py --out` wrote (repeatable, rows in order): its table goes into the report")
@@ -96,6 +98,9 @@ def one_seed(a, seed, commands, with_sweep):
         run(*args, done=done)
         if not done:
             seconds[name] = time.time() - t
+            # Another run of this script may train other models of the seed at the same time: keep its times.
+            if os.path.exists(times):
+                seconds.update({k: v for k, v in json.load(open(times)).items() if k not in seconds})
             with open(times, "w") as f:
                 json.dump(seconds, f)
         return w(name)
@@ -132,7 +137,7 @@ def one_seed(a, seed, commands, with_sweep):
         rows["blind"] = blind(data, held_out)
     sweep = {}
     if a.table in ("2", "all") and with_sweep:
-        for n in [1, 2, 4, 8, 16]:
+        for n in [int(n) for n in a.sweep.split(",")]:
             name = f"voco-{n}"
             train(name, base, a.epochs, "--layout", "voco", "--voco-tokens", str(n))
             sweep[n] = evaluate(name, "voco")

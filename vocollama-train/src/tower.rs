@@ -126,14 +126,16 @@ fn patch_quadrants(side: usize) -> Vec<usize> {
 /// patch's own quadrant, as `[B, patches, 1]` indices per head.
 fn targets(scenes: &[&Scene], side: usize, device: &Device) -> [Tensor<3, Int>; 4] {
     let quadrant = patch_quadrants(side);
-    [0, 1, 2, 3].map(|a| {
-        let t: Vec<i64> = scenes
-            .iter()
-            .flat_map(|s| {
-                let q = s.quadrant_targets();
-                quadrant.iter().map(move |&k| if a == 3 { k as i64 } else { q[k][a] as i64 })
-            })
-            .collect();
+    // Each patch's four targets, every scene's quadrants read once.
+    let rows: Vec<[usize; 4]> = scenes
+        .iter()
+        .flat_map(|s| {
+            let q = s.quadrant_targets();
+            quadrant.iter().map(move |&k| [q[k][0], q[k][1], q[k][2], k])
+        })
+        .collect();
+    [0, 1, 2, 3].map(|head| {
+        let t: Vec<i64> = rows.iter().map(|r| r[head] as i64).collect();
         Tensor::from_data(TensorData::new(t, [scenes.len(), side * side, 1]), device)
     })
 }

@@ -335,17 +335,28 @@ pub fn data_shapes(
     Ok(())
 }
 
+/// The deepest language model `vocollama init --layers` makes (LLaMA-2-70B has 80 layers; these shapes are small).
+const MAX_LAYERS: usize = 64;
+
 /// `vocollama init`: a new model with random weights.
+#[allow(clippy::too_many_arguments)]
 pub fn init(
     out: &Path,
     name: &str,
+    layers: Option<usize>,
     tokenizer: &Path,
     voco_tokens: usize,
     pooling: ImagePooling,
     vision_tower: Option<&Path>,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let p = preset(name)?;
+    let mut p = preset(name)?;
+    if let Some(layers) = layers {
+        if !(1..=MAX_LAYERS).contains(&layers) {
+            anyhow::bail!("--layers: expected 1 to {MAX_LAYERS} language-model layers, got {layers}");
+        }
+        p.layers = layers;
+    }
     let tokens = init_model(out, &p, tokenizer, voco_tokens, pooling, vision_tower, seed)?;
     eprintln!("wrote {} ({name}: {} layers x {}, {tokens} image tokens)", out.display(), p.layers, p.hidden);
     Ok(())

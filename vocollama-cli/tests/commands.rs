@@ -743,6 +743,16 @@ fn training_commands_end_to_end() {
     ]);
     let tokenizer = fixture("tokenizer");
     ok(&["init", "--preset", "tiny", "--tokenizer", tokenizer.to_str().unwrap(), "--out", &p("new"), "--seed", "3"]);
+    let t = tokenizer.to_str().unwrap();
+    ok(&["init", "--preset", "tiny", "--layers", "6", "--tokenizer", t, "--out", &p("deeper"), "--seed", "3"]);
+    let deeper: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("deeper/config.json")).unwrap()).unwrap();
+    assert_eq!(deeper["num_hidden_layers"], 6);
+    for layers in ["0", "65"] {
+        let r = vocollama(&["init", "--layers", layers, "--tokenizer", t, "--out", &p("none")]);
+        assert_fails(&r, "--layers: expected 1 to 64 language-model layers");
+        assert!(!dir.path().join("none").exists());
+    }
     let train = p("data/train.json");
     let args = |out: &str| {
         vec!["train", "--lr", "2e-3", "--batch-size", "8", "--epochs", "1", "--data", &train[..], "--out", out]

@@ -17,6 +17,9 @@ pub struct Record {
     /// Relative to the JSON file's directory (or absolute).
     pub image: Option<PathBuf>,
     pub kind: Option<String>,
+    /// What the picture shows, when the data set knows it (`data shapes` writes
+    /// the scene's caption): for breaking results down by scene, never trained on.
+    pub scene: Option<String>,
     /// (human, gpt) turns in order; the first human turn holds `<image>` when there is an image.
     pub turns: Vec<(String, String)>,
 }
@@ -67,7 +70,13 @@ pub fn load_records(path: &Path) -> Result<Vec<Record>> {
             if turns.is_empty() {
                 return Err(bad(path, format!("record {i} ({id}): no turns")));
             }
-            Ok(Record { id, image: field("image").map(PathBuf::from), kind: field("type"), turns })
+            Ok(Record {
+                id,
+                image: field("image").map(PathBuf::from),
+                kind: field("type"),
+                scene: field("scene"),
+                turns,
+            })
         })
         .collect()
 }
@@ -89,6 +98,9 @@ pub fn save_records(path: &Path, records: &[Record]) -> Result<()> {
             }
             if let Some(k) = &r.kind {
                 v["type"] = json!(k);
+            }
+            if let Some(s) = &r.scene {
+                v["scene"] = json!(s);
             }
             v
         })
@@ -115,6 +127,7 @@ mod tests {
             id: "x1".into(),
             image: Some("images/a.png".into()),
             kind: Some("colour".into()),
+            scene: Some("a big red circle top left".into()),
             turns: vec![("<image>\nWhat colour?".into(), "Red.".into()), ("And now?".into(), "blue".into())],
         };
         save_records(&p, std::slice::from_ref(&r)).unwrap();

@@ -280,6 +280,7 @@ pub fn write_dataset(
             let name = format!("images/{split}-{picture:06}.png");
             let path = dir.join(&name);
             scene.render().save(&path).map_err(|e| Error::Image { path: path.clone(), msg: e.to_string() })?;
+            let caption = scene.caption();
             let first = picture * per_image;
             let mut asked: Vec<(&str, String, String)> = (first..count.min(first + per_image))
                 .map(|i| {
@@ -292,6 +293,7 @@ pub fn write_dataset(
                 id: format!("shapes-{split}-{id:06}"),
                 image: Some(name.clone().into()),
                 kind: Some(turns[0].0.to_string()),
+                scene: Some(caption.clone()),
                 turns: turns
                     .iter()
                     .enumerate()
@@ -409,11 +411,15 @@ mod tests {
         // Kinds 3, 4, 5 (position, size, caption) in some order; the record is of its first question's kind.
         assert!(["position", "size", "caption"].contains(&train[1].kind.as_deref().unwrap()));
         assert_eq!(train[1].turns.iter().filter(|(_, a)| a.starts_with("a ")).count(), 1, "{:?}", train[1].turns);
+        // Each record names what its picture shows: the caption a caption question is answered with.
+        let caption = train[1].turns.iter().find(|(_, a)| a.starts_with("a ")).unwrap();
+        assert_eq!(train[1].scene.as_ref(), Some(&caption.1));
         let test = super::super::data::load_records(&h.path().join("test.json")).unwrap();
         assert_eq!(test.len(), 8);
         assert!(test.iter().all(|r| r.turns.len() == 1));
         let images: Vec<_> = test.iter().map(|r| r.image.clone().unwrap()).collect();
         assert_eq!(images[0], images[2]);
+        assert_eq!(test[0].scene, test[2].scene);
         assert_ne!(images[2], images[3]);
         assert_eq!(std::fs::read_dir(h.path().join("images")).unwrap().count(), 3 + 3);
         assert!(write_dataset(h.path(), 3, 0, 48, 11, &[], 0, Answers::Plain).is_err());

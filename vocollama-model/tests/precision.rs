@@ -97,7 +97,9 @@ fn check_llava(name: &str, tower: Option<&str>) {
             let feats = f32s(v.tower.forward(px).into_data());
             let (rel, _) = compare(&feats, &f32s(r["clip_features"].clone()), 1);
             eprintln!("{label} {}: clip features max|Δ|/max|ref| = {rel:.3e}", case.label);
-            let tol = if case.dtype == WeightDType::Bf16 { 3e-2 } else { 1e-2 };
+            // f16 within 3e-3: the patch embedding sums in f32 (CubeCL's f16 convolution alone
+            // put wgpu's features 7.9e-3 off).
+            let tol = if case.dtype == WeightDType::Bf16 { 3e-2 } else { 3e-3 };
             assert!(rel <= tol, "{label} {}: clip features {rel:e}", case.label);
         }
     }

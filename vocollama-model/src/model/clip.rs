@@ -184,11 +184,11 @@ impl ClipVision {
 /// accumulate: CubeCL's f16 convolution sums a patch's 588 products in f16
 /// (7.9e-3 of the largest output off on wgpu, against 3.9e-4 rounding the f32 result).
 fn patch_embed(conv: &Conv2d, pixels: Tensor<4>) -> Tensor<4> {
-    let f32 = |t: Tensor<4>| t.cast(FloatDType::F32);
+    let weight = conv.weight.val().cast(FloatDType::F32);
     let bias = conv.bias.as_ref().map(|b| b.val().cast(FloatDType::F32));
     // The tower's patch embedding is unpadded (`Conv2dConfig`'s default, `Valid`).
     let options = ConvOptions::new(conv.stride, [0, 0], conv.dilation, conv.groups);
-    in_f32(pixels, |p| burn_conv2d(p, f32(conv.weight.val()), bias, options))
+    in_f32(pixels, |p| burn_conv2d(p, weight, bias, options))
 }
 
 /// Layer normalisation computed in f32 whatever the model's float type (as

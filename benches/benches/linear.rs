@@ -103,10 +103,10 @@ fn main() {
 /// `[in, out]`, and `vocollama_kernels::linear` (the view copied into a contiguous
 /// buffer kept between calls, then the same matmul).
 fn layouts(device: &Device) {
-    println!("| rows | weights | view of [out, in] ms | contiguous [in, out] ms | vocollama ms |");
-    println!("| ---: | --- | ---: | ---: | ---: |");
+    println!("| rows | weights | view of [out, in] ms | contiguous [in, out] ms | vocollama ms | vocollama GFLOP/s |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: |");
     let oi = Tensor::<2>::random([D_OUT, D_IN], Distribution::Normal(0.0, 0.02), device);
-    for rows in [1, 4, 17, 64, 643] {
+    for rows in [1, 4, 8, 17, 64, 128, 643] {
         for (label, dtype) in [("f32", FloatDType::F32), ("f16", FloatDType::F16)] {
             let view = oi.clone().cast(dtype).transpose();
             let contiguous =
@@ -115,7 +115,8 @@ fn layouts(device: &Device) {
             let a = median_ms(|| x.clone().matmul(view.clone()));
             let b = median_ms(|| x.clone().matmul(contiguous.clone()));
             let c = median_ms(|| vocollama_kernels::linear::matmul(x.clone(), view.clone()).expect("on flex"));
-            println!("| {rows} | {label} | {a:.1} | {b:.1} | {c:.1} |");
+            let gflops = 2.0 * (rows * D_IN * D_OUT) as f64 / c / 1e6;
+            println!("| {rows} | {label} | {a:.1} | {b:.1} | {c:.1} | {gflops:.0} |");
         }
     }
 }

@@ -87,7 +87,7 @@ fn quantized_linear_matches_the_dequantized_reference() {
 
 /// Float weights as the loader holds them (`[out, in]` behind the transposed view), f32,
 /// f16 and bf16, against Burn's matmul: short blocks of rows (the CPU's decode loops) and
-/// long ones (the contiguous copy, then the matmul library).
+/// long ones (the tiles, or the contiguous copy and the matmul library without AVX-512).
 #[test]
 fn float_rows_match_burns_matmul() {
     let mut taken = 0;
@@ -96,23 +96,28 @@ fn float_rows_match_burns_matmul() {
             if dtype == FloatDType::BF16 && name == "wgpu" {
                 continue; // lavapipe has no bf16
             }
-            // 203 outputs: whole groups of four columns and a lone one.
-            let w = Tensor::<2>::random([203, 96], Distribution::Normal(0.0, 0.05), &device).cast(dtype).transpose();
-            // 9 and 11 rows: whole groups of four rows and what is left after them.
-            for rows in [1, 5, 9, 11, 16, 17, 64, 65] {
-                let x = Tensor::<2>::random([rows, 96], Distribution::Normal(0.0, 1.0), &device).cast(dtype);
-                let want = x.clone().cast(FloatDType::F32).matmul(w.clone().cast(FloatDType::F32));
-                let got = match matmul(x.clone(), w.clone()) {
-                    Some(y) => {
-                        taken += 1;
-                        y
-                    }
-                    None => x.matmul(w.clone()),
-                };
-                assert_eq!(got.dtype(), DType::from(dtype), "{name}: output float type");
-                let rel = max_rel(got, want);
-                eprintln!("{name} float {dtype:?} rows {rows}: {rel:.2e}");
-                assert!(rel <= tol, "{name} {dtype:?} rows {rows}: {rel:e} > {tol:e}");
+            // 203 outputs: whole groups of four columns and a lone one, six tiles of 32 and
+            // eleven columns. 592 inputs: two blocks of 256 and 80 more.
+            for d_in in [96, 592] {
+                let w =
+                    Tensor::<2>::random([203, d_in], Distribution::Normal(0.0, 0.05), &device).cast(dtype).transpose();
+                // 9 and 11 rows: whole groups of four rows and what is left after them; 65: five
+                // tiles of twelve rows and five more; 649: past one pass of 648 rows.
+                for rows in [1, 5, 9, 11, 16, 17, 64, 65, 649] {
+                    let x = Tensor::<2>::random([rows, d_in], Distribution::Normal(0.0, 1.0), &device).cast(dtype);
+                    let want = x.clone().cast(FloatDType::F32).matmul(w.clone().cast(FloatDType::F32));
+                    let got = match matmul(x.clone(), w.clone()) {
+                        Some(y) => {
+                            taken += 1;
+                            y
+                        }
+                        None => x.matmul(w.clone()),
+                    };
+                    assert_eq!(got.dtype(), DType::from(dtype), "{name}: output float type");
+                    let rel = max_rel(got, want);
+                    eprintln!("{name} float {dtype:?} d_in {d_in} rows {rows}: {rel:.2e}");
+                    assert!(rel <= tol, "{name} {dtype:?} d_in {d_in} rows {rows}: {rel:e} > {tol:e}");
+                }
             }
         }
         assert_eq!(takes(&device, DType::F32), name == "flex", "{name}");

@@ -1,21 +1,21 @@
-//! `x · w` on flex for a short block of rows (decoding, a question) with `w` in f32, f16 or
-//! bf16 held as the loader holds it: PyTorch's `[out, in]` bytes behind the
-//! transposed view, so each output's inputs are one contiguous run. The matmul
-//! library treats one row like a large product (and flex's bf16 matmul converts
-//! both operands to f32 first); here each weight is read once, converted to
-//! f32 in registers (AVX-512) or a column at a time in L1 (elsewhere), and
-//! multiplied in f32.
+//! `x · w` on flex with `w` in f32, f16 or bf16 held as the loader holds it: PyTorch's
+//! `[out, in]` bytes behind the transposed view, so each output's inputs are one
+//! contiguous run. The matmul library treats one row like a large product (and
+//! flex's bf16 matmul converts both operands to f32 first), and multiplies by the
+//! view slower than by a contiguous weight. Here, with AVX-512, a short block of
+//! rows (decoding, the server's batched streams) reads each weight once, converted
+//! to f32 in registers, and a longer one (a question, a prompt, the vision tower's
+//! patches) goes to [`super::gemm`]'s tiles; elsewhere up to [`MAX_ROWS`] rows read
+//! a column at a time converted in L1, and longer blocks go to [`super::prefill`].
 
 use super::quantized::{by_columns, float_tensor, rows_f32};
 use crate::cpu::{Elem, dot, madd};
 use burn::tensor::{DType, TensorData, bf16, f16};
 use burn_flex::FlexTensor;
 
-/// The most rows this path multiplies: four rows a pass, each pass reading the columns
-/// again from cache, against a contiguous copy of the weight and the matmul library
-/// ([`super::prefill`]). One 4096 → 11008 projection: f32 8.9 against 23.2 ms at 17 rows,
-/// 26.5 against 38.4 at 64, 48.0 against 45.7 at 96 (f16: 28.4 / 36.4 at 64 rows,
-/// 42.8 / 43.7 at 96); 11008 → 4096 at 64 rows: f32 33.2 / 37.3, f16 29.0 / 37.4.
+/// The most rows this path multiplies without AVX-512 (one column at a time, each
+/// row's dot product with it), beyond which a contiguous copy of the weight and the
+/// matmul library ([`super::prefill`]) are faster.
 pub const MAX_ROWS: usize = 64;
 
 /// Whether this path reads `w` (`[d_in, d_out]`): a float type it converts, with each
@@ -29,6 +29,20 @@ pub fn reads(w: &FlexTensor) -> bool {
         && layout.shape().num_dims() == 2
         && s[0] == 1
         && s[1] >= 0
+}
+
+/// Whether this path multiplies any number of rows by `w` (`[d_in, d_out]`, see
+/// [`reads`]): with AVX-512 (F and VL) and `d_in` a multiple of 16.
+pub fn any_rows(w: &FlexTensor) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return w.layout().shape()[0].is_multiple_of(16) && avx512();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl")
 }
 
 /// `x: [rows, d_in]` · `w: [d_in, d_out]` (see [`reads`]), in `x`'s float type.
@@ -51,9 +65,14 @@ fn run<E: Elem + vector::Lanes>(w: &FlexTensor, x: &[f32], rows: usize) -> Vec<f
     let (start, so) = (layout.start_offset(), layout.strides()[1] as usize);
     let data = w.storage::<E>();
     #[cfg(target_arch = "x86_64")]
-    if d_in.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        return by_columns(d_out, rows, |o0, y| unsafe { vector::columns(data, start + o0 * so, so, d_in, x, y) });
+    if d_in.is_multiple_of(16) && avx512() {
+        if rows <= vector::STREAM_ROWS {
+            // SAFETY: the CPU has AVX-512F and VL, checked just above.
+            return by_columns(d_out, rows, |o0, y| unsafe { vector::columns(data, start + o0 * so, so, d_in, x, y) });
+        }
+        let packed = super::gemm::Rows::pack(x, rows, d_in);
+        // SAFETY: the CPU has AVX-512F and VL, checked just above.
+        return by_columns(d_out, rows, |o0, y| unsafe { super::gemm::columns(data, start + o0 * so, so, &packed, y) });
     }
     let dot = dot_kernel();
     by_columns(d_out, rows, |o0, y| {
@@ -119,7 +138,7 @@ fn dot64<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
 /// The loops in AVX-512: four columns at a time (four weight streams in flight, the
 /// next four asked for ahead), 16 values a step converted in registers, up to four rows
 /// sharing each converted vector.
-mod vector {
+pub(super) mod vector {
     use crate::cpu::Elem;
 
     /// A float type read as 16 f32 lanes.
@@ -173,7 +192,7 @@ mod vector {
     /// Columns `c` of `[o0, o0 + n)` at `data[at + c · so..][..d_in]` against the rows of
     /// `x: [rows, d_in]`, into `y: [rows, n]`.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512vl")]
     pub unsafe fn columns<E: Lanes>(data: &[E], at: usize, so: usize, d_in: usize, x: &[f32], y: &mut [f32]) {
         let rows = x.len() / d_in;
         let n = y.len() / rows.max(1);
@@ -211,13 +230,20 @@ mod vector {
         }
     }
 
+    /// The most rows [`columns`] takes, four a pass over columns it keeps in cache:
+    /// a few rows are bound by reading the weight once, which it streams whole; more
+    /// are bound by multiply-adds, which [`super::super::gemm`]'s tiles feed from the
+    /// caches (one 4096 → 11008 projection in f32: 8 rows 8.5 against 12.1 ms, 17 rows
+    /// 14.8 / 15.8, 64 rows 36.1 / 27.1).
+    pub const STREAM_ROWS: usize = 16;
+
     /// `C` columns from `data[col..]` (stride `so`) against the `R` rows of `x`.
     ///
     /// # Safety
     /// The columns lie inside `data`, `x` holds `R · d_in` values, `d_in` is a multiple of
     /// 16, and the CPU has AVX-512F.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512vl")]
     unsafe fn dots<E: Lanes, const C: usize, const R: usize>(
         data: &[E],
         col: usize,

@@ -17,21 +17,27 @@
 //!   bytes without moving them. After loading, [`pack`] holds each such weight
 //!   once for these loops ([`Packed`]): a call then copies nothing, and 4-bit
 //!   values take half a byte each (flex holds one a byte).
-//! - **Float weights, short blocks** (up to 64 rows, [`float`]): the matmul
+//! - **Float weights, short blocks** (up to 16 rows, [`float`]): the matmul
 //!   library treats a decoded row like a large product (an f32 or f16 weight
 //!   read at half the memory bandwidth or less, two to sixteen rows ~20x slower,
 //!   bf16 operands converted to f32 first); here four columns are read at a
 //!   time, converted in registers and multiplied in f32, the next columns asked
 //!   for ahead.
-//! - **Float weights, long blocks** ([`prefill`]): the matmul library multiplies
-//!   by the transposed view 1.2–4x slower than by a contiguous weight; the
-//!   weight is copied into a contiguous buffer kept between calls, then multiplied.
+//! - **Float weights, long blocks** ([`gemm`], with AVX-512): the matmul library
+//!   multiplies by the transposed view 1.2–4x slower than by a contiguous weight
+//!   and converts f16 and bf16 operands to f32 in fresh buffers; here the product
+//!   is tiled as the BLAS libraries tile it, each block of the weight transposed
+//!   and converted to f32 once, in cache. Without AVX-512, past 64 rows, the
+//!   weight is copied into a contiguous buffer kept between calls and the matmul
+//!   library multiplies ([`prefill`]).
 //!
 //! CubeCL devices keep Burn's own kernels (their quantized matmul included).
 //! The tensor-op reference is Burn's `x.matmul(w)`; `tests/linear.rs` compares.
 
 #[cfg(feature = "flex")]
 mod float;
+#[cfg(feature = "flex")]
+mod gemm;
 #[cfg(feature = "flex")]
 mod int8;
 #[cfg(feature = "flex")]
@@ -73,7 +79,7 @@ mod extension {
         fn float_matmul(x: burn_flex::FlexTensor, w: burn_flex::FlexTensor) -> burn_flex::FlexTensor {
             let rows = x.layout().shape()[0];
             if super::float::reads(&w) {
-                if rows <= super::float::MAX_ROWS {
+                if rows <= super::float::MAX_ROWS || super::float::any_rows(&w) {
                     return super::float::matmul_rows(x, w);
                 }
                 if let Some(y) = super::prefill::matmul(x.clone(), &w) {

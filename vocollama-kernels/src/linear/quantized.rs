@@ -266,7 +266,7 @@ fn split(w: &Weight, x: &[f32], rows: usize, task: Task) -> Vec<f32> {
 /// `y: [rows, n]` for columns `[o0, o0 + n)`. Tasks are wide (each column or row of weights
 /// one long run) but several per thread.
 pub(crate) fn by_columns(d_out: usize, rows: usize, task: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let per = d_out.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(COLUMNS).clamp(COLUMNS, 1024);
+    let per = d_out.div_ceil(8 * rayon::current_num_threads()).next_multiple_of(COLUMNS).clamp(COLUMNS, 1024);
     let tasks: Vec<(usize, Vec<f32>)> = (0..d_out.div_ceil(per))
         .into_par_iter()
         .map(|t| {

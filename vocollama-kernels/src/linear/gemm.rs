@@ -92,14 +92,27 @@ pub unsafe fn columns<E: Lanes>(data: &[E], at: usize, so: usize, x: &Rows, y: &
                 let lines = next.map_or(0, |_| next_cols * per_col);
                 let panels = (m1 - m0).div_ceil(MR);
                 let share = lines.div_ceil(panels);
+                // The next line to ask for: column `ahead.0`, line `ahead.1` of it.
+                let mut ahead = (0, 0);
                 for p in 0..panels {
                     if let Some(next) = next {
                         let base = data.as_ptr().wrapping_add(next);
-                        for i in p * share..((p + 1) * share).min(lines) {
-                            crate::cpu::prefetch(base.wrapping_add((i / per_col) * so + (i % per_col) * per_line));
+                        for _ in 0..share {
+                            if ahead.0 == next_cols {
+                                break;
+                            }
+                            crate::cpu::prefetch(base.wrapping_add(ahead.0 * so + ahead.1 * per_line));
+                            ahead = if ahead.1 + 1 == per_col { (ahead.0 + 1, 0) } else { (ahead.0, ahead.1 + 1) };
                         }
                     }
                     let r0 = m0 + p * MR;
+                    // The tile's sums in `y` (rows far apart, out of the caches since the
+                    // last block of inputs), asked for while the kernel runs.
+                    for i in 0..MR.min(rows - r0) {
+                        let at = y.as_ptr().wrapping_add((r0 + i) * n + c);
+                        crate::cpu::prefetch(at);
+                        crate::cpu::prefetch(at.wrapping_add(16));
+                    }
                     let xp = x.panel(k0, kc, r0 / MR);
                     // SAFETY: `xp` holds `kc` · 12 values, `wb` `kc` · 32; the CPU's features
                     // are the caller's promise.

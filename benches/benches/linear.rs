@@ -119,4 +119,15 @@ fn layouts(device: &Device) {
             println!("| {rows} | {label} | {a:.1} | {b:.1} | {c:.1} | {gflops:.0} |");
         }
     }
+    // The vision tower's projections (CLIP ViT-L: 1024 wide, MLP 4096) on its 577 patches.
+    for (d_in, d_out) in [(1024usize, 1024usize), (1024, 4096), (4096, 1024)] {
+        let view = Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 0.02), device).transpose();
+        let contiguous = Tensor::<2>::from_data(view.clone().into_data(), device);
+        let x = Tensor::<2>::random([577, d_in], Distribution::Normal(0.0, 1.0), device);
+        let a = median_ms(|| x.clone().matmul(view.clone()));
+        let b = median_ms(|| x.clone().matmul(contiguous.clone()));
+        let c = median_ms(|| vocollama_kernels::linear::matmul(x.clone(), view.clone()).expect("on flex"));
+        let gflops = 2.0 * (577 * d_in * d_out) as f64 / c / 1e6;
+        println!("| 577 | f32 {d_in} → {d_out} | {a:.1} | {b:.1} | {c:.1} | {gflops:.0} |");
+    }
 }

@@ -8,7 +8,7 @@
 //! patches) goes to [`super::gemm`]'s tiles; elsewhere up to [`MAX_ROWS`] rows read
 //! a column at a time converted in L1, and longer blocks go to [`super::prefill`].
 
-use super::quantized::{by_columns, float_tensor, rows_f32};
+use super::quantized::{by_columns, by_columns_of, float_tensor, rows_f32};
 use crate::cpu::{Elem, dot, madd};
 use burn::tensor::{DType, TensorData, bf16, f16};
 use burn_flex::FlexTensor;
@@ -41,7 +41,7 @@ pub fn any_rows(w: &FlexTensor) -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
+pub(super) fn avx512() -> bool {
     std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl")
 }
 
@@ -70,9 +70,12 @@ fn run<E: Elem + vector::Lanes>(w: &FlexTensor, x: &[f32], rows: usize) -> Vec<f
             // SAFETY: the CPU has AVX-512F and VL, checked just above.
             return by_columns(d_out, rows, |o0, y| unsafe { vector::columns(data, start + o0 * so, so, d_in, x, y) });
         }
-        let packed = super::gemm::Rows::pack(x, rows, d_in);
+        let (w, packed) =
+            (super::gemm::Float::new(data, start, so, d_in, d_out), super::gemm::Rows::pack(x, rows, d_in));
         // SAFETY: the CPU has AVX-512F and VL, checked just above.
-        return by_columns(d_out, rows, |o0, y| unsafe { super::gemm::columns(data, start + o0 * so, so, &packed, y) });
+        return by_columns_of(d_out, rows, super::gemm::LEAST_COLUMNS, |o0, y| unsafe {
+            super::gemm::columns(&w, o0, &packed, y)
+        });
     }
     let dot = dot_kernel();
     by_columns(d_out, rows, |o0, y| {

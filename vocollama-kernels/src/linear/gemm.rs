@@ -1,15 +1,98 @@
-//! `x · w` on flex for a block of rows too long for [`super::float`]'s streaming
-//! loops (a question, a prompt, the vision tower's patches) with `w` in f32, f16
-//! or bf16 held as the loader holds it: PyTorch's `[out, in]` bytes behind the
-//! transposed view. The product is a sum of outer products, as the BLAS libraries
+//! `x · w` on flex for a block of rows too long for the streaming loops (a question,
+//! a prompt, the vision tower's patches) with `w` held as the loader holds it:
+//! PyTorch's `[out, in]` bytes behind the transposed view, in f32, f16 or bf16
+//! ([`Float`]) or quantized in blocks along the inputs ([`Quantized`]). The product is a sum of outer products, as the BLAS libraries
 //! compute it: the rows are packed once per call in panels of twelve (the twelve
 //! rows' values of one input side by side), each 32 columns' block of `KC` inputs
-//! is read from memory once, converted to f32 and transposed into a panel of its
+//! is read from memory once, converted (or dequantized) to f32 and transposed into a panel of its
 //! own, and twelve rows × 32 columns of sums stay in registers while `KC` inputs
 //! pass: two weight loads and twelve broadcasts feed 24 multiply-adds, with no
 //! sums to reduce across lanes. AVX-512 only; elsewhere the callers keep their paths.
 
 use super::float::vector::Lanes;
+use super::quantized::Weight;
+
+/// A weight as the tiles read it: the inputs of one output, sixteen at a time in f32.
+pub trait Source: Sync {
+    /// Bytes an input takes (for the lines to ask for ahead).
+    const BYTES: usize;
+
+    /// Output `o`'s inputs `k..k + 16` in f32.
+    ///
+    /// # Safety
+    /// `o` and `k + 16` are inside the weight, `k` a multiple of 16, and the CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(&self, o: usize, k: usize) -> std::arch::x86_64::__m512;
+
+    /// Where output `o`'s input `k` lies (a hint's address: never read through).
+    fn at(&self, o: usize, k: usize) -> *const u8;
+}
+
+/// A float weight as the loader holds it: output `o`'s inputs at `data[start + o · so..]`.
+pub struct Float<'a, E> {
+    data: &'a [E],
+    start: usize,
+    so: usize,
+}
+
+impl<'a, E> Float<'a, E> {
+    /// The view of `d_out` outputs of `d_in` inputs; panics where it leaves `data`.
+    pub fn new(data: &'a [E], start: usize, so: usize, d_in: usize, d_out: usize) -> Self {
+        assert!(d_out == 0 || start + (d_out - 1) * so + d_in <= data.len(), "gemm: weight view");
+        Float { data, start, so }
+    }
+}
+
+impl<E: Lanes> Source for Float<'_, E> {
+    const BYTES: usize = size_of::<E>();
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(&self, o: usize, k: usize) -> std::arch::x86_64::__m512 {
+        // SAFETY: the caller's promise, inside the view checked by `new`.
+        unsafe { E::load16(self.data.as_ptr().add(self.start + o * self.so + k)) }
+    }
+
+    fn at(&self, o: usize, k: usize) -> *const u8 {
+        self.data.as_ptr().wrapping_add(self.start + o * self.so + k).cast()
+    }
+}
+
+/// A block-quantized weight, its values a byte each as the loader holds them (each
+/// output's inputs one run, blocks of a multiple of 16 along the inputs): dequantized
+/// sixteen at a time as the tiles read it.
+pub struct Quantized<'a, 'w> {
+    w: &'a Weight<'w>,
+}
+
+impl<'a, 'w> Quantized<'a, 'w> {
+    /// `None` where the values are not one run per output or the blocks split sixteen
+    /// inputs.
+    pub fn new(w: &'a Weight<'w>) -> Option<Self> {
+        let fits = w.d_out == 0 || w.start + (w.d_out - 1) * w.so + w.d_in <= w.data.len();
+        (w.sk == 1 && w.bk.is_multiple_of(16) && w.d_in.is_multiple_of(16) && fits).then_some(Quantized { w })
+    }
+}
+
+impl Source for Quantized<'_, '_> {
+    const BYTES: usize = 1;
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(&self, o: usize, k: usize) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let w = self.w;
+        // SAFETY: the caller's promise, inside the view checked by `new`.
+        let bytes = unsafe { _mm_loadu_si128(w.data.as_ptr().add(w.start + o * w.so + k).cast()) };
+        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)), _mm512_set1_ps(w.scale(k, o)))
+    }
+
+    fn at(&self, o: usize, k: usize) -> *const u8 {
+        self.w.data.as_ptr().wrapping_add(self.w.start + o * self.w.so + k).cast()
+    }
+}
 
 /// Rows of a panel (the tile's height).
 const MR: usize = 12;
@@ -24,6 +107,11 @@ const KC: usize = 256;
 /// The rows a pass covers (54 panels, an image's prompt in one pass): their `KC` inputs
 /// (648 KiB) stay in L2 while the task's columns pass over them.
 const MB: usize = 54 * MR;
+
+/// The fewest columns a task of [`columns`] takes: eight panels over each block of the
+/// rows while it is in L2 (a 1024 → 1024 projection of 577 rows: 4.2 ms in tasks of 256
+/// columns, 5.1 in tasks of 64).
+pub const LEAST_COLUMNS: usize = 8 * NR;
 
 /// The rows of `x: [rows, d_in]` in panels: for each block of `KC` inputs, for each
 /// twelve rows (the last padded with zeros), the twelve values of each input in turn.
@@ -57,14 +145,14 @@ impl Rows {
     }
 }
 
-/// Columns `[o0, o0 + n)` of `x · w` into `y: [rows, n]` (which starts at zero), the
-/// columns' inputs at `data[at + c · so..][..d_in]`, `d_in` a multiple of 16.
+/// Columns `[o0, o0 + n)` of `x · w` into `y: [rows, n]` (which starts at zero), `d_in`
+/// a multiple of 16.
 ///
 /// # Safety
-/// The columns lie inside `data`, and the CPU has AVX-512F and AVX-512VL.
+/// The columns are outputs of `w`, and the CPU has AVX-512F and AVX-512VL.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl")]
-pub unsafe fn columns<E: Lanes>(data: &[E], at: usize, so: usize, x: &Rows, y: &mut [f32]) {
+pub unsafe fn columns<S: Source>(w: &S, o0: usize, x: &Rows, y: &mut [f32]) {
     let (rows, d_in) = (x.rows, x.d_in);
     let n = y.len() / rows.max(1);
     let mut wb = vec![0f32; KC * NR];
@@ -75,18 +163,17 @@ pub unsafe fn columns<E: Lanes>(data: &[E], at: usize, so: usize, x: &Rows, y: &
             let kc = KC.min(d_in - k0);
             for c in (0..n).step_by(NR) {
                 let cols = (n - c).min(NR);
-                assert!(at + (c + cols - 1) * so + d_in <= data.len(), "gemm: weight view");
-                // SAFETY: the columns are inside `data` (asserted above); the CPU's features
-                // are the caller's promise.
-                unsafe { pack_columns(data, at + c * so + k0, so, cols, kc, &mut wb) };
+                // SAFETY: the columns are outputs of `w`; the CPU's features are the caller's
+                // promise.
+                unsafe { pack_columns(w, o0 + c, cols, k0, kc, &mut wb) };
                 // The next panel's lines, a share per row panel (see `prefetch`): memory is
                 // read while the rows multiply.
                 let (next, next_kc) = match (c + NR < n, k0 + KC < d_in) {
-                    (true, _) => (Some(at + (c + NR) * so + k0), kc),
-                    (false, true) => (Some(at + k0 + KC), KC.min(d_in - k0 - KC)),
+                    (true, _) => (Some((o0 + c + NR, k0)), kc),
+                    (false, true) => (Some((o0, k0 + KC)), KC.min(d_in - k0 - KC)),
                     (false, false) => (None, 0),
                 };
-                let per_line = 64 / size_of::<E>();
+                let per_line = 64 / S::BYTES;
                 let per_col = next_kc.div_ceil(per_line);
                 let next_cols = if c + NR < n { (n - c - NR).min(NR) } else { n.min(NR) };
                 let lines = next.map_or(0, |_| next_cols * per_col);
@@ -95,13 +182,12 @@ pub unsafe fn columns<E: Lanes>(data: &[E], at: usize, so: usize, x: &Rows, y: &
                 // The next line to ask for: column `ahead.0`, line `ahead.1` of it.
                 let mut ahead = (0, 0);
                 for p in 0..panels {
-                    if let Some(next) = next {
-                        let base = data.as_ptr().wrapping_add(next);
+                    if let Some((o, k)) = next {
                         for _ in 0..share {
                             if ahead.0 == next_cols {
                                 break;
                             }
-                            crate::cpu::prefetch(base.wrapping_add(ahead.0 * so + ahead.1 * per_line));
+                            crate::cpu::prefetch(w.at(o + ahead.0, k + ahead.1 * per_line));
                             ahead = if ahead.1 + 1 == per_col { (ahead.0 + 1, 0) } else { (ahead.0, ahead.1 + 1) };
                         }
                     }
@@ -129,24 +215,23 @@ pub unsafe fn columns<E: Lanes>(data: &[E], at: usize, so: usize, x: &Rows, y: &
     }
 }
 
-/// `cols` columns' `kc` inputs from `data[col..]` (stride `so`), in f32, as `wb[k][j]`
-/// (`NR` a row, missing columns zero): sixteen columns' sixteen inputs are read as
-/// sixteen vectors and transposed in registers.
+/// Outputs `o..o + cols`' inputs `k0..k0 + kc` in f32, as `wb[k][j]` (`NR` a row, missing
+/// columns zero): sixteen outputs' sixteen inputs are read as sixteen vectors and
+/// transposed in registers.
 ///
 /// # Safety
-/// The columns lie inside `data`, `kc` is a multiple of 16, and the CPU has AVX-512F.
+/// The outputs are `w`'s, `kc` is a multiple of 16, and the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl")]
-unsafe fn pack_columns<E: Lanes>(data: &[E], col: usize, so: usize, cols: usize, kc: usize, wb: &mut [f32]) {
+unsafe fn pack_columns<S: Source>(w: &S, o: usize, cols: usize, k0: usize, kc: usize, wb: &mut [f32]) {
     use std::arch::x86_64::*;
-    let base = data.as_ptr().wrapping_add(col);
     for j0 in (0..NR).step_by(16) {
         for k in (0..kc).step_by(16) {
             let mut r = [_mm512_setzero_ps(); 16];
             for (j, v) in r.iter_mut().enumerate() {
                 if j0 + j < cols {
-                    // SAFETY: inside column j0 + j (the caller's promise).
-                    *v = unsafe { E::load16(base.wrapping_add((j0 + j) * so + k)) };
+                    // SAFETY: output o + j0 + j and its inputs are `w`'s (the caller's promise).
+                    *v = unsafe { w.load16(o + j0 + j, k0 + k) };
                 }
             }
             let t = transpose16(r);

@@ -10,9 +10,10 @@
 //!   default) the rows are quantized to 8 bits too, at every row count, and up
 //!   to 128 rows' products summed in integers ([`int8`], GGML's Q8_0 · Q8_0);
 //!   with f32 activations, up to 16 rows, each block's products are summed in f32
-//!   and scaled. A longer block (an image's prompt) dequantizes the weight on
-//!   every core into a contiguous f32 buffer kept between calls and runs the
-//!   float matmul ([`prefill`]).
+//!   and scaled. A longer block (an image's prompt) goes to the tiles of
+//!   [`gemm`], which dequantize each block of the weight in cache (AVX-512), or
+//!   dequantizes the weight on every core into a contiguous f32 buffer kept
+//!   between calls and runs the float matmul ([`prefill`]).
 //!   [`transpose`] gives the loader's `[in, out]` view of PyTorch's `[out, in]`
 //!   bytes without moving them. After loading, [`pack`] holds each such weight
 //!   once for these loops ([`Packed`]): a call then copies nothing, and 4-bit

@@ -12,8 +12,9 @@ use super::int8;
 use crate::cpu::{Elem, dot, madd, prefetch};
 
 /// The most f32 rows multiplied with the quantized bytes directly (half-precision rows
-/// take [`int8::MAX_ROWS`]); a longer block dequantizes the weight once and runs the float
-/// matmul, whose blocking wins there.
+/// take [`int8::MAX_ROWS`]); a longer block goes to the tiles of [`super::gemm`], which
+/// dequantize each block of the weight in cache (AVX-512), or dequantizes the whole
+/// weight once and runs the float matmul, whose blocking wins there.
 pub const MAX_FUSED_ROWS: usize = 16;
 
 /// Output columns per strip (a multiple of 16, for whole vectors); tasks are multiples of it.
@@ -169,7 +170,19 @@ fn float_rows(x: FlexTensor, rows8: Option<int8::Rows8>, weight: &Weight) -> Fle
         None => rows_f32(x),
     };
     if rows > MAX_FUSED_ROWS {
-        // A prompt: the weight dequantized into a contiguous buffer, then the matmul library.
+        // A prompt: tiles dequantizing the weight block by block in cache (AVX-512), or the
+        // weight dequantized into a contiguous buffer and the matmul library.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(w) = super::gemm::Quantized::new(weight)
+            && super::float::avx512()
+        {
+            let packed = super::gemm::Rows::pack(&xf, rows, weight.d_in);
+            // SAFETY: the CPU has AVX-512F and VL, checked just above.
+            let y = by_columns_of(weight.d_out, rows, super::gemm::LEAST_COLUMNS, |o0, y| unsafe {
+                super::gemm::columns(&w, o0, &packed, y)
+            });
+            return float_tensor(TensorData::new(y, [rows, weight.d_out]), dtype);
+        }
         return super::prefill::quantized(&xf, weight, dtype);
     }
     let y = if weight.so == 1 || weight.d_out == 1 {
@@ -266,7 +279,17 @@ fn split(w: &Weight, x: &[f32], rows: usize, task: Task) -> Vec<f32> {
 /// `y: [rows, n]` for columns `[o0, o0 + n)`. Tasks are wide (each column or row of weights
 /// one long run) but several per thread.
 pub(crate) fn by_columns(d_out: usize, rows: usize, task: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let per = d_out.div_ceil(8 * rayon::current_num_threads()).next_multiple_of(COLUMNS).clamp(COLUMNS, 1024);
+    by_columns_of(d_out, rows, COLUMNS, task)
+}
+
+/// [`by_columns`] with tasks of at least `least` columns (a multiple of [`COLUMNS`]).
+pub(crate) fn by_columns_of(
+    d_out: usize,
+    rows: usize,
+    least: usize,
+    task: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let per = d_out.div_ceil(8 * rayon::current_num_threads()).next_multiple_of(COLUMNS).clamp(least, 1024.max(least));
     let tasks: Vec<(usize, Vec<f32>)> = (0..d_out.div_ceil(per))
         .into_par_iter()
         .map(|t| {

@@ -1,13 +1,14 @@
 //! `x · w` on flex for a block of rows too long for the streaming loops (a question,
 //! a prompt, the vision tower's patches) with `w` held as the loader holds it:
 //! PyTorch's `[out, in]` bytes behind the transposed view, in f32, f16 or bf16
-//! ([`Float`]) or quantized in blocks along the inputs ([`Quantized`]). The product is a sum of outer products, as the BLAS libraries
-//! compute it: the rows are packed once per call in panels of twelve (the twelve
-//! rows' values of one input side by side), each 32 columns' block of `KC` inputs
-//! is read from memory once, converted (or dequantized) to f32 and transposed into a panel of its
-//! own, and twelve rows × 32 columns of sums stay in registers while `KC` inputs
-//! pass: two weight loads and twelve broadcasts feed 24 multiply-adds, with no
-//! sums to reduce across lanes. AVX-512 only; elsewhere the callers keep their paths.
+//! ([`Float`]) or quantized in blocks along the inputs ([`Quantized`]). The product
+//! is a sum of outer products, as the BLAS libraries compute it: the rows are packed
+//! once per call in panels of twelve (the twelve rows' values of one input side by
+//! side), each 32 columns' block of `KC` inputs is read from memory once, converted
+//! (or dequantized) to f32 and transposed into a panel of its own, and twelve rows ×
+//! 32 columns of sums stay in registers while `KC` inputs pass: two weight loads and
+//! twelve broadcasts feed 24 multiply-adds, with no sums to reduce across lanes.
+//! AVX-512 only; elsewhere the callers keep their paths.
 
 use super::float::vector::Lanes;
 use super::quantized::Weight;

@@ -112,9 +112,7 @@ fn layouts(device: &Device) {
             let contiguous =
                 Tensor::<2>::from_data(view.clone().into_data(), (device, burn::tensor::DType::from(dtype)));
             let x = Tensor::<2>::random([rows, D_IN], Distribution::Normal(0.0, 1.0), device).cast(dtype);
-            let a = median_ms(|| x.clone().matmul(view.clone()));
-            let b = median_ms(|| x.clone().matmul(contiguous.clone()));
-            let c = median_ms(|| vocollama_kernels::linear::matmul(x.clone(), view.clone()).expect("on flex"));
+            let (a, b, c) = three(&x, &view, &contiguous);
             let gflops = 2.0 * (rows * D_IN * D_OUT) as f64 / c / 1e6;
             println!("| {rows} | {label} | {a:.1} | {b:.1} | {c:.1} | {gflops:.0} |");
         }
@@ -124,10 +122,17 @@ fn layouts(device: &Device) {
         let view = Tensor::<2>::random([d_out, d_in], Distribution::Normal(0.0, 0.02), device).transpose();
         let contiguous = Tensor::<2>::from_data(view.clone().into_data(), device);
         let x = Tensor::<2>::random([577, d_in], Distribution::Normal(0.0, 1.0), device);
-        let a = median_ms(|| x.clone().matmul(view.clone()));
-        let b = median_ms(|| x.clone().matmul(contiguous.clone()));
-        let c = median_ms(|| vocollama_kernels::linear::matmul(x.clone(), view.clone()).expect("on flex"));
+        let (a, b, c) = three(&x, &view, &contiguous);
         let gflops = 2.0 * (577 * d_in * d_out) as f64 / c / 1e6;
         println!("| 577 | f32 {d_in} → {d_out} | {a:.1} | {b:.1} | {c:.1} | {gflops:.0} |");
     }
+}
+
+/// Median ms of `x` times the view (flex's matmul), the contiguous weight (flex's
+/// matmul) and the view through `vocollama_kernels::linear`.
+fn three(x: &Tensor<2>, view: &Tensor<2>, contiguous: &Tensor<2>) -> (f64, f64, f64) {
+    let a = median_ms(|| x.clone().matmul(view.clone()));
+    let b = median_ms(|| x.clone().matmul(contiguous.clone()));
+    let c = median_ms(|| vocollama_kernels::linear::matmul(x.clone(), view.clone()).expect("on flex"));
+    (a, b, c)
 }

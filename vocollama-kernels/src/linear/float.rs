@@ -8,7 +8,7 @@
 //! patches) goes to [`super::gemm`]'s tiles; elsewhere up to [`MAX_ROWS`] rows read
 //! a column at a time converted in L1, and longer blocks go to [`super::prefill`].
 
-use super::quantized::{by_columns, by_columns_of, float_tensor, rows_f32};
+use super::quantized::{by_columns, float_tensor, rows_f32};
 use crate::cpu::{Elem, dot, madd};
 use burn::tensor::{DType, TensorData, bf16, f16};
 use burn_flex::FlexTensor;
@@ -65,17 +65,14 @@ fn run<E: Elem + vector::Lanes>(w: &FlexTensor, x: &[f32], rows: usize) -> Vec<f
     let (start, so) = (layout.start_offset(), layout.strides()[1] as usize);
     let data = w.storage::<E>();
     #[cfg(target_arch = "x86_64")]
-    if d_in.is_multiple_of(16) && avx512() {
+    if any_rows(w) {
         if rows <= vector::STREAM_ROWS {
-            // SAFETY: the CPU has AVX-512F and VL, checked just above.
+            // SAFETY: the CPU has AVX-512F and VL, checked by `any_rows`.
             return by_columns(d_out, rows, |o0, y| unsafe { vector::columns(data, start + o0 * so, so, d_in, x, y) });
         }
-        let (w, packed) =
-            (super::gemm::Float::new(data, start, so, d_in, d_out), super::gemm::Rows::pack(x, rows, d_in));
-        // SAFETY: the CPU has AVX-512F and VL, checked just above.
-        return by_columns_of(d_out, rows, super::gemm::LEAST_COLUMNS, |o0, y| unsafe {
-            super::gemm::columns(&w, o0, &packed, y)
-        });
+        let w = super::gemm::Float::new(data, start, so, d_in, d_out);
+        // SAFETY: `d_in` is a multiple of 16 and the CPU has AVX-512F and VL (`any_rows`).
+        return unsafe { super::gemm::multiply(&w, x, rows, d_in, d_out) };
     }
     let dot = dot_kernel();
     by_columns(d_out, rows, |o0, y| {

@@ -112,18 +112,18 @@ const MB: usize = 54 * MR;
 /// The fewest columns a task of [`columns`] takes: eight panels over each block of the
 /// rows while it is in L2 (a 1024 → 1024 projection of 577 rows: 4.2 ms in tasks of 256
 /// columns, 5.1 in tasks of 64).
-pub const LEAST_COLUMNS: usize = 8 * NR;
+const LEAST_COLUMNS: usize = 8 * NR;
 
 /// The rows of `x: [rows, d_in]` in panels: for each block of `KC` inputs, for each
 /// twelve rows (the last padded with zeros), the twelve values of each input in turn.
-pub struct Rows {
+struct Rows {
     data: Vec<f32>,
     rows: usize,
     d_in: usize,
 }
 
 impl Rows {
-    pub fn pack(x: &[f32], rows: usize, d_in: usize) -> Self {
+    fn pack(x: &[f32], rows: usize, d_in: usize) -> Self {
         let padded = rows.next_multiple_of(MR);
         let mut data = vec![0f32; padded * d_in];
         for k0 in (0..d_in).step_by(KC) {
@@ -146,6 +146,19 @@ impl Rows {
     }
 }
 
+/// `x: [rows, d_in]` (f32, row-major) · `w`'s `d_out` outputs, in tasks of columns over
+/// every core.
+///
+/// # Safety
+/// `w` has `d_out` outputs of `d_in` inputs, `d_in` a multiple of 16, and the CPU has
+/// AVX-512F and AVX-512VL.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn multiply<S: Source>(w: &S, x: &[f32], rows: usize, d_in: usize, d_out: usize) -> Vec<f32> {
+    let packed = Rows::pack(x, rows, d_in);
+    // SAFETY: the caller's promise.
+    super::quantized::by_columns_of(d_out, rows, LEAST_COLUMNS, |o0, y| unsafe { columns(w, o0, &packed, y) })
+}
+
 /// Columns `[o0, o0 + n)` of `x · w` into `y: [rows, n]` (which starts at zero), `d_in`
 /// a multiple of 16.
 ///
@@ -153,7 +166,7 @@ impl Rows {
 /// The columns are outputs of `w`, and the CPU has AVX-512F and AVX-512VL.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl")]
-pub unsafe fn columns<S: Source>(w: &S, o0: usize, x: &Rows, y: &mut [f32]) {
+unsafe fn columns<S: Source>(w: &S, o0: usize, x: &Rows, y: &mut [f32]) {
     let (rows, d_in) = (x.rows, x.d_in);
     let n = y.len() / rows.max(1);
     let mut wb = vec![0f32; KC * NR];

@@ -176,11 +176,9 @@ fn float_rows(x: FlexTensor, rows8: Option<int8::Rows8>, weight: &Weight) -> Fle
         if let Some(w) = super::gemm::Quantized::new(weight)
             && super::float::avx512()
         {
-            let packed = super::gemm::Rows::pack(&xf, rows, weight.d_in);
-            // SAFETY: the CPU has AVX-512F and VL, checked just above.
-            let y = by_columns_of(weight.d_out, rows, super::gemm::LEAST_COLUMNS, |o0, y| unsafe {
-                super::gemm::columns(&w, o0, &packed, y)
-            });
+            // SAFETY: `Quantized::new` checked the view and that `d_in` is a multiple of 16;
+            // the CPU has AVX-512F and VL, checked just above.
+            let y = unsafe { super::gemm::multiply(&w, &xf, rows, weight.d_in, weight.d_out) };
             return float_tensor(TensorData::new(y, [rows, weight.d_out]), dtype);
         }
         return super::prefill::quantized(&xf, weight, dtype);

@@ -39,9 +39,15 @@ def main():
     ap.add_argument("--preset", default="tiny", help="the model shape (`vocollama init --preset`)")
     ap.add_argument("--layers", help="language-model layers instead of the preset's (`vocollama init --layers`; with "
                     "the tiny preset's 4, one VoCo token carried little but the answer prior: docs/binding.md)")
+    ap.add_argument("--heads", help="attention heads instead of the preset's (`vocollama init --heads`)")
+    ap.add_argument("--kv-heads", help="key/value heads instead of the preset's (`vocollama init --kv-heads`; one VoCo "
+                    "token holds one key and value per key/value head and layer)")
     ap.add_argument("--tower-epochs", type=int, default=15)
     ap.add_argument("--pretrain-epochs", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=1, help="epochs per method from the pretrained model")
+    ap.add_argument("--cycles", type=int, default=1,
+                    help="train each method from the pretrained model this many times over, each run from the last "
+                         "with a fresh schedule and optimizer (one VoCo token learned more so: docs/binding.md)")
     ap.add_argument("--lr", default="1e-3", help="learning rate of the LLaVA stages (3e-3 learned less on the full mix)")
     ap.add_argument("--batch-size", default="8")
     ap.add_argument("--train", default="60000")
@@ -114,9 +120,17 @@ def one_seed(a, seed, commands, with_sweep):
             done=os.path.exists(w(name, "config.json")))
         return w(name)
 
-    def train(name, start, epochs, *extra):
-        return timed(name, "train", "--model", start, "--data", os.path.join(data, "train.json"), "--out", w(name),
-                     "--epochs", str(epochs), "--lr", a.lr, "--batch-size", a.batch_size, "--seed", seed, *extra)
+    def train(name, start, epochs, *extra, cycles=1, later=None):
+        # Each cycle after the first is a run of its own from the one before: a fresh warm-up and
+        # cosine decay, fresh AdamW moments and another order of the data (its seed).
+        # `later`: the epochs of each cycle after the first (default: as many as the first).
+        for cycle in range(1, cycles + 1):
+            out = name if cycle == cycles else f"{name}-cycle-{cycle}"
+            n = epochs if cycle == 1 else (later or epochs)
+            start = timed(out, "train", "--model", start, "--data", os.path.join(data, "train.json"), "--out", w(out),
+                          "--epochs", str(n), "--lr", a.lr, "--batch-size", a.batch_size,
+                          "--seed", str(int(seed) + 100 * (cycle - 1)), *extra)
+        return start
 
     def evaluate(name, mode, *extra):
         out = w(f"eval-{name}-{mode}.json")
@@ -130,15 +144,16 @@ def one_seed(a, seed, commands, with_sweep):
     tower = timed("tower", "train", "tower", "--model", model("init"), "--out", w("tower"),
                   "--epochs", str(a.tower_epochs), "--lr", "5e-3", "--seed", seed)
     trained_tower = os.path.join(tower, "vision_tower")
-    depth = ["--layers", a.layers] if a.layers else []
+    depth = shape_args(a)
     llava = model("init-llava", *depth, "--vision-tower", trained_tower)
     base = train("pretrained", llava, a.pretrain_epochs, "--layout", "causal", "--voco-tokens", "1")
     rows = {}
     if a.table in ("1", "all"):
-        train("causal", base, a.epochs, "--layout", "causal", "--voco-tokens", "1")
-        train("voco-1", base, a.epochs, "--layout", "voco", "--voco-tokens", "1")
+        train("causal", base, a.epochs, "--layout", "causal", "--voco-tokens", "1", cycles=a.cycles)
+        train("voco-1", base, a.epochs, "--layout", "voco", "--voco-tokens", "1", cycles=a.cycles)
         pooled = model("init-avgpool", *depth, "--image-pooling", "avg", "--vision-tower", trained_tower)
-        train("avgpool", pooled, a.pretrain_epochs + a.epochs, "--layout", "causal", "--voco-tokens", "1")
+        train("avgpool", pooled, a.pretrain_epochs + a.epochs, "--layout", "causal", "--voco-tokens", "1",
+              cycles=a.cycles, later=a.epochs)
         rows["upper"] = evaluate("causal", "none")
         rows["voco"] = evaluate("voco-1", "voco")
         rows["lower"] = evaluate("causal", "lower")
@@ -148,7 +163,7 @@ def one_seed(a, seed, commands, with_sweep):
     if a.table in ("2", "all") and with_sweep:
         for n in [int(n) for n in a.sweep.split(",")]:
             name = f"voco-{n}"
-            train(name, base, a.epochs, "--layout", "voco", "--voco-tokens", str(n))
+            train(name, base, a.epochs, "--layout", "voco", "--voco-tokens", str(n), cycles=a.cycles)
             sweep[n] = evaluate(name, "voco")
     with open(os.path.join(tower, "vision_tower", "pretraining.json")) as f:
         tower_report = json.load(f)
@@ -164,6 +179,15 @@ def one_seed(a, seed, commands, with_sweep):
         scenes = {r["id"]: r.get("scene") for r in json.load(f)}
     return {"rows": rows, "sweep": sweep, "seconds": seconds, "tower": tower_report, "speed": speed, "shape": shape,
             "scenes": scenes}
+
+
+def shape_args(a):
+    """The `vocollama init` options that change the preset's language model."""
+    out = []
+    for flag, value in (("--layers", a.layers), ("--heads", a.heads), ("--kv-heads", a.kv_heads)):
+        if value:
+            out += [flag, value]
+    return out
 
 
 def prior(data):
@@ -324,8 +348,9 @@ def write_report(a, runs, commands):
     out = ["# Results: miniatures of the paper's tables 1 and 2", "",
            "A tiny LLaVA (a CLIP tower at 64 px, 8 px patches = 64 image tokens; a "
            f"{first['shape']['num_hidden_layers']}-layer LLaMA of width",
-           f"{first['shape']['hidden_size']}, {first['shape']['num_key_value_heads']} key/value heads; "
-           f"`vocollama init --preset {a.preset}" + (f" --layers {a.layers}" if a.layers else "") + "`) trained from scratch on the synthetic shapes data (`vocollama data shapes`: "
+           f"{first['shape']['hidden_size']}, {first['shape']['num_attention_heads']} heads, "
+           f"{first['shape']['num_key_value_heads']} key/value heads; "
+           f"`{shlex.join(['vocollama', 'init', '--preset', a.preset, *shape_args(a)])}`) trained from scratch on the synthetic shapes data (`vocollama data shapes`: "
            f"{a.train} training questions, {a.per_image} per picture as the turns of one conversation, and {a.test}"
            " held-out questions, each about a picture of its own; about colour, shape, count,",
            "position and size in several phrasings, and captions; "
@@ -337,7 +362,10 @@ def write_report(a, runs, commands):
            " and the quadrant),",
            "then frozen in a fresh LLaVA. Then "
            f"{a.pretrain_epochs} epoch(s) of causal training (the stand-in for the LLaVA model VoCo-LLaMA starts from),",
-           f"then {a.epochs} epoch(s) per method from there; AdamW (ε 1e-8) at {a.lr} with warm-up and cosine decay, batch",
+           f"then {a.epochs} epoch(s) per method from there"
+           + (f", {a.cycles} times over (each run from the last with a fresh warm-up, cosine decay, optimizer and"
+              " order of the data)" if a.cycles > 1 else "")
+           + f"; AdamW (ε 1e-8) at {a.lr} with warm-up and cosine decay, batch",
            f"{a.batch_size}, on this machine's two CPU cores (flex backend). Accuracy is exact match after",
            "normalisation, greedy answers. Every run is repeated whole (data, tower, models) for seeds "
            + " and ".join(seeds) + ".", ""]

@@ -245,9 +245,8 @@ enum Command {
         /// Model shape: tiny or small.
         #[arg(long, default_value = "tiny")]
         preset: String,
-        /// Language-model layers instead of the preset's (1 to 64).
-        #[arg(long)]
-        layers: Option<usize>,
+        #[command(flatten)]
+        shape: train::Shape,
         /// A directory whose tokenizer (with `<voco>`) the model uses.
         #[arg(long)]
         tokenizer: PathBuf,
@@ -371,8 +370,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data { kind: DataKind::Shapes { out, train, test, size, seed, kinds, per_image, answers } } => {
             train::data_shapes(&out, train, test, size, seed, &kinds, per_image, answers)?
         }
-        Command::Init { preset, layers, tokenizer, voco_tokens, image_pooling, vision_tower, seed, out } => {
-            train::init(&out, &preset, layers, &tokenizer, voco_tokens, image_pooling, vision_tower.as_deref(), seed)?
+        Command::Init { preset, shape, tokenizer, voco_tokens, image_pooling, vision_tower, seed, out } => {
+            train::init(&out, &preset, shape, &tokenizer, voco_tokens, image_pooling, vision_tower.as_deref(), seed)?
         }
     }
     Ok(())

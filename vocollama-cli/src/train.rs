@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use vocollama_model::checkpoint::config::ImagePooling;
 use vocollama_model::io::atomic_write::write_atomic;
-use vocollama_model::model::random::preset;
+use vocollama_model::model::random::{Preset, preset};
 use vocollama_model::{LlavaModel, LoadOptions, Tokenizer, backend};
 use vocollama_train::batch::TrainLayout;
 use vocollama_train::data::load_records;
@@ -338,26 +338,72 @@ pub fn data_shapes(
 /// The deepest language model `vocollama init --layers` makes (LLaMA-2-70B has 80 layers; these shapes are small).
 const MAX_LAYERS: usize = 64;
 
+/// What `vocollama init` changes of a preset's language model.
+#[derive(clap::Args)]
+pub struct Shape {
+    /// Language-model layers instead of the preset's (1 to 64).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Language-model attention heads instead of the preset's (a divisor of its width
+    /// leaving an even head size).
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Key/value heads instead of the preset's (a divisor of the heads; equal to them,
+    /// as in Vicuna-7B, gives every head its own keys and values).
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+}
+
+impl Shape {
+    /// The preset with these changes, or which option is out of range and why.
+    fn apply(&self, mut p: Preset) -> anyhow::Result<Preset> {
+        if let Some(layers) = self.layers {
+            if !(1..=MAX_LAYERS).contains(&layers) {
+                anyhow::bail!("--layers: expected 1 to {MAX_LAYERS} language-model layers, got {layers}");
+            }
+            p.layers = layers;
+        }
+        if let Some(heads) = self.heads {
+            // RoPE rotates pairs of a head's dimensions, so a head needs an even size.
+            if heads == 0 || p.hidden % heads != 0 || (p.hidden / heads) % 2 != 0 {
+                anyhow::bail!(
+                    "--heads: expected a divisor of the width {} that leaves an even head size, got {heads}",
+                    p.hidden
+                );
+            }
+            p.heads = heads;
+        }
+        if let Some(kv_heads) = self.kv_heads {
+            p.kv_heads = kv_heads;
+        }
+        if p.kv_heads == 0 || p.heads % p.kv_heads != 0 {
+            anyhow::bail!("--kv-heads: expected a divisor of the {} attention heads, got {}", p.heads, p.kv_heads);
+        }
+        Ok(p)
+    }
+}
+
 /// `vocollama init`: a new model with random weights.
 #[allow(clippy::too_many_arguments)]
 pub fn init(
     out: &Path,
     name: &str,
-    layers: Option<usize>,
+    shape: Shape,
     tokenizer: &Path,
     voco_tokens: usize,
     pooling: ImagePooling,
     vision_tower: Option<&Path>,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let mut p = preset(name)?;
-    if let Some(layers) = layers {
-        if !(1..=MAX_LAYERS).contains(&layers) {
-            anyhow::bail!("--layers: expected 1 to {MAX_LAYERS} language-model layers, got {layers}");
-        }
-        p.layers = layers;
-    }
+    let p = shape.apply(preset(name)?)?;
     let tokens = init_model(out, &p, tokenizer, voco_tokens, pooling, vision_tower, seed)?;
-    eprintln!("wrote {} ({name}: {} layers x {}, {tokens} image tokens)", out.display(), p.layers, p.hidden);
+    eprintln!(
+        "wrote {} ({name}: {} layers x {}, {} heads, {} key/value heads, {tokens} image tokens)",
+        out.display(),
+        p.layers,
+        p.hidden,
+        p.heads,
+        p.kv_heads
+    );
     Ok(())
 }

@@ -744,10 +744,23 @@ fn training_commands_end_to_end() {
     let tokenizer = fixture("tokenizer");
     ok(&["init", "--preset", "tiny", "--tokenizer", tokenizer.to_str().unwrap(), "--out", &p("new"), "--seed", "3"]);
     let t = tokenizer.to_str().unwrap();
-    ok(&["init", "--preset", "tiny", "--layers", "6", "--tokenizer", t, "--out", &p("deeper"), "--seed", "3"]);
+    let shape = ["--layers", "6", "--heads", "8", "--kv-heads", "8"];
+    ok(&[&["init", "--preset", "tiny", "--tokenizer", t, "--out", &p("deeper"), "--seed", "3"][..], &shape].concat());
     let deeper: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p("deeper/config.json")).unwrap()).unwrap();
     assert_eq!(deeper["num_hidden_layers"], 6);
+    assert_eq!(deeper["num_attention_heads"], 8);
+    assert_eq!(deeper["num_key_value_heads"], 8);
+    for (flags, error) in [
+        (&["--heads", "5"][..], "--heads: expected a divisor of the width 128 that leaves an even head size, got 5"),
+        (&["--heads", "0"][..], "--heads: expected a divisor of the width 128"),
+        (&["--heads", "8", "--kv-heads", "3"][..], "--kv-heads: expected a divisor of the 8 attention heads, got 3"),
+        (&["--kv-heads", "0"][..], "--kv-heads: expected a divisor of the 4 attention heads, got 0"),
+    ] {
+        let r = vocollama(&[&["init", "--tokenizer", t, "--out", &p("none")][..], flags].concat());
+        assert_fails(&r, error);
+        assert!(!dir.path().join("none").exists());
+    }
     for layers in ["0", "65"] {
         let r = vocollama(&["init", "--layers", layers, "--tokenizer", t, "--out", &p("none")]);
         assert_fails(&r, "--layers: expected 1 to 64 language-model layers");

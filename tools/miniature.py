@@ -56,6 +56,11 @@ def main():
                     help="training questions per picture (turns of one conversation); held-out pictures get one each")
     ap.add_argument("--answers", choices=["named", "plain"], default="named",
                     help="answers about one object: `circle red` (named) or `red` (plain); see `vocollama data shapes --help`")
+    ap.add_argument("--order", choices=["shuffled", "caption-last"], default="shuffled",
+                    help="order of a training conversation's turns (`vocollama data shapes --order`): with the caption "
+                         "last it cannot answer the other questions in place of the VoCo tokens")
+    ap.add_argument("--loss-weight", choices=["token", "answer"], default="token",
+                    help="how answers weigh in the LLaVA stages' loss (`vocollama train --loss-weight`)")
     ap.add_argument("--seeds", default="1,2", help="whole runs (data, tower, models), one per seed")
     ap.add_argument("--sweep-seeds", help="the seeds table 2 runs for (default: every seed)")
     ap.add_argument("--sweep", default="1,2,4,8,16",
@@ -93,7 +98,7 @@ def one_seed(a, seed, commands, with_sweep):
     w = lambda *p: os.path.join(work, *p)
     data = w("data")
     run("data", "shapes", "--out", data, "--train", a.train, "--test", "0", "--per-image", a.per_image,
-        "--answers", a.answers, "--seed", seed, done=os.path.exists(w("data", "train.json")))
+        "--answers", a.answers, "--order", a.order, "--seed", seed, done=os.path.exists(w("data", "train.json")))
     # Held out: one question per picture, so every question is about a picture of its own.
     held_out = w("test")
     run("data", "shapes", "--out", held_out, "--train", "0", "--test", a.test, "--per-image", "1",
@@ -128,7 +133,7 @@ def one_seed(a, seed, commands, with_sweep):
             out = name if cycle == cycles else f"{name}-cycle-{cycle}"
             n = epochs if cycle == 1 else (later or epochs)
             start = timed(out, "train", "--model", start, "--data", os.path.join(data, "train.json"), "--out", w(out),
-                          "--epochs", str(n), "--lr", a.lr, "--batch-size", a.batch_size,
+                          "--epochs", str(n), "--lr", a.lr, "--batch-size", a.batch_size, "--loss-weight", a.loss_weight,
                           "--seed", str(int(seed) + 100 * (cycle - 1)), *extra)
         return start
 
@@ -351,7 +356,8 @@ def write_report(a, runs, commands):
            f"{first['shape']['hidden_size']}, {first['shape']['num_attention_heads']} heads, "
            f"{first['shape']['num_key_value_heads']} key/value heads; "
            f"`{shlex.join(['vocollama', 'init', '--preset', a.preset, *shape_args(a)])}`) trained from scratch on the synthetic shapes data (`vocollama data shapes`: "
-           f"{a.train} training questions, {a.per_image} per picture as the turns of one conversation, and {a.test}"
+           f"{a.train} training questions, {a.per_image} per picture as the turns of one conversation"
+           + (", the caption last" if a.order == "caption-last" else "") + f", and {a.test}"
            " held-out questions, each about a picture of its own; about colour, shape, count,",
            "position and size in several phrasings, and captions; "
            + ("answers about one object restate the word the question names it by, `circle red` for \"What colour is"
@@ -365,6 +371,7 @@ def write_report(a, runs, commands):
            f"then {a.epochs} epoch(s) per method from there"
            + (f", {a.cycles} times over (each run from the last with a fresh warm-up, cosine decay, optimizer and"
               " order of the data)" if a.cycles > 1 else "")
+           + ("; the loss the mean over answers of each answer's mean token loss" if a.loss_weight == "answer" else "")
            + f"; AdamW (ε 1e-8) at {a.lr} with warm-up and cosine decay, batch",
            f"{a.batch_size}, on this machine's two CPU cores (flex backend). Accuracy is exact match after",
            "normalisation, greedy answers. Every run is repeated whole (data, tower, models) for seeds "

@@ -15,7 +15,7 @@ use vocollama_model::checkpoint::config::ImagePooling;
 use vocollama_model::checkpoint::info;
 use vocollama_model::model::precision::{Quantize, WeightDType};
 use vocollama_model::{CacheDType, Compression, FramePositions, LlavaModel, LoadOptions, SamplingConfig, backend};
-use vocollama_train::synthetic::Answers;
+use vocollama_train::synthetic::{Answers, TurnOrder};
 
 #[derive(Parser)]
 #[command(name = "vocollama", version, about = "VoCo-LLaMA: vision compression with LLaVA-1.5 models, on Burn")]
@@ -309,6 +309,10 @@ enum DataKind {
         /// ("What colour is the circle?" → "circle red"), `plain` gives the attribute alone ("red").
         #[arg(long, value_enum, default_value_t = Answers::Named)]
         answers: Answers,
+        /// Order of a training conversation's turns: `shuffled`, or `caption-last` (shuffled, then
+        /// the caption last, where it cannot answer the other questions for the model).
+        #[arg(long, value_enum, default_value_t = TurnOrder::Shuffled)]
+        order: TurnOrder,
     },
 }
 
@@ -367,8 +371,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(train::TrainCommand { args: Some(args), .. }) => train::train(&args)?,
         Command::Train(_) => unreachable!("clap asks for the training options or a stage"),
         Command::Eval(args) => train::eval(&args)?,
-        Command::Data { kind: DataKind::Shapes { out, train, test, size, seed, kinds, per_image, answers } } => {
-            train::data_shapes(&out, train, test, size, seed, &kinds, per_image, answers)?
+        Command::Data { kind: DataKind::Shapes { out, train, test, size, seed, kinds, per_image, answers, order } } => {
+            train::data_shapes(&out, train, test, size, seed, &kinds, per_image, answers, order)?
         }
         Command::Init { preset, shape, tokenizer, voco_tokens, image_pooling, vision_tower, seed, out } => {
             train::init(&out, &preset, shape, &tokenizer, voco_tokens, image_pooling, vision_tower.as_deref(), seed)?

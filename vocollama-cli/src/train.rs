@@ -8,12 +8,12 @@ use vocollama_model::checkpoint::config::ImagePooling;
 use vocollama_model::io::atomic_write::write_atomic;
 use vocollama_model::model::random::{Preset, preset};
 use vocollama_model::{LlavaModel, LoadOptions, Tokenizer, backend};
-use vocollama_train::batch::TrainLayout;
+use vocollama_train::batch::{LossWeight, TrainLayout};
 use vocollama_train::data::load_records;
 use vocollama_train::eval::{EvalMode, EvalReport, evaluate};
 use vocollama_train::init::init_model;
 use vocollama_train::model_dir::check_out;
-use vocollama_train::synthetic::{Answers, write_dataset};
+use vocollama_train::synthetic::{Answers, TurnOrder, write_dataset};
 use vocollama_train::tower::{TowerConfig, pretrain_tower, save_with_tower};
 use vocollama_train::trainer::{Checkpoints, TrainConfig, Trainer};
 
@@ -130,6 +130,10 @@ pub struct TrainArgs {
     /// `voco`: text sees only the VoCo tokens; `causal`: plain attention (the upper bound).
     #[arg(long, value_enum, default_value_t = TrainLayout::Voco)]
     pub layout: TrainLayout,
+    /// How answers weigh in the loss: `token` (every answer token alike, as LLaVA trains) or
+    /// `answer` (every answer alike, a caption as much as a one-word answer).
+    #[arg(long, value_enum, default_value_t = LossWeight::Token)]
+    pub loss_weight: LossWeight,
     /// VoCo tokens per image (default: `voco_num` of config.json, else 1).
     #[arg(long)]
     pub voco_tokens: Option<usize>,
@@ -180,6 +184,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
     let layout = a.layout;
     let config = TrainConfig {
         layout,
+        loss_weight: a.loss_weight,
         voco_tokens: a.voco_tokens.or(model.config.voco_num).unwrap_or(1),
         lr: a.lr,
         epochs: a.epochs,
@@ -324,13 +329,15 @@ pub fn data_shapes(
     kinds: &[String],
     per_image: usize,
     answers: Answers,
+    order: TurnOrder,
 ) -> anyhow::Result<()> {
     let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
-    write_dataset(out, train, test, size, seed, &kinds, per_image, answers)?;
+    write_dataset(out, train, test, size, seed, &kinds, per_image, answers, order)?;
     eprintln!(
-        "wrote {} ({train} train, {test} test questions, {per_image} per picture, {} answers, {size} px images)",
+        "wrote {} ({train} train, {test} test questions, {per_image} per picture, {} answers, {} turns, {size} px images)",
         out.display(),
-        answers.name()
+        answers.name(),
+        order.name()
     );
     Ok(())
 }

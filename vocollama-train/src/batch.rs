@@ -35,6 +35,28 @@ impl TrainLayout {
     }
 }
 
+/// How the labelled tokens of a batch weigh in its loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum LossWeight {
+    /// Every answer token alike, as LLaVA and VoCo-LLaMA train: a long answer
+    /// (a caption) outweighs a one-word one by its length.
+    #[default]
+    Token,
+    /// Every answer alike: the mean over answers of each answer's mean token
+    /// loss, so that one-word answers are not drowned by long ones.
+    Answer,
+}
+
+impl LossWeight {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Answer => "answer",
+        }
+    }
+}
+
 /// One record as the model sees it.
 #[derive(Debug, Clone)]
 pub struct Example {
@@ -120,10 +142,16 @@ pub fn frozen_tower_features(model: &LlavaModel, pixels: &[Option<Pixels>]) -> R
         .collect())
 }
 
-/// Mean cross-entropy over the labelled positions of a batch, run left-padded
-/// under `layout` (VoCo spans located by `voco_id` per sample); the number of
-/// labelled tokens comes with it.
-pub fn batch_loss(model: &LlavaModel, batch: &Batch, layout: TrainLayout, voco_id: i64) -> Result<(Tensor<1>, usize)> {
+/// Cross-entropy over the labelled positions of a batch, run left-padded under
+/// `layout` (VoCo spans located by `voco_id` per sample), averaged as `weight`
+/// says; the number of labelled tokens comes with it.
+pub fn batch_loss(
+    model: &LlavaModel,
+    batch: &Batch,
+    layout: TrainLayout,
+    weight: LossWeight,
+    voco_id: i64,
+) -> Result<(Tensor<1>, usize)> {
     let device = &model.device;
     let with_image: Vec<Tensor<3>> = batch.features.iter().flatten().cloned().collect();
     let images = if with_image.is_empty() { None } else { Some(model.project_features(Tensor::cat(with_image, 0))?) };
@@ -175,7 +203,53 @@ pub fn batch_loss(model: &LlavaModel, batch: &Batch, layout: TrainLayout, voco_i
     let logp = log_softmax(model.llm.logits(h.unsqueeze::<3>()), 2);
     let index: Vec<i64> = rows.iter().map(|&i| targets[i as usize]).collect();
     let index = Tensor::<3, Int>::from_data(TensorData::new(index, [1, count, 1]), device);
-    Ok((logp.gather(2, index).sum().neg() / count as f32, count))
+    let logp = logp.gather(2, index).reshape([count]);
+    let loss = match weight {
+        LossWeight::Token => logp.sum().neg() / count as f32,
+        LossWeight::Answer => {
+            let (weights, answers) = answer_weights(&rows, len - 1);
+            let weights = Tensor::<1>::from_data(TensorData::new(weights, [count]), device);
+            (logp * weights).sum().neg() / answers as f32
+        }
+    };
+    Ok((loss, count))
+}
+
+/// For labelled target rows (ascending indices into samples of `per_sample`
+/// targets each): 1 / the length of the answer each belongs to (an answer is a
+/// run of consecutive labelled targets inside one sample), and the number of answers.
+fn answer_weights(rows: &[i64], per_sample: usize) -> (Vec<f32>, usize) {
+    let mut runs: Vec<(usize, usize)> = vec![];
+    for (k, &r) in rows.iter().enumerate() {
+        let r = r as usize;
+        let joins = k > 0 && {
+            let prev = rows[k - 1] as usize;
+            prev + 1 == r && prev / per_sample == r / per_sample
+        };
+        match runs.last_mut() {
+            Some((_, n)) if joins => *n += 1,
+            _ => runs.push((k, 1)),
+        }
+    }
+    let mut weights = vec![0f32; rows.len()];
+    for &(first, n) in &runs {
+        weights[first..first + n].iter_mut().for_each(|w| *w = 1.0 / n as f32);
+    }
+    (weights, runs.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer_weights;
+
+    #[test]
+    fn answers_are_runs_of_labels_within_a_sample() {
+        // Sample 0 (targets 0..5): an answer of two at 1, 2 and one of one at 4; sample 1 (5..10):
+        // 5 follows 4 but starts a new sample, then 6, 7 with it: one answer of three.
+        let (w, n) = answer_weights(&[1, 2, 4, 5, 6, 7], 5);
+        assert_eq!(n, 3);
+        assert_eq!(w, vec![0.5, 0.5, 1.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0]);
+    }
 }
 
 /// Pixels for a record's image, resolved against `root` (the data file's directory).

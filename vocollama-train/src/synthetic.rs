@@ -41,6 +41,28 @@ impl Answers {
     }
 }
 
+/// The order of a training conversation's turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum TurnOrder {
+    /// Any order: any question may come first, as every test question does.
+    Shuffled,
+    /// Shuffled, then the caption moved last. Text after the VoCo tokens sees
+    /// the earlier turns, and an earlier caption answers every question about
+    /// one object by itself (half of them in shuffled conversations), which
+    /// leaves the model little reason to read those answers from the VoCo tokens.
+    CaptionLast,
+}
+
+impl TurnOrder {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Shuffled => "shuffled",
+            Self::CaptionLast => "caption-last",
+        }
+    }
+}
+
 const COUNTS: [&str; 4] = ["zero", "one", "two", "three"];
 const QUADRANTS: [&str; 4] = ["top left", "top right", "bottom left", "bottom right"];
 
@@ -251,6 +273,7 @@ pub const TARGET_CLASSES: [usize; 3] = [1 + COLOURS.len(), 1 + SHAPES.len(), 3];
 /// training split as the turns of one conversation in a random order, as
 /// LLaVA's own data asks several questions per picture; in the test split as
 /// one-question records, since evaluation answers a record's first question.
+/// `order` orders the turns; the questions are the same either way.
 #[allow(clippy::too_many_arguments)]
 pub fn write_dataset(
     dir: &Path,
@@ -261,6 +284,7 @@ pub fn write_dataset(
     kinds: &[&str],
     per_image: usize,
     answers: Answers,
+    order: TurnOrder,
 ) -> Result<()> {
     let kinds: Vec<&str> = if kinds.is_empty() { KINDS.to_vec() } else { kinds.to_vec() };
     if let Some(k) = kinds.iter().find(|k| !KINDS.contains(k)) {
@@ -303,6 +327,10 @@ pub fn write_dataset(
             if split == "train" {
                 // Any question may come first, as every test question does.
                 rng.shuffle(&mut asked);
+                if order == TurnOrder::CaptionLast {
+                    // A stable sort: the other turns keep their shuffled order.
+                    asked.sort_by_key(|(kind, _, _)| *kind == "caption");
+                }
                 records.push(record(picture, &asked));
             } else {
                 records.extend(asked.iter().enumerate().map(|(k, one)| record(first + k, std::slice::from_ref(one))));
@@ -380,31 +408,31 @@ mod tests {
     #[test]
     fn a_dataset_is_the_same_for_a_seed() {
         let d = tempfile::tempdir().unwrap();
-        write_dataset(d.path(), 6, 4, 48, 11, &[], 1, Answers::Plain).unwrap();
+        write_dataset(d.path(), 6, 4, 48, 11, &[], 1, Answers::Plain, TurnOrder::Shuffled).unwrap();
         let a = std::fs::read(d.path().join("train.json")).unwrap();
         let first_test = std::fs::read(d.path().join("images/test-000000.png")).unwrap();
         let e = tempfile::tempdir().unwrap();
-        write_dataset(e.path(), 9, 4, 48, 11, &[], 1, Answers::Plain).unwrap();
+        write_dataset(e.path(), 9, 4, 48, 11, &[], 1, Answers::Plain, TurnOrder::Shuffled).unwrap();
         assert_eq!(std::fs::read(e.path().join("images/test-000000.png")).unwrap(), first_test);
         let f = tempfile::tempdir().unwrap();
-        write_dataset(f.path(), 6, 4, 48, 11, &[], 1, Answers::Plain).unwrap();
+        write_dataset(f.path(), 6, 4, 48, 11, &[], 1, Answers::Plain, TurnOrder::Shuffled).unwrap();
         assert_eq!(std::fs::read(f.path().join("train.json")).unwrap(), a);
         let records = super::super::data::load_records(&d.path().join("test.json")).unwrap();
         assert_eq!(records.len(), 4);
         assert_eq!(records[2].kind.as_deref(), Some("count"));
         let g = tempfile::tempdir().unwrap();
-        write_dataset(g.path(), 3, 0, 48, 11, &["size"], 1, Answers::Plain).unwrap();
+        write_dataset(g.path(), 3, 0, 48, 11, &["size"], 1, Answers::Plain, TurnOrder::Shuffled).unwrap();
         let records = super::super::data::load_records(&g.path().join("train.json")).unwrap();
         assert!(records.iter().all(|r| r.kind.as_deref() == Some("size")));
         assert!(
-            write_dataset(g.path(), 3, 0, 48, 11, &["weight"], 1, Answers::Plain)
+            write_dataset(g.path(), 3, 0, 48, 11, &["weight"], 1, Answers::Plain, TurnOrder::Shuffled)
                 .unwrap_err()
                 .to_string()
                 .contains("weight")
         );
         // Several questions per picture: turns of one conversation to train on, one record each to test.
         let h = tempfile::tempdir().unwrap();
-        write_dataset(h.path(), 7, 8, 48, 11, &[], 3, Answers::Plain).unwrap();
+        write_dataset(h.path(), 7, 8, 48, 11, &[], 3, Answers::Plain, TurnOrder::Shuffled).unwrap();
         let train = super::super::data::load_records(&h.path().join("train.json")).unwrap();
         assert_eq!(train.iter().map(|r| r.turns.len()).collect::<Vec<_>>(), vec![3, 3, 1]);
         assert!(train[0].turns[0].0.starts_with("<image>\n") && !train[0].turns[1].0.contains("<image>"));
@@ -422,6 +450,31 @@ mod tests {
         assert_eq!(test[0].scene, test[2].scene);
         assert_ne!(images[2], images[3]);
         assert_eq!(std::fs::read_dir(h.path().join("images")).unwrap().count(), 3 + 3);
-        assert!(write_dataset(h.path(), 3, 0, 48, 11, &[], 0, Answers::Plain).is_err());
+        assert!(write_dataset(h.path(), 3, 0, 48, 11, &[], 0, Answers::Plain, TurnOrder::Shuffled).is_err());
+    }
+
+    #[test]
+    fn caption_last_reorders_the_same_turns() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write_dataset(a.path(), 60, 6, 48, 5, &[], 6, Answers::Named, TurnOrder::Shuffled).unwrap();
+        write_dataset(b.path(), 60, 6, 48, 5, &[], 6, Answers::Named, TurnOrder::CaptionLast).unwrap();
+        let load = |d: &Path, f: &str| super::super::data::load_records(&d.join(f)).unwrap();
+        let plain = |t: &(String, String)| (t.0.trim_start_matches("<image>\n").to_string(), t.1.clone());
+        let (shuffled, last) = (load(a.path(), "train.json"), load(b.path(), "train.json"));
+        assert_eq!(shuffled.len(), 10);
+        let mut moved = 0;
+        for (s, l) in shuffled.iter().zip(&last) {
+            let (s, l): (Vec<_>, Vec<_>) = (s.turns.iter().map(plain).collect(), l.turns.iter().map(plain).collect());
+            let is_caption = |t: &(String, String)| t.1.starts_with("a ");
+            assert!(is_caption(l.last().unwrap()), "{l:?}");
+            assert_eq!(l.iter().filter(|t| is_caption(t)).count(), 1);
+            // The other turns in their shuffled order, then the caption.
+            let others: Vec<_> = s.iter().filter(|t| !is_caption(t)).cloned().collect();
+            assert_eq!(l[..5], others[..]);
+            moved += usize::from(!is_caption(s.last().unwrap()));
+        }
+        assert!(moved > 0, "no shuffled conversation had its caption elsewhere: the test could not fail");
+        assert!(last.iter().all(|r| r.turns[0].0.starts_with("<image>\n")));
+        assert_eq!(load(a.path(), "test.json"), load(b.path(), "test.json"));
     }
 }

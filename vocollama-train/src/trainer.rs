@@ -18,13 +18,17 @@ use vocollama_model::text::template::voco_id;
 use vocollama_model::text::{Template, Tokenizer};
 use vocollama_model::{Error, LlavaModel, Result};
 
-use crate::batch::{Batch, Example, TrainLayout, batch_loss, encode_example, frozen_tower_features, record_pixels};
+use crate::batch::{
+    Batch, Example, LossWeight, TrainLayout, batch_loss, encode_example, frozen_tower_features, record_pixels,
+};
 use crate::checkpoint::save_llava_with;
 use crate::data::Record;
 
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     pub layout: TrainLayout,
+    /// How answer tokens weigh in the loss.
+    pub loss_weight: LossWeight,
     pub voco_tokens: usize,
     /// Peak learning rate.
     pub lr: f64,
@@ -53,6 +57,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             layout: TrainLayout::Voco,
+            loss_weight: LossWeight::Token,
             voco_tokens: 1,
             lr: 2e-5,
             epochs: 1,
@@ -347,7 +352,7 @@ impl Trainer {
             }
         }
         let state = serde_json::json!({"step": self.step, "param_ids": ids, "layout": self.config.layout.name(),
-            "voco_tokens": self.config.voco_tokens, "seed": self.config.seed, "throughput": self.throughput.json()});
+            "loss_weight": self.config.loss_weight.name(), "voco_tokens": self.config.voco_tokens, "seed": self.config.seed, "throughput": self.throughput.json()});
         save_llava_with(model, out, updates, &|dir| {
             let path = dir.join(STATE_FILE);
             std::fs::write(&path, serde_json::to_string_pretty(&state).expect("json"))
@@ -366,10 +371,16 @@ impl Trainer {
         let step = field("step")?
             .as_u64()
             .ok_or_else(|| Error::Invalid(format!("{}: `step` is not a number", path.display())))?;
-        for (k, want) in
-            [("layout", self.config.layout.name().to_string()), ("voco_tokens", self.config.voco_tokens.to_string())]
-        {
-            let got = field(k)?.as_str().map(str::to_string).unwrap_or_else(|| field(k).unwrap().to_string());
+        for (k, want) in [
+            ("layout", self.config.layout.name().to_string()),
+            ("voco_tokens", self.config.voco_tokens.to_string()),
+            ("loss_weight", self.config.loss_weight.name().to_string()),
+        ] {
+            // Checkpoints from before `loss_weight` weighed every token alike.
+            let got = match (k, state.get(k)) {
+                ("loss_weight", None) => LossWeight::Token.name().to_string(),
+                _ => field(k)?.as_str().map(str::to_string).unwrap_or_else(|| field(k).unwrap().to_string()),
+            };
             if got != want {
                 return Err(Error::Invalid(format!(
                     "{}: the checkpoint was trained with {k} {got}, this run asks for {want}",
@@ -454,7 +465,7 @@ impl Trainer {
                         examples: idx.iter().map(|&i| &examples[i]).collect(),
                         features: features.batch(model, records, root, idx)?,
                     };
-                    let (loss, count) = batch_loss(model, &batch, c.layout, self.voco_id)?;
+                    let (loss, count) = batch_loss(model, &batch, c.layout, c.loss_weight, self.voco_id)?;
                     // Each forward's mean loss weighted by its share of the step's forwards.
                     let loss = loss / group.len() as f32;
                     loss_sum += f64::from(loss.clone().into_scalar::<f32>());

@@ -8,10 +8,10 @@ use common::*;
 use vocollama_model::model::llava::expand_ids;
 use vocollama_model::model::random::preset;
 use vocollama_model::{AttentionLayout, LlavaModel, LoadOptions, Tokenizer};
-use vocollama_train::batch::{Batch, TrainLayout, batch_loss, encode_example, record_pixels};
+use vocollama_train::batch::{Batch, LossWeight, TrainLayout, batch_loss, encode_example, record_pixels};
 use vocollama_train::data::load_records;
 use vocollama_train::init::init_model;
-use vocollama_train::synthetic::{Answers, write_dataset};
+use vocollama_train::synthetic::{Answers, TurnOrder, write_dataset};
 use vocollama_train::tower::{TowerConfig, pretrain_tower, save_with_tower};
 use vocollama_train::trainer::{TrainConfig, Trainer};
 
@@ -27,7 +27,7 @@ fn setup(device: &Device) -> (LlavaModel, Tokenizer) {
 #[test]
 fn gradients_reach_the_voco_embedding_on_every_backend() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 4, 0, 48, 1, &[], 1, Answers::Plain).unwrap();
+    write_dataset(data.path(), 4, 0, 48, 1, &[], 1, Answers::Plain, TurnOrder::Shuffled).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let mut losses = vec![];
     for (name, inner) in devices() {
@@ -70,7 +70,7 @@ fn a_batch_loss_and_its_gradients_equal_transformers() {
         let tol = if name == "flex" { 1e-4 } else { 1e-3 };
         let (model, _) = setup(&Device::autodiff(inner));
         let batch = Batch::from_pixels(&model, examples.iter().collect(), &pixels).unwrap();
-        let (loss, count) = batch_loss(&model, &batch, TrainLayout::Causal, VOCO).unwrap();
+        let (loss, count) = batch_loss(&model, &batch, TrainLayout::Causal, LossWeight::Token, VOCO).unwrap();
         assert_eq!(count, 10, "[{name}] the two answers' tokens");
         let (got, want) = (loss.clone().into_scalar::<f32>(), floats(data("loss"))[0]);
         eprintln!("[{name}] loss {got} (transformers {want})");
@@ -118,7 +118,7 @@ fn gradients_on(device: &Device, records: &[vocollama_train::data::Record], root
     let batch = Batch::from_pixels(&model, examples.iter().collect(), &pixels).unwrap();
     let mut losses = vec![];
     for layout in [TrainLayout::Voco, TrainLayout::Causal] {
-        let (loss, count) = batch_loss(&model, &batch, layout, VOCO).unwrap();
+        let (loss, count) = batch_loss(&model, &batch, layout, LossWeight::Token, VOCO).unwrap();
         losses.push(loss.clone().into_scalar::<f32>());
         assert!(count >= 8, "{count} labelled tokens");
         let grads = loss.backward();
@@ -133,10 +133,55 @@ fn gradients_on(device: &Device, records: &[vocollama_train::data::Record], root
     losses
 }
 
+/// Weighed per answer, a batch's loss is the mean over its answers of each answer's token-mean
+/// loss: each answer's computed alone (a copy of its example labelled only there) and averaged.
+#[test]
+fn a_loss_per_answer_is_the_mean_of_the_answers_losses() {
+    let data = tempfile::tempdir().unwrap();
+    // Three questions per picture: conversations of three answers, a caption among them.
+    write_dataset(data.path(), 6, 0, 48, 3, &[], 3, Answers::Plain, TurnOrder::Shuffled).unwrap();
+    let records = load_records(&data.path().join("train.json")).unwrap();
+    let device = Device::autodiff(Device::flex());
+    let (model, tok) = setup(&device);
+    let template = vocollama_model::text::Template::VocoVicunaV1 { voco_tokens: 1 };
+    let examples: Vec<_> =
+        records.iter().map(|r| encode_example(r, template, &tok, model.image_tokens()).unwrap()).collect();
+    let pixels: Vec<_> = records.iter().map(|r| record_pixels(&model, r, data.path()).unwrap()).collect();
+    let loss = |examples: Vec<&vocollama_train::batch::Example>, px: &[Option<vocollama_model::Pixels>], w| {
+        let batch = Batch::from_pixels(&model, examples, px).unwrap();
+        batch_loss(&model, &batch, TrainLayout::Voco, w, VOCO).unwrap().0.into_scalar::<f32>()
+    };
+    let mut answers = vec![];
+    let mut lengths = vec![];
+    for (e, px) in examples.iter().zip(&pixels) {
+        let mut k = 0;
+        while k < e.labels.len() {
+            if e.labels[k] < 0 {
+                k += 1;
+                continue;
+            }
+            let end = (k..e.labels.len()).find(|&j| e.labels[j] < 0).unwrap_or(e.labels.len());
+            let mut alone = e.clone();
+            alone.labels.iter_mut().enumerate().filter(|(j, _)| !(k..end).contains(j)).for_each(|(_, l)| *l = -100);
+            answers.push(loss(vec![&alone], std::slice::from_ref(px), LossWeight::Token));
+            lengths.push(end - k);
+            k = end;
+        }
+    }
+    assert_eq!(answers.len(), 6, "three answers in each of two conversations");
+    assert!(lengths.iter().max() > lengths.iter().min(), "answers of one length could not tell the weightings apart");
+    let want = answers.iter().sum::<f32>() / answers.len() as f32;
+    let got = loss(examples.iter().collect(), &pixels, LossWeight::Answer);
+    let per_token = loss(examples.iter().collect(), &pixels, LossWeight::Token);
+    eprintln!("per answer {got} (answers alone {want}), per token {per_token}");
+    assert!((got - want).abs() <= 1e-4 * want.abs(), "{got} against {want}");
+    assert!((per_token - want).abs() > 1e-3 * want.abs(), "the weightings agree: the test could not fail");
+}
+
 #[test]
 fn the_loss_falls() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 32, 0, 48, 2, &[], 1, Answers::Plain).unwrap();
+    write_dataset(data.path(), 32, 0, 48, 2, &[], 1, Answers::Plain, TurnOrder::Shuffled).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let device = Device::autodiff(Device::flex());
     let (mut model, tok) = setup(&device);
@@ -247,7 +292,7 @@ fn a_new_model_loads_and_its_weights_are_random() {
 #[test]
 fn a_resumed_run_continues_exactly() {
     let data = tempfile::tempdir().unwrap();
-    write_dataset(data.path(), 24, 0, 48, 4, &[], 1, Answers::Plain).unwrap();
+    write_dataset(data.path(), 24, 0, 48, 4, &[], 1, Answers::Plain, TurnOrder::Shuffled).unwrap();
     let records = load_records(&data.path().join("train.json")).unwrap();
     let device = Device::autodiff(Device::flex());
     let config = TrainConfig { lr: 2e-3, epochs: 2, batch_size: 6, voco_tokens: 2, seed: 9, ..Default::default() };
@@ -281,9 +326,13 @@ fn a_resumed_run_continues_exactly() {
         assert!((a - b).abs() <= 1e-4 * a.abs(), "step {s}: {a} straight, {b} resumed");
     }
     // A checkpoint of another layout is refused.
-    let other = TrainConfig { layout: TrainLayout::Causal, ..config };
+    let other = TrainConfig { layout: TrainLayout::Causal, ..config.clone() };
     let err = Trainer::new(other, &tok).unwrap().resume(&mut model, &ckpt).unwrap_err().to_string();
     assert!(err.contains("layout"), "{err}");
+    // So is one whose answers weighed otherwise.
+    let other = TrainConfig { loss_weight: LossWeight::Answer, ..config };
+    let err = Trainer::new(other, &tok).unwrap().resume(&mut model, &ckpt).unwrap_err().to_string();
+    assert!(err.contains("loss_weight token") && err.contains("asks for answer"), "{err}");
 }
 
 /// The paper's comparison in miniature, small enough for CI: a tiny model
@@ -297,7 +346,7 @@ fn voco_beats_the_lower_bound_on_held_out_data() {
     use vocollama_train::eval::{EvalMode, evaluate};
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    write_dataset(&data, 800, 100, 64, 2, &["colour"], 1, Answers::Plain).unwrap();
+    write_dataset(&data, 800, 100, 64, 2, &["colour"], 1, Answers::Plain, TurnOrder::Shuffled).unwrap();
     let train = load_records(&data.join("train.json")).unwrap();
     let test = load_records(&data.join("test.json")).unwrap();
     let random = work.path().join("init");

@@ -15,6 +15,7 @@ both stages' epochs from its own start.
     python3 tools/miniature.py                    # table 1 and table 2, seeds 1 and 2, writes docs/results.md
     python3 tools/miniature.py --table 1          # table 1 only
     python3 tools/miniature.py --seeds 1          # one seed
+    python3 tools/miniature.py --jobs 2           # the two seeds side by side, one core each
 
 Every number in the report comes from `vocollama eval --out`; the commands
 that produced them are listed in it. Runs whose output directory exists are
@@ -27,6 +28,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -71,18 +73,25 @@ def main():
     ap.add_argument("--binding-vocollama", action="append", metavar="EPSILON=EVAL.json",
                     help="`vocollama eval --out` of a model `vocollama train` trained on binding.py's colour task "
                          "with `--adam-epsilon EPSILON` (repeatable): a row of the same table")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="seeds run at the same time, each run on cores / jobs threads (the tiny model gains little "
+                         "from a second thread: two one-thread runs side by side train almost twice as much)")
     ap.add_argument("--report", default=os.path.join(ROOT, "docs", "results.md"))
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
-    commands = []
-    runs = {}
+    seeds = a.seeds.split(",")
     sweep_seeds = (a.sweep_seeds or a.seeds).split(",")
-    for seed in a.seeds.split(","):
-        runs[seed] = one_seed(a, seed, commands, seed in sweep_seeds)
-    write_report(a, runs, commands)
+    commands = {seed: [] for seed in seeds}
+    env = None
+    if a.jobs > 1:
+        env = dict(os.environ, RAYON_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // a.jobs)))
+    with ThreadPoolExecutor(max(1, a.jobs)) as pool:
+        lanes = {seed: pool.submit(one_seed, a, seed, commands[seed], seed in sweep_seeds, env) for seed in seeds}
+        runs = {seed: lane.result() for seed, lane in lanes.items()}
+    write_report(a, runs, [c for seed in seeds for c in commands[seed]])
 
 
-def one_seed(a, seed, commands, with_sweep):
+def one_seed(a, seed, commands, with_sweep, env=None):
     """Data, tower, models and evaluations of one seed under WORK/seed-S; the rows and the sweep."""
     work = os.path.join(a.work, f"seed-{seed}")
     os.makedirs(work, exist_ok=True)
@@ -92,8 +101,8 @@ def one_seed(a, seed, commands, with_sweep):
         cmd = ["vocollama", *args]
         commands.append(" ".join(cmd).replace(a.work + "/", "").replace(ROOT + "/", ""))
         if not done:
-            print("+", " ".join(cmd), flush=True)
-            subprocess.run([a.vocollama, *args], check=True)
+            print(f"[seed {seed}] +", " ".join(cmd), flush=True)
+            subprocess.run([a.vocollama, *args], check=True, env=env)
 
     w = lambda *p: os.path.join(work, *p)
     data = w("data")

@@ -352,7 +352,8 @@ impl Trainer {
             }
         }
         let state = serde_json::json!({"step": self.step, "param_ids": ids, "layout": self.config.layout.name(),
-            "loss_weight": self.config.loss_weight.name(), "voco_tokens": self.config.voco_tokens, "seed": self.config.seed, "throughput": self.throughput.json()});
+            "loss_weight": self.config.loss_weight.name(), "voco_tokens": self.config.voco_tokens,
+            "seed": self.config.seed, "throughput": self.throughput.json()});
         save_llava_with(model, out, updates, &|dir| {
             let path = dir.join(STATE_FILE);
             std::fs::write(&path, serde_json::to_string_pretty(&state).expect("json"))
@@ -371,15 +372,17 @@ impl Trainer {
         let step = field("step")?
             .as_u64()
             .ok_or_else(|| Error::Invalid(format!("{}: `step` is not a number", path.display())))?;
-        for (k, want) in [
-            ("layout", self.config.layout.name().to_string()),
-            ("voco_tokens", self.config.voco_tokens.to_string()),
-            ("loss_weight", self.config.loss_weight.name().to_string()),
+        // Each setting the checkpoint must share with this run, and its value where the state lacks
+        // it (checkpoints from before `loss_weight` weighed every token alike).
+        for (k, want, missing) in [
+            ("layout", self.config.layout.name().to_string(), None),
+            ("voco_tokens", self.config.voco_tokens.to_string(), None),
+            ("loss_weight", self.config.loss_weight.name().to_string(), Some(LossWeight::Token.name())),
         ] {
-            // Checkpoints from before `loss_weight` weighed every token alike.
-            let got = match (k, state.get(k)) {
-                ("loss_weight", None) => LossWeight::Token.name().to_string(),
-                _ => field(k)?.as_str().map(str::to_string).unwrap_or_else(|| field(k).unwrap().to_string()),
+            let got = match (state.get(k), missing) {
+                (Some(v), _) => v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()),
+                (None, Some(m)) => m.to_string(),
+                (None, None) => field(k)?.to_string(),
             };
             if got != want {
                 return Err(Error::Invalid(format!(

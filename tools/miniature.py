@@ -6,11 +6,13 @@ As LLaVA starts from a pretrained CLIP, the tiny tower is first trained on
 synthetic scenes (`vocollama train tower`) and then frozen in a fresh LLaVA
 (`init-llava`, with `--layers L` a language model of L layers). As
 VoCo-LLaMA starts from a LLaVA that already reads images, that model is next
-trained causally (`pretrained`); from it, the upper bound continues causally and each
-VoCo model is tuned with the VoCo layout for the same number of epochs. The
+trained causally (`pretrained`, on conversations in any order with every
+answer token alike, as LLaVA is); from it, the upper bound continues causally
+and each VoCo model is tuned with the VoCo layout for the same number of
+epochs, on the data `--order` and `--loss-weight` choose (the recipe). The
 lower bound is the upper-bound model evaluated under the VoCo restriction;
-the average-pooling baseline (same pretrained tower) is trained causally for
-both stages' epochs from its own start.
+the average-pooling baseline (same pretrained tower) is pretrained as
+`pretrained` is, from its own start, then trained causally as the upper bound.
 
     python3 tools/miniature.py                    # table 1 and table 2, seeds 1 and 2, writes docs/results.md
     python3 tools/miniature.py --table 1          # table 1 only
@@ -27,6 +29,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -58,9 +61,10 @@ def main():
                     help="training questions per picture (turns of one conversation); held-out pictures get one each")
     ap.add_argument("--answers", choices=["named", "plain"], default="named",
                     help="answers about one object: `circle red` (named) or `red` (plain); see `vocollama data shapes --help`")
-    ap.add_argument("--order", choices=["shuffled", "caption-last"], default="shuffled",
+    ap.add_argument("--order", choices=["shuffled", "caption-last", "caption-apart"], default="shuffled",
                     help="order of a training conversation's turns (`vocollama data shapes --order`): with the caption "
-                         "last it cannot answer the other questions in place of the VoCo tokens")
+                         "last it cannot answer the other questions in place of the VoCo tokens; apart (a record of its "
+                         "own) it cannot repeat their answers either")
     ap.add_argument("--loss-weight", choices=["token", "answer"], default="token",
                     help="how answers weigh in the LLaVA stages' loss (`vocollama train --loss-weight`)")
     ap.add_argument("--seeds", default="1,2", help="whole runs (data, tower, models), one per seed")
@@ -74,40 +78,67 @@ def main():
                     help="`vocollama eval --out` of a model `vocollama train` trained on binding.py's colour task "
                          "with `--adam-epsilon EPSILON` (repeatable): a row of the same table")
     ap.add_argument("--jobs", type=int, default=1,
-                    help="seeds run at the same time, each run on cores / jobs threads (the tiny model gains little "
-                         "from a second thread: two one-thread runs side by side train almost twice as much)")
+                    help="commands run at the same time (runs of other seeds, and of the methods of one seed once its "
+                         "pretrained model is there), each on cores / jobs threads (the tiny model gains little from a "
+                         "second thread: two one-thread runs side by side train almost twice as much)")
     ap.add_argument("--report", default=os.path.join(ROOT, "docs", "results.md"))
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     seeds = a.seeds.split(",")
     sweep_seeds = (a.sweep_seeds or a.seeds).split(",")
-    commands = {seed: [] for seed in seeds}
     env = None
     if a.jobs > 1:
         env = dict(os.environ, RAYON_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // a.jobs)))
-    with ThreadPoolExecutor(max(1, a.jobs)) as pool:
-        lanes = {seed: pool.submit(one_seed, a, seed, commands[seed], seed in sweep_seeds, env) for seed in seeds}
+    # Every seed and every lane of a seed is a thread; at most `jobs` of them run a command at a time.
+    slots = threading.Semaphore(max(1, a.jobs))
+    with ThreadPoolExecutor(len(seeds)) as pool:
+        lanes = {seed: pool.submit(one_seed, a, seed, seed in sweep_seeds, slots, env) for seed in seeds}
         runs = {seed: lane.result() for seed, lane in lanes.items()}
-    write_report(a, runs, [c for seed in seeds for c in commands[seed]])
+    write_report(a, runs, [c for seed in seeds for c in runs[seed]["commands"]])
 
 
-def one_seed(a, seed, commands, with_sweep, env=None):
-    """Data, tower, models and evaluations of one seed under WORK/seed-S; the rows and the sweep."""
+def lanes(*work):
+    """Run the functions `work` side by side; their results and the commands each listed, in their order."""
+    def one(fn):
+        listed.commands = []
+        result = fn()
+        return result, listed.commands
+    with ThreadPoolExecutor(len(work)) as pool:
+        return [f.result() for f in [pool.submit(one, fn) for fn in work]]
+
+
+# The commands the current lane has listed (lanes run in threads of their own).
+listed = threading.local()
+
+
+def one_seed(a, seed, with_sweep, slots, env=None):
+    """Data, tower, models and evaluations of one seed under WORK/seed-S; the rows, the sweep and the commands."""
     work = os.path.join(a.work, f"seed-{seed}")
     os.makedirs(work, exist_ok=True)
+    listed.commands = []
 
     def run(*args, done=False):
         """Run a vocollama command (listed in the report even when its output already exists)."""
         cmd = ["vocollama", *args]
-        commands.append(" ".join(cmd).replace(a.work + "/", "").replace(ROOT + "/", ""))
+        listed.commands.append(" ".join(cmd).replace(a.work + "/", "").replace(ROOT + "/", ""))
         if not done:
-            print(f"[seed {seed}] +", " ".join(cmd), flush=True)
-            subprocess.run([a.vocollama, *args], check=True, env=env)
+            with slots:
+                print(f"[seed {seed}] +", " ".join(cmd), flush=True)
+                subprocess.run([a.vocollama, *args], check=True, env=env)
 
     w = lambda *p: os.path.join(work, *p)
+    # The pretrained model (the stand-in for LLaVA) learns from conversations in any order with every answer
+    # token alike, as LLaVA does; the methods from it learn from `--order` and `--loss-weight` (the recipe).
     data = w("data")
     run("data", "shapes", "--out", data, "--train", a.train, "--test", "0", "--per-image", a.per_image,
-        "--answers", a.answers, "--order", a.order, "--seed", seed, done=os.path.exists(w("data", "train.json")))
+        "--answers", a.answers, "--order", "shuffled", "--seed", seed, done=os.path.exists(w("data", "train.json")))
+    recipe_data = data if a.order == "shuffled" else w(f"data-{a.order}")
+    if recipe_data != data:
+        run("data", "shapes", "--out", recipe_data, "--train", a.train, "--test", "0", "--per-image", a.per_image,
+            "--answers", a.answers, "--order", a.order, "--seed", seed,
+            done=os.path.exists(os.path.join(recipe_data, "train.json")))
+    # Runs of another recipe share the work directory's tower and pretrained model under names of their own.
+    recipe = "" if (a.order, a.loss_weight) == ("shuffled", "token") else f"-{a.order}-{a.loss_weight}"
     # Held out: one question per picture, so every question is about a picture of its own.
     held_out = w("test")
     run("data", "shapes", "--out", held_out, "--train", "0", "--test", a.test, "--per-image", "1",
@@ -115,18 +146,20 @@ def one_seed(a, seed, commands, with_sweep, env=None):
     tokenizer = os.path.join(ROOT, "assets", "fixtures", "tokenizer")
     times = w("train-seconds.json")
     seconds = json.load(open(times)) if os.path.exists(times) else {}
+    timing = threading.Lock()
 
     def timed(name, *args):
         done = os.path.exists(w(name, "config.json"))
         t = time.time()
         run(*args, done=done)
         if not done:
-            seconds[name] = time.time() - t
-            # Another run of this script may train other models of the seed at the same time: keep its times.
-            if os.path.exists(times):
-                seconds.update({k: v for k, v in json.load(open(times)).items() if k not in seconds})
-            with open(times, "w") as f:
-                json.dump(seconds, f)
+            with timing:
+                seconds[name] = time.time() - t
+                # Another run of this script may train other models of the seed at the same time: keep its times.
+                if os.path.exists(times):
+                    seconds.update({k: v for k, v in json.load(open(times)).items() if k not in seconds})
+                with open(times, "w") as f:
+                    json.dump(seconds, f)
         return w(name)
 
     def model(name, *init):
@@ -134,17 +167,17 @@ def one_seed(a, seed, commands, with_sweep, env=None):
             done=os.path.exists(w(name, "config.json")))
         return w(name)
 
-    def train(name, start, epochs, *extra, cycles=1, later=None):
-        # Each cycle after the first is a run of its own from the one before: a fresh warm-up and
-        # cosine decay, fresh AdamW moments and another order of the data (its seed).
-        # `later`: the epochs of each cycle after the first (default: as many as the first).
+    def train(name, start, epochs, *extra, cycles=1, pretraining=False):
+        """The name of the last cycle's model. Each cycle after the first is a run of its own from the one
+        before: a fresh warm-up and cosine decay, fresh AdamW moments and another order of the data (its
+        seed); cycle C > 1 is NAME-cycle-C, so a run with more cycles continues one with fewer."""
+        source, weight = (data, "token") if pretraining else (recipe_data, a.loss_weight)
         for cycle in range(1, cycles + 1):
-            out = name if cycle == cycles else f"{name}-cycle-{cycle}"
-            n = epochs if cycle == 1 else (later or epochs)
-            start = timed(out, "train", "--model", start, "--data", os.path.join(data, "train.json"), "--out", w(out),
-                          "--epochs", str(n), "--lr", a.lr, "--batch-size", a.batch_size, "--loss-weight", a.loss_weight,
+            out = name if cycle == 1 else f"{name}-cycle-{cycle}"
+            start = timed(out, "train", "--model", start, "--data", os.path.join(source, "train.json"), "--out", w(out),
+                          "--epochs", str(epochs), "--lr", a.lr, "--batch-size", a.batch_size, "--loss-weight", weight,
                           "--seed", str(int(seed) + 100 * (cycle - 1)), *extra)
-        return start
+        return out
 
     def evaluate(name, mode, *extra):
         out = w(f"eval-{name}-{mode}.json")
@@ -160,25 +193,42 @@ def one_seed(a, seed, commands, with_sweep, env=None):
     trained_tower = os.path.join(tower, "vision_tower")
     depth = shape_args(a)
     llava = model("init-llava", *depth, "--vision-tower", trained_tower)
-    base = train("pretrained", llava, a.pretrain_epochs, "--layout", "causal", "--voco-tokens", "1")
-    rows = {}
-    if a.table in ("1", "all"):
-        train("causal", base, a.epochs, "--layout", "causal", "--voco-tokens", "1", cycles=a.cycles)
-        train("voco-1", base, a.epochs, "--layout", "voco", "--voco-tokens", "1", cycles=a.cycles)
+    base = w(train("pretrained", llava, a.pretrain_epochs, "--layout", "causal", "--voco-tokens", "1", pretraining=True))
+    upper = "causal" + recipe
+
+    def upper_lane():
+        last = train(upper, base, a.epochs, "--layout", "causal", "--voco-tokens", "1", cycles=a.cycles)
+        return {"upper": evaluate(last, "none"), "lower": evaluate(last, "lower")}
+
+    def voco_lane(n):
+        last = train(f"voco-{n}{recipe}", base, a.epochs, "--layout", "voco", "--voco-tokens", str(n), cycles=a.cycles)
+        return evaluate(last, "voco")
+
+    def avgpool_lane():
+        # Average pooling learns as the others do: its own pretraining, then the method's epochs.
         pooled = model("init-avgpool", *depth, "--image-pooling", "avg", "--vision-tower", trained_tower)
-        train("avgpool", pooled, a.pretrain_epochs + a.epochs, "--layout", "causal", "--voco-tokens", "1",
-              cycles=a.cycles, later=a.epochs)
-        rows["upper"] = evaluate("causal", "none")
-        rows["voco"] = evaluate("voco-1", "voco")
-        rows["lower"] = evaluate("causal", "lower")
-        rows["avgpool"] = evaluate("avgpool", "none")
+        pooled = w(train("avgpool-pretrained", pooled, a.pretrain_epochs, "--layout", "causal", "--voco-tokens", "1",
+                         pretraining=True))
+        last = train("avgpool" + recipe, pooled, a.epochs, "--layout", "causal", "--voco-tokens", "1", cycles=a.cycles)
+        return evaluate(last, "none")
+
+    table1 = a.table in ("1", "all")
+    swept = [int(n) for n in a.sweep.split(",")] if a.table in ("2", "all") and with_sweep else []
+    ns = [n for n in swept if not (table1 and n == 1)]  # table 1's VoCo row is the sweep's N = 1
+    work_lanes = ([upper_lane, lambda: voco_lane(1), avgpool_lane] if table1 else []) + [
+        (lambda n=n: voco_lane(n)) for n in ns]
+    done = lanes(*work_lanes) if work_lanes else []
+    commands = listed.commands + [c for _, cs in done for c in cs]
+    rows = {}
+    if table1:
+        (bounds, _), (rows["voco"], _), (rows["avgpool"], _) = done[:3]
+        rows.update(bounds)
         rows["blind"] = blind(data, held_out)
-    sweep = {}
-    if a.table in ("2", "all") and with_sweep:
-        for n in [int(n) for n in a.sweep.split(",")]:
-            name = f"voco-{n}"
-            train(name, base, a.epochs, "--layout", "voco", "--voco-tokens", str(n), cycles=a.cycles)
-            sweep[n] = evaluate(name, "voco")
+        done = done[3:]
+    sweep = {n: r for n, (r, _) in zip(ns, done)}
+    if table1 and 1 in swept:
+        sweep[1] = rows["voco"]
+    sweep = dict(sorted(sweep.items()))
     with open(os.path.join(tower, "vision_tower", "pretraining.json")) as f:
         tower_report = json.load(f)
     speed = {}
@@ -192,7 +242,7 @@ def one_seed(a, seed, commands, with_sweep, env=None):
     with open(os.path.join(held_out, "test.json")) as f:
         scenes = {r["id"]: r.get("scene") for r in json.load(f)}
     return {"rows": rows, "sweep": sweep, "seconds": seconds, "tower": tower_report, "speed": speed, "shape": shape,
-            "scenes": scenes}
+            "scenes": scenes, "commands": commands}
 
 
 def shape_args(a):
@@ -365,8 +415,7 @@ def write_report(a, runs, commands):
            f"{first['shape']['hidden_size']}, {first['shape']['num_attention_heads']} heads, "
            f"{first['shape']['num_key_value_heads']} key/value heads; "
            f"`{shlex.join(['vocollama', 'init', '--preset', a.preset, *shape_args(a)])}`) trained from scratch on the synthetic shapes data (`vocollama data shapes`: "
-           f"{a.train} training questions, {a.per_image} per picture as the turns of one conversation"
-           + (", the caption last" if a.order == "caption-last" else "") + f", and {a.test}"
+           f"{a.train} training questions, {a.per_image} per picture as the turns of one conversation, and {a.test}"
            " held-out questions, each about a picture of its own; about colour, shape, count,",
            "position and size in several phrasings, and captions; "
            + ("answers about one object restate the word the question names it by, `circle red` for \"What colour is"
@@ -375,11 +424,14 @@ def write_report(a, runs, commands):
            f"tower is first trained on {t['scenes']} other synthetic scenes for {t['epochs']} epochs (`vocollama train tower`:",
            "from every patch feature, linear heads name the colour, shape and size of the object in its quadrant,"
            " and the quadrant),",
-           "then frozen in a fresh LLaVA. Then "
-           f"{a.pretrain_epochs} epoch(s) of causal training (the stand-in for the LLaVA model VoCo-LLaMA starts from),",
+           "then frozen in a fresh LLaVA (and in another whose image tokens are average-pooled to one). Then "
+           f"{a.pretrain_epochs} epoch(s) of causal training (the stand-in for the LLaVA model VoCo-LLaMA starts from"
+           + ("; conversations in any order, each answer token weighing alike" if (a.order, a.loss_weight) != ("shuffled", "token") else "") + "),",
            f"then {a.epochs} epoch(s) per method from there"
            + (f", {a.cycles} times over (each run from the last with a fresh warm-up, cosine decay, optimizer and"
               " order of the data)" if a.cycles > 1 else "")
+           + {"caption-last": "; the caption last in each conversation",
+              "caption-apart": "; the caption asked alone in a conversation of its own"}.get(a.order, "")
            + ("; the loss the mean over answers of each answer's mean token loss" if a.loss_weight == "answer" else "")
            + f"; AdamW (ε 1e-8) at {a.lr} with warm-up and cosine decay, batch",
            f"{a.batch_size}, on this machine's two CPU cores (flex backend). Accuracy is exact match after",

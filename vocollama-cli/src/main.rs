@@ -309,8 +309,9 @@ enum DataKind {
         /// ("What colour is the circle?" → "circle red"), `plain` gives the attribute alone ("red").
         #[arg(long, value_enum, default_value_t = Answers::Named)]
         answers: Answers,
-        /// Order of a training conversation's turns: `shuffled`, or `caption-last` (shuffled, then
-        /// the caption last, where it cannot answer the other questions for the model).
+        /// Order of a training conversation's turns: `shuffled`; `caption-last` (shuffled, then
+        /// the caption last, where it cannot answer the other questions for the model); or
+        /// `caption-apart` (the caption asked alone in a record of its own, where it cannot repeat them).
         #[arg(long, value_enum, default_value_t = TurnOrder::Shuffled)]
         order: TurnOrder,
     },

@@ -52,6 +52,11 @@ pub enum TurnOrder {
     /// one object by itself (half of them in shuffled conversations), which
     /// leaves the model little reason to read those answers from the VoCo tokens.
     CaptionLast,
+    /// Shuffled, and the caption asked alone in a record of its own about the
+    /// same picture. Last in a conversation, the caption learns to repeat the
+    /// earlier answers rather than read the VoCo tokens; alone, it can only
+    /// read them, as every test question does.
+    CaptionApart,
 }
 
 impl TurnOrder {
@@ -59,6 +64,7 @@ impl TurnOrder {
         match self {
             Self::Shuffled => "shuffled",
             Self::CaptionLast => "caption-last",
+            Self::CaptionApart => "caption-apart",
         }
     }
 }
@@ -273,7 +279,8 @@ pub const TARGET_CLASSES: [usize; 3] = [1 + COLOURS.len(), 1 + SHAPES.len(), 3];
 /// training split as the turns of one conversation in a random order, as
 /// LLaVA's own data asks several questions per picture; in the test split as
 /// one-question records, since evaluation answers a record's first question.
-/// `order` orders the turns; the questions are the same either way.
+/// `order` orders the turns (or asks the caption in a record of its own);
+/// the questions are the same either way.
 #[allow(clippy::too_many_arguments)]
 pub fn write_dataset(
     dir: &Path,
@@ -313,8 +320,8 @@ pub fn write_dataset(
                     (kind, q, a)
                 })
                 .collect();
-            let record = |id: usize, turns: &[(&str, String, String)]| Record {
-                id: format!("shapes-{split}-{id:06}"),
+            let record = |id: String, turns: &[(&str, String, String)]| Record {
+                id: format!("shapes-{split}-{id}"),
                 image: Some(name.clone().into()),
                 kind: Some(turns[0].0.to_string()),
                 scene: Some(caption.clone()),
@@ -327,13 +334,24 @@ pub fn write_dataset(
             if split == "train" {
                 // Any question may come first, as every test question does.
                 rng.shuffle(&mut asked);
-                if order == TurnOrder::CaptionLast {
+                if order != TurnOrder::Shuffled {
                     // A stable sort: the other turns keep their shuffled order.
                     asked.sort_by_key(|(kind, _, _)| *kind == "caption");
                 }
-                records.push(record(picture, &asked));
+                let apart = match asked.last() {
+                    Some(last) if order == TurnOrder::CaptionApart && last.0 == "caption" && asked.len() > 1 => {
+                        asked.pop()
+                    }
+                    _ => None,
+                };
+                records.push(record(format!("{picture:06}"), &asked));
+                if let Some(caption) = apart {
+                    records.push(record(format!("{picture:06}-caption"), std::slice::from_ref(&caption)));
+                }
             } else {
-                records.extend(asked.iter().enumerate().map(|(k, one)| record(first + k, std::slice::from_ref(one))));
+                for (k, one) in asked.iter().enumerate() {
+                    records.push(record(format!("{:06}", first + k), std::slice::from_ref(one)));
+                }
             }
         }
         save_records(&dir.join(format!("{split}.json")), &records)?;
@@ -475,6 +493,28 @@ mod tests {
         }
         assert!(moved > 0, "no shuffled conversation had its caption elsewhere: the test could not fail");
         assert!(last.iter().all(|r| r.turns[0].0.starts_with("<image>\n")));
+        assert_eq!(load(a.path(), "test.json"), load(b.path(), "test.json"));
+    }
+
+    #[test]
+    fn caption_apart_asks_the_caption_alone_about_the_same_picture() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write_dataset(a.path(), 60, 6, 48, 5, &[], 6, Answers::Named, TurnOrder::CaptionLast).unwrap();
+        write_dataset(b.path(), 60, 6, 48, 5, &[], 6, Answers::Named, TurnOrder::CaptionApart).unwrap();
+        let load = |d: &Path, f: &str| super::super::data::load_records(&d.join(f)).unwrap();
+        let (last, apart) = (load(a.path(), "train.json"), load(b.path(), "train.json"));
+        assert_eq!((last.len(), apart.len()), (10, 20));
+        for (l, pair) in last.iter().zip(apart.chunks(2)) {
+            let (turns, caption) = (&pair[0], &pair[1]);
+            // The same picture and turns: the conversation without its caption, then the caption alone.
+            assert_eq!((&turns.image, &caption.image), (&l.image, &l.image));
+            assert_eq!(turns.turns[..], l.turns[..5]);
+            assert_eq!(caption.kind.as_deref(), Some("caption"));
+            assert_eq!(caption.turns.len(), 1);
+            assert_eq!(caption.turns[0].1, l.turns[5].1);
+            assert_eq!(caption.turns[0].0, format!("<image>\n{}", l.turns[5].0));
+            assert_eq!(caption.id, format!("{}-caption", turns.id));
+        }
         assert_eq!(load(a.path(), "test.json"), load(b.path(), "test.json"));
     }
 }
